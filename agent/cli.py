@@ -1,0 +1,126 @@
+"""The `sts-agent` command line: parses arguments and hands off to one command module.
+
+Exit codes are a contract: 0 healthy, 1 findings at warning or worse,
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from agent import __version__
+from agent.config import FIELDS, ConfigError, Loaded, as_toml_dict, build
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, like configuration errors."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_ERROR, f"sts-agent: error: {message} (see --help)\n")
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    g = p.add_argument_group("settings (each also STS_AGENT_<NAME> or the config file)")
+    for f in FIELDS:
+        g.add_argument(f.flag, dest=f"set:{f.path}", metavar="VALUE", help=f"{f.help} [{f.env}]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sts-agent", description=__doc__)
+    p.add_argument("--version", action="version", version=f"sts-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run the daemon and serve /metrics")
+    _add_settings_flags(s)
+
+    c = sub.add_parser("check", help="run every probe once and print a report")
+    _add_settings_flags(c)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    d = sub.add_parser("demo", help="run against a built-in simulated VPC on loopback")
+    d.add_argument("--once", action="store_true", help="one round, then exit with check's code")
+    d.add_argument("--json", action="store_true", help="with --once: print JSON")
+    d.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default="127.0.0.1:9472",
+        metavar="HOST:PORT",
+        help="where the demo serves /metrics and the status page",
+    )
+    d.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+
+    cfg = sub.add_parser("config", help="configuration helpers")
+    csub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    cc = csub.add_parser("check", help="validate FILE and print the effective settings")
+    cc.add_argument("file", metavar="FILE")
+    cc.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("audit", help="offline audits")
+    asub = a.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    ct = asub.add_parser("cloudtrail", help="summarise STS calls in CloudTrail logs")
+    ct.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or s3://b/prefix")
+    ct.add_argument("--json", action="store_true")
+    ct.add_argument("--region", help="region for the printed Logs Insights/Athena queries")
+    return p
+
+
+def load_settings(args: argparse.Namespace) -> Loaded:
+    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:")}
+    import os
+
+    file = args.config or os.environ.get("STS_AGENT_CONFIG")
+    return build(file=file, flags=flags)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    loaded = build(file=args.file)
+    doc = as_toml_dict(loaded.settings)
+    if args.json:
+        print(json.dumps({"settings": doc, "sources": loaded.sources}, indent=2))
+        return EXIT_OK
+    print(f"# {args.file}: OK. Effective settings (flag > environment > file > default):")
+    for f in FIELDS:
+        value = getattr(loaded.settings, f.attr)
+        if f.attr == "expect":
+            value = dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        src = loaded.sources.get(f.path, "default")
+        print(f"{f.path} = {json.dumps(value)}  # {src}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            return _config_check(args)
+        if args.command == "check":
+            from agent.check import run_check
+
+            return run_check(load_settings(args).settings, as_json=args.json)
+        if args.command == "serve":
+            from agent.daemon import serve
+
+            return serve(args, load_settings)
+        if args.command == "demo":
+            from agent.simulate.demo import run_demo
+
+            return run_demo(args)
+        if args.command == "audit":
+            from agent.audit.cloudtrail import run_cloudtrail_audit
+
+            return run_cloudtrail_audit(args.paths, as_json=args.json, region=args.region)
+    except ConfigError as e:
+        print(f"sts-agent: config error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR

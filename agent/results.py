@@ -1,0 +1,259 @@
+"""Immutable records that flow from discovery and probes to verdicts and surfaces.
+
+Keeping them frozen lets the scheduler hand the latest round to a scrape, the
+status page and `check` at once without locks or copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
+AddressClass = Literal["vpce", "private", "public"]
+Severity = Literal["info", "warning", "critical"]
+EndpointKind = Literal["regional", "global", "fips", "dualstack", "custom"]
+
+PATHS: tuple[Path, ...] = ("vpce", "private", "public", "mixed", "unresolved")
+
+DNS_REASONS = ("timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed")
+STS_REASONS = (
+    "connect_refused",
+    "connect_timeout",
+    "tls_error",
+    "tls_hostname_mismatch",
+    "timeout",
+    "http_5xx",
+    "throttled",
+    "expired_token",
+    "invalid_token",
+    "signature",
+    "access_denied",
+    "credentials_missing",
+    "other",
+)
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """One DNS server the host (or the config) sends queries to."""
+
+    address: str
+    port: int = 53
+    amazon_provided: bool = False
+    source: str = "config"  # resolv.conf | systemd-resolved | config | demo
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return host if self.port == 53 else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ImdsInfo:
+    """What IMDSv2 said about this instance, or why it said nothing."""
+
+    available: bool
+    reason: str | None = None  # disabled | timeout | unauthorized | forbidden | http_<n> | network
+    detail: str = ""
+    region: str | None = None
+    availability_zone: str | None = None
+    instance_id: str | None = None
+    vpc_id: str | None = None
+    subnet_id: str | None = None
+    vpc_cidrs: tuple[str, ...] = ()
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An STS hostname to watch and the region its requests are signed for."""
+
+    hostname: str
+    kind: EndpointKind
+    signing_region: str
+    expected: str | None = None  # vpce | private | public | any | None
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    address: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class DnsQuery:
+    """One A or AAAA question to one resolver."""
+
+    rdtype: Literal["A", "AAAA"]
+    duration: float
+    rcode: str | None = None
+    answers: tuple[DnsAnswer, ...] = ()
+    cnames: tuple[str, ...] = ()
+    reason: str | None = None  # one of DNS_REASONS, None when answered with data
+    detail: str = ""
+    tcp: bool = False
+
+
+@dataclass(frozen=True)
+class DnsLookup:
+    """Both questions for one endpoint at one resolver."""
+
+    endpoint: str
+    resolver: Resolver
+    queries: tuple[DnsQuery, ...]
+    started: float = 0.0
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for q in self.queries:
+            for a in q.answers:
+                seen.setdefault(a.address, None)
+        return tuple(seen)
+
+    @property
+    def cnames(self) -> tuple[str, ...]:
+        for q in self.queries:
+            if q.cnames:
+                return q.cnames
+        return ()
+
+    @property
+    def reason(self) -> str | None:
+        """Why the lookup yielded no address, or None when it yielded some.
+
+        A missing AAAA record is normal (most VPC endpoints are IPv4 only), so
+        only the A answer's failure, or nothing at all, counts as a failure.
+        """
+        if self.addresses:
+            return None
+        for q in self.queries:
+            if q.rdtype == "A" and q.reason:
+                return q.reason
+        for q in self.queries:
+            if q.reason:
+                return q.reason
+        return "nodata"
+
+    @property
+    def min_ttl(self) -> int | None:
+        ttls = [a.ttl for q in self.queries for a in q.answers]
+        return min(ttls) if ttls else None
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds spent in each step of one STS request; None where not reached."""
+
+    connect: float | None = None
+    tls: float | None = None
+    ttfb: float | None = None
+    total: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"connect": self.connect, "tls": self.tls, "ttfb": self.ttfb, "total": self.total}
+
+
+@dataclass(frozen=True)
+class StsProbe:
+    """One signed GetCallerIdentity sent to one address of one endpoint."""
+
+    endpoint: str
+    address: str
+    port: int
+    success: bool
+    phases: Phases
+    reason: str | None = None  # one of STS_REASONS when not success
+    error: str | None = None  # human text, never secrets
+    http_status: int | None = None
+    sts_error_code: str | None = None
+    account: str | None = None
+    arn: str | None = None
+    tls_version: str | None = None
+    cert_not_after: float | None = None  # epoch seconds
+    signed: bool = True
+    started: float = 0.0
+
+
+@dataclass(frozen=True)
+class SdkView:
+    """Which STS endpoint boto3 on this host would call, and why."""
+
+    endpoint_url: str | None
+    mode: str  # regional | global | fips | dualstack | custom | unknown
+    region: str | None
+    reasons: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AddressVerdict:
+    address: str
+    klass: AddressClass
+
+
+@dataclass(frozen=True)
+class PathVerdict:
+    """The path one resolver's answer puts an endpoint on."""
+
+    endpoint: str
+    resolver: str
+    path: Path
+    addresses: tuple[AddressVerdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something a human should act on; `code` is a stable identifier for alerting."""
+
+    code: str
+    severity: Severity
+    message: str
+    advice: str = ""
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    endpoint: Endpoint
+    path: Path
+    lookups: tuple[DnsLookup, ...] = ()
+    verdicts: tuple[PathVerdict, ...] = ()
+    probes: tuple[StsProbe, ...] = ()
+    dropped_addresses: int = 0  # beyond the per-endpoint cap
+
+    @property
+    def expectation_met(self) -> bool | None:
+        exp = self.endpoint.expected
+        if exp is None:
+            return None
+        if exp == "any":
+            return self.path != "unresolved"
+        return self.path == exp
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one round learned. Surfaces render this and nothing else."""
+
+    started: float
+    finished: float
+    region: str | None
+    region_source: str
+    imds: ImdsInfo
+    resolvers: tuple[Resolver, ...]
+    vpc_cidrs: tuple[str, ...]
+    sdk: SdkView | None
+    endpoints: tuple[EndpointReport, ...]
+    findings: tuple[Finding, ...] = ()
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def worst_severity(self) -> Severity | None:
+        order = {"info": 0, "warning": 1, "critical": 2}
+        worst: Severity | None = None
+        for f in self.findings:
+            if worst is None or order[f.severity] > order[worst]:
+                worst = f.severity
+        return worst
