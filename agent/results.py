@@ -23,6 +23,8 @@ STS_REASONS = (
     "tls_error",
     "tls_hostname_mismatch",
     "timeout",
+    "connection_reset",
+    "bad_response",
     "http_5xx",
     "throttled",
     "expired_token",

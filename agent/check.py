@@ -1,0 +1,27 @@
+"""`sts-agent check`: one round, a report, and an exit code a script can use."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from agent.config import Settings
+from agent.results import Report
+from agent.runner import Prober, discover, run_round
+from agent.surfaces.report_json import to_json
+from agent.surfaces.report_text import render
+
+
+def exit_code(report: Report) -> int:
+    """0 healthy, 1 a finding at warning or worse."""
+    return 1 if report.worst_severity in ("warning", "critical") else 0
+
+
+def run_check(settings: Settings, *, as_json: bool) -> int:
+    report = run_round(settings, discover(settings), Prober(settings))
+    if as_json:
+        json.dump(to_json(report), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(report))
+    return exit_code(report)

@@ -1,0 +1,299 @@
+"""STS probe: a SigV4-signed GetCallerIdentity sent to one exact address.
+
+botocore signs, but the HTTP exchange is our own: an SDK would pick one
+address and hide the phases, while here every address behind a name (one per
+AZ for a VPC endpoint) is dialled directly, with SNI, Host and certificate
+checks all against the STS hostname, and connect / TLS / first byte / total
+timed separately.  No retries: a probe reports what one attempt saw.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+from agent.results import Phases, StsProbe
+
+BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
+MAX_RESPONSE_BYTES = 1 << 20  # GetCallerIdentity answers are < 1 KiB; never buffer more
+_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
+
+_CODE_REASONS = {
+    "Throttling": "throttled",
+    "ThrottlingException": "throttled",
+    "RequestLimitExceeded": "throttled",
+    "ExpiredToken": "expired_token",
+    "ExpiredTokenException": "expired_token",
+    "RequestExpired": "expired_token",
+    "InvalidClientTokenId": "invalid_token",
+    "UnrecognizedClientException": "invalid_token",
+    "MissingAuthenticationToken": "invalid_token",
+    "SignatureDoesNotMatch": "signature",
+    "IncompleteSignature": "signature",
+    "AccessDenied": "access_denied",
+    "AccessDeniedException": "access_denied",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    hostname: str
+    address: str
+    port: int
+    signing_region: str
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
+    """Headers for the request; SigV4-signed when `credentials` (botocore) are given."""
+    host = target.hostname if target.port == 443 else f"{target.hostname}:{target.port}"
+    headers = {
+        "Host": host,
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        "User-Agent": "sts-agent",
+    }
+    if credentials is None:
+        return headers
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(method="POST", url=f"https://{host}/", data=BODY, headers=headers)
+    SigV4Auth(credentials, "sts", target.signing_region).add_auth(request)
+    return {k: str(v) for k, v in request.headers.items()}
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """One verifying context per CA bundle; build it once and reuse it across probes."""
+    ctx = ssl.create_default_context(cafile=ca_bundle)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _read_response(sock: ssl.SSLSocket, deadline: float, mark_first: list[float]) -> bytes:
+    """Read until the server closes, a full Content-Length arrives, or a bound is hit."""
+    buf = bytearray()
+    need: int | None = None
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise _Failed("timeout", "no complete response before the timeout")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise _Failed("timeout", "no complete response before the timeout") from None
+        if chunk and not mark_first:
+            mark_first.append(time.perf_counter())
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > MAX_RESPONSE_BYTES:
+            raise _Failed("bad_response", f"response larger than {MAX_RESPONSE_BYTES} bytes")
+        if need is None:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                headers = http.client.parse_headers(
+                    io.BytesIO(bytes(buf[: end + 4]).split(b"\r\n", 1)[1])
+                )
+                length = headers.get("Content-Length")
+                if length is not None and length.isdigit():
+                    need = end + 4 + int(length)
+        if need is not None and len(buf) >= need:
+            return bytes(buf[:need])
+
+
+def _parse_http(raw: bytes) -> tuple[int, bytes]:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise _Failed("bad_response", "connection closed before the response headers ended")
+    status_line, _, header_block = head.partition(b"\r\n")
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise _Failed("bad_response", f"not an HTTP response: {status_line[:60]!r}")
+    headers = http.client.parse_headers(io.BytesIO(header_block + b"\r\n\r\n"))
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body = _dechunk(body)
+    return int(parts[1]), body
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, sep, rest = data.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            raise _Failed("bad_response", "invalid chunked encoding") from None
+        if not sep or size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
+
+
+def _parse_sts(status: int, body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """(error_code, error_message, account, arn) from an STS Query-protocol body."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        if status >= 500:
+            return None, None, None, None
+        raise _Failed("bad_response", f"HTTP {status} with a body that is not STS XML") from None
+    code = root.findtext(f".//{_NS}Code") or root.findtext(".//Code")
+    if code:
+        message = root.findtext(f".//{_NS}Message") or root.findtext(".//Message")
+        return code, message, None, None
+    account = root.findtext(f".//{_NS}Account")
+    arn = root.findtext(f".//{_NS}Arn")
+    if status == 200 and not account:
+        raise _Failed("bad_response", "HTTP 200 without a GetCallerIdentity result")
+    return None, None, account, arn
+
+
+def probe(
+    target: Target,
+    *,
+    context: ssl.SSLContext,
+    credentials: Any | None,
+    timeout: float,
+    signed: bool = True,
+) -> StsProbe:
+    """Time one GetCallerIdentity at `target.address`.  Never raises.
+
+    `credentials` are frozen botocore credentials or None.  With `signed` but no
+    credentials the request still goes out unsigned so the network path is
+    measured, and the result says credentials_missing.
+    """
+    started_wall = time.time()
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    phases: dict[str, float] = {}
+    first_byte: list[float] = []
+    info: dict[str, Any] = {}
+    sock: socket.socket | None = None
+
+    def result(success: bool, reason: str | None, error: str | None, **kw: Any) -> StsProbe:
+        phases.setdefault("total", time.perf_counter() - t0)
+        return StsProbe(
+            endpoint=target.hostname,
+            address=target.address,
+            port=target.port,
+            success=success,
+            phases=Phases(**phases),
+            reason=reason,
+            error=error,
+            signed=credentials is not None,
+            started=started_wall,
+            **info,
+            **kw,
+        )
+
+    try:
+        try:
+            sock = socket.create_connection((target.address, target.port), timeout=timeout)
+        except TimeoutError:
+            raise _Failed(
+                "connect_timeout", f"TCP connect to {_hostport(target)} timed out"
+            ) from None
+        except ConnectionRefusedError:
+            raise _Failed(
+                "connect_refused", f"TCP connect to {_hostport(target)} refused"
+            ) from None
+        except OSError as e:
+            raise _Failed(
+                "connect_refused" if e.errno in (111, 113) else "other",
+                f"TCP connect to {_hostport(target)}: {e.strerror or e}",
+            ) from None
+        t_conn = time.perf_counter()
+        phases["connect"] = t_conn - t0
+
+        sock.settimeout(max(deadline - time.perf_counter(), 0.001))
+        tls = context.wrap_socket(
+            sock, server_hostname=target.hostname, do_handshake_on_connect=False
+        )
+        sock = tls
+        try:
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError as e:
+            reason = "tls_hostname_mismatch" if e.verify_code == 62 else "tls_error"
+            raise _Failed(reason, f"certificate rejected: {e.verify_message}") from None
+        except TimeoutError:
+            raise _Failed("timeout", "TLS handshake did not finish before the timeout") from None
+        except ConnectionResetError:
+            raise _Failed("tls_error", "connection reset during the TLS handshake") from None
+        except (ssl.SSLError, OSError) as e:
+            raise _Failed("tls_error", f"TLS handshake failed: {_short(e)}") from None
+        t_tls = time.perf_counter()
+        phases["tls"] = t_tls - t_conn
+        info["tls_version"] = tls.version()
+        cert = tls.getpeercert()
+        if cert and cert.get("notAfter"):
+            info["cert_not_after"] = float(ssl.cert_time_to_seconds(str(cert["notAfter"])))
+
+        headers = signed_headers(target, credentials if signed else None)
+        headers["Content-Length"] = str(len(BODY))
+        headers["Connection"] = "close"
+        request = "POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        try:
+            tls.sendall(request.encode("latin-1") + b"\r\n" + BODY)
+            t_sent = time.perf_counter()
+            raw = _read_response(tls, deadline, first_byte)
+        except ConnectionResetError:
+            raise _Failed(
+                "connection_reset", "connection reset while waiting for the response"
+            ) from None
+        except (ssl.SSLError, OSError) as e:
+            raise _Failed(
+                "connection_reset", f"connection failed mid-response: {_short(e)}"
+            ) from None
+        phases["ttfb"] = (first_byte[0] if first_byte else time.perf_counter()) - t_sent
+        phases["total"] = time.perf_counter() - t0
+        status, body = _parse_http(raw)
+        info["http_status"] = status
+        code, message, account, arn = _parse_sts(status, body)
+    except _Failed as f:
+        return result(False, f.reason, str(f))
+    finally:
+        if sock is not None:
+            sock.close()
+
+    if signed and credentials is None:
+        return result(
+            False,
+            "credentials_missing",
+            "no AWS credentials found; the request went out unsigned",
+            sts_error_code=code,
+        )
+    if status >= 500:
+        return result(
+            False, "http_5xx", f"HTTP {status}" + (f" {code}" if code else ""), sts_error_code=code
+        )
+    if code:
+        if not signed:
+            # Unsigned on purpose: any well-formed STS answer proves the path works.
+            return result(True, None, None, sts_error_code=code)
+        reason = _CODE_REASONS.get(code, "other")
+        return result(False, reason, f"STS {code}: {message or ''}".strip(), sts_error_code=code)
+    if status != 200:
+        return result(False, "other", f"HTTP {status}")
+    return result(True, None, None, account=account, arn=arn)
+
+
+def _hostport(t: Target) -> str:
+    return f"[{t.address}]:{t.port}" if ":" in t.address else f"{t.address}:{t.port}"
+
+
+def _short(e: BaseException) -> str:
+    text = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(text)[:200]

@@ -1,0 +1,247 @@
+"""One probe round: discovery -> targets -> probes -> verdicts, as a Report.
+
+Discovery (IMDS, resolvers, SDK view, credentials) is slower and changes
+rarely, so it is a separate step the daemon refreshes on its own schedule;
+`check` simply runs both once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agent.config import Settings
+from agent.discovery.imds import discover as imds_discover
+from agent.discovery.resolvers import resolvers_from_specs
+from agent.probes import dns as dns_probe
+from agent.probes import sts as sts_probe
+from agent.results import (
+    DnsLookup,
+    Endpoint,
+    EndpointReport,
+    ImdsInfo,
+    PathVerdict,
+    Report,
+    Resolver,
+    SdkView,
+    StsProbe,
+)
+from agent.verdicts.classify import classify_all, combine_paths, path_of
+from agent.verdicts.findings import evaluate
+
+log = logging.getLogger("agent.runner")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    regions: tuple[str, ...]
+    region_source: str
+    imds: ImdsInfo
+    resolvers: tuple[Resolver, ...]
+    vpc_cidrs: tuple[str, ...]
+    sdk: SdkView | None
+    resolver_error: str | None = None
+    at: float = 0.0
+
+
+def _regions(
+    settings: Settings, environ: Mapping[str, str], imds: ImdsInfo
+) -> tuple[tuple[str, ...], str]:
+    """Region fallback order: settings (file/env/flag) > AWS_DEFAULT_REGION > AWS_REGION > IMDS."""
+    if settings.regions:
+        return settings.regions, "config"
+    for var in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        if environ.get(var):
+            return (environ[var].strip(),), var
+    if imds.region:
+        return (imds.region,), "imds"
+    return (), "none"
+
+
+def discover(settings: Settings, environ: Mapping[str, str] | None = None) -> Discovery:
+    environ = os.environ if environ is None else environ
+    if settings.imds_enabled:
+        imds = imds_discover(settings.imds_address, settings.imds_timeout, environ)
+    else:
+        imds = ImdsInfo(available=False, reason="disabled", detail="imds.enabled = false")
+    regions, source = _regions(settings, environ, imds)
+    vpc_cidrs = settings.vpc_cidrs or imds.vpc_cidrs
+    resolver_error = None
+    try:
+        resolvers = resolvers_from_specs(settings.resolvers, settings.resolv_conf, vpc_cidrs)
+    except ValueError as e:
+        resolvers, resolver_error = (), str(e)
+    sdk: SdkView | None
+    try:
+        from agent.probes.sdk import sdk_view
+
+        sdk = sdk_view(environ)
+    except Exception as e:  # the SDK view is advisory; never let it stop a round
+        sdk = SdkView(endpoint_url=None, mode="unknown", region=None, error=str(e)[:200])
+    return Discovery(regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time())
+
+
+class Credentials:
+    """botocore's default chain, resolved lazily and kept (it refreshes itself)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._creds: Any = None
+        self._last_try = 0.0
+        self.error: str | None = None
+
+    def frozen(self) -> Any | None:
+        if self.mode == "none":
+            return None
+        with self._lock:
+            if self._creds is None and time.monotonic() - self._last_try > 30:
+                self._last_try = time.monotonic()
+                try:
+                    import botocore.session
+
+                    self._creds = botocore.session.Session().get_credentials()
+                    self.error = None if self._creds else "no credentials in the default chain"
+                except Exception as e:
+                    self.error = f"{type(e).__name__}: {e}"[:200]
+            creds = self._creds
+        if creds is None:
+            return None
+        try:
+            return creds.get_frozen_credentials()
+        except Exception as e:  # refresh failed (e.g. IMDS gone); report as missing
+            self.error = f"credential refresh failed: {type(e).__name__}"
+            return None
+
+
+@dataclass
+class AddressBook:
+    """Addresses seen per endpoint, kept until their DNS TTL runs out.
+
+    Clients cache answers for the TTL, so an address that rotated out of the
+    latest answer is still in use and still worth probing until it expires.
+    """
+
+    expiry: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def update(self, endpoint: str, lookups: Sequence[DnsLookup], now: float) -> list[str]:
+        book = self.expiry.setdefault(endpoint, {})
+        current: list[str] = []
+        for lk in lookups:
+            for q in lk.queries:
+                for a in q.answers:
+                    book[a.address] = max(book.get(a.address, 0.0), now + max(a.ttl, 1))
+                    if a.address not in current:
+                        current.append(a.address)
+        for addr, exp in list(book.items()):
+            if exp < now:
+                del book[addr]
+        older = sorted(a for a in book if a not in current)
+        return current + older
+
+
+class Prober:
+    """What probes reuse across rounds: the TLS context and the credentials."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.context: ssl.SSLContext = sts_probe.tls_context(settings.ca_bundle)
+        self.credentials = Credentials(settings.credentials)
+        self.book = AddressBook()
+
+
+def run_round(
+    settings: Settings,
+    disc: Discovery,
+    prober: Prober,
+    *,
+    only_endpoint: str | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> Report:
+    started = time.time()
+    endpoints: list[Endpoint] = []
+    for region in disc.regions or (None,):
+        for ep in settings.endpoints(region):
+            if all(e.hostname != ep.hostname for e in endpoints):
+                endpoints.append(ep)
+    if only_endpoint is not None:
+        endpoints = [e for e in endpoints if e.hostname == only_endpoint or e.kind == only_endpoint]
+
+    own_pool = pool is None
+    workers = max(4, min(32, len(endpoints) * max(len(disc.resolvers), 1) * 2))
+    executor = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+    try:
+        lookup_futs = {
+            (ep.hostname, r): executor.submit(dns_probe.lookup, ep.hostname, r, settings.timeout)
+            for ep in endpoints
+            for r in disc.resolvers
+        }
+        lookups = {k: f.result() for k, f in lookup_futs.items()}
+        creds = prober.credentials.frozen() if settings.credentials == "chain" else None
+        now = time.time()
+        plans: list[tuple[Endpoint, list[str], int]] = []
+        for ep in endpoints:
+            candidates = prober.book.update(
+                ep.hostname, [lookups[(ep.hostname, r)] for r in disc.resolvers], now
+            )
+            cap = settings.max_addresses_per_endpoint
+            plans.append((ep, candidates[:cap], max(0, len(candidates) - cap)))
+        probe_futs = {
+            (ep.hostname, addr): executor.submit(
+                sts_probe.probe,
+                sts_probe.Target(ep.hostname, addr, settings.port, ep.signing_region),
+                context=prober.context,
+                credentials=creds,
+                timeout=settings.timeout,
+                signed=settings.credentials == "chain",
+            )
+            for ep, addrs, _ in plans
+            for addr in addrs
+        }
+        probes: dict[tuple[str, str], StsProbe] = {k: f.result() for k, f in probe_futs.items()}
+    finally:
+        if own_pool:
+            executor.shutdown(wait=False)
+
+    reports = []
+    for ep, addrs, dropped in plans:
+        eps_lookups = tuple(lookups[(ep.hostname, r)] for r in disc.resolvers)
+        verdicts = tuple(
+            PathVerdict(
+                ep.hostname,
+                lk.resolver.label,
+                path_of(cls := classify_all(lk.addresses, disc.vpc_cidrs)),
+                cls,
+            )
+            for lk in eps_lookups
+        )
+        reports.append(
+            EndpointReport(
+                endpoint=ep,
+                path=combine_paths([v.path for v in verdicts]),
+                lookups=eps_lookups,
+                verdicts=verdicts,
+                probes=tuple(probes[(ep.hostname, a)] for a in addrs),
+                dropped_addresses=dropped,
+            )
+        )
+    report = Report(
+        started=started,
+        finished=time.time(),
+        region=disc.regions[0] if disc.regions else None,
+        region_source=disc.region_source,
+        imds=disc.imds,
+        resolvers=disc.resolvers,
+        vpc_cidrs=disc.vpc_cidrs,
+        sdk=disc.sdk,
+        endpoints=tuple(reports),
+        extras={"regions": list(disc.regions), "resolver_error": disc.resolver_error},
+    )
+    return replace(report, findings=evaluate(report, settings))

@@ -1,0 +1,120 @@
+"""The `check --json` document.  Its keys are a contract; add, never rename."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent import __version__
+from agent.results import DnsLookup, EndpointReport, Report, StsProbe
+
+SCHEMA_VERSION = 1
+
+
+def _lookup(lk: DnsLookup) -> dict[str, Any]:
+    return {
+        "resolver": lk.resolver.label,
+        "amazon_provided": lk.resolver.amazon_provided,
+        "addresses": list(lk.addresses),
+        "cnames": list(lk.cnames),
+        "error": lk.reason,
+        "queries": [
+            {
+                "type": q.rdtype,
+                "rcode": q.rcode,
+                "duration": round(q.duration, 6),
+                "answers": [{"address": a.address, "ttl": a.ttl} for a in q.answers],
+                "error": q.reason,
+                "detail": q.detail,
+                "tcp": q.tcp,
+            }
+            for q in lk.queries
+        ],
+    }
+
+
+def _probe(p: StsProbe) -> dict[str, Any]:
+    return {
+        "address": p.address,
+        "port": p.port,
+        "success": p.success,
+        "error": p.reason,
+        "message": p.error,
+        "phases": {
+            k: (round(v, 6) if v is not None else None) for k, v in p.phases.as_dict().items()
+        },
+        "http_status": p.http_status,
+        "sts_error_code": p.sts_error_code,
+        "signed": p.signed,
+        "account": p.account,
+        "arn": p.arn,
+        "tls_version": p.tls_version,
+        "certificate_not_after": p.cert_not_after,
+    }
+
+
+def _endpoint(ep: EndpointReport) -> dict[str, Any]:
+    classes = {a.address: a.klass for v in ep.verdicts for a in v.addresses}
+    return {
+        "hostname": ep.endpoint.hostname,
+        "kind": ep.endpoint.kind,
+        "signing_region": ep.endpoint.signing_region,
+        "path": ep.path,
+        "expected": ep.endpoint.expected,
+        "expectation_met": ep.expectation_met,
+        "addresses": [{"address": a, "class": c} for a, c in classes.items()],
+        "paths_by_resolver": {v.resolver: v.path for v in ep.verdicts},
+        "dns": [_lookup(lk) for lk in ep.lookups],
+        "probes": [_probe(p) for p in ep.probes],
+        "dropped_addresses": ep.dropped_addresses,
+    }
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    imds = report.imds
+    sdk = report.sdk
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "agent_version": __version__,
+        "started": report.started,
+        "finished": report.finished,
+        "region": report.region,
+        "region_source": report.region_source,
+        "regions": report.extras.get("regions", []),
+        "vpc_cidrs": list(report.vpc_cidrs),
+        "imds": {
+            "available": imds.available,
+            "reason": imds.reason,
+            "detail": imds.detail,
+            "region": imds.region,
+            "availability_zone": imds.availability_zone,
+            "instance_id": imds.instance_id,
+            "vpc_id": imds.vpc_id,
+            "subnet_id": imds.subnet_id,
+            "vpc_cidrs": list(imds.vpc_cidrs),
+        },
+        "resolvers": [
+            {"resolver": r.label, "amazon_provided": r.amazon_provided, "source": r.source}
+            for r in report.resolvers
+        ],
+        "sdk": None
+        if sdk is None
+        else {
+            "endpoint_url": sdk.endpoint_url,
+            "mode": sdk.mode,
+            "region": sdk.region,
+            "reasons": list(sdk.reasons),
+            "error": sdk.error,
+        },
+        "endpoints": [_endpoint(ep) for ep in report.endpoints],
+        "findings": [
+            {
+                "code": f.code,
+                "severity": f.severity,
+                "message": f.message,
+                "advice": f.advice,
+                "endpoint": f.endpoint,
+            }
+            for f in report.findings
+        ],
+        "audit": report.extras.get("audit", {}),
+    }

@@ -1,0 +1,82 @@
+"""The human `check` report: what nslookup and get-caller-identity would show, and more."""
+
+from __future__ import annotations
+
+from agent.results import Report, StsProbe
+
+_MARK = {"info": "i", "warning": "!", "critical": "X"}
+
+
+def _ms(v: float | None) -> str:
+    return "    -   " if v is None else f"{v * 1000:7.1f}ms"
+
+
+def _probe_line(p: StsProbe) -> str:
+    ph = p.phases
+    timing = (
+        f"connect {_ms(ph.connect)}  tls {_ms(ph.tls)}  ttfb {_ms(ph.ttfb)}  total {_ms(ph.total)}"
+    )
+    if p.success:
+        who = f"account {p.account}" if p.account else f"HTTP {p.http_status} (unsigned)"
+        return f"      {p.address:<39} OK    {timing}  {who}"
+    return f"      {p.address:<39} FAIL  {timing}  {p.reason}: {p.error}"
+
+
+def render(report: Report) -> str:
+    out: list[str] = []
+    imds = report.imds
+    out.append("sts-agent check")
+    region = report.region or "unknown"
+    out.append(f"  region      {region} (from {report.region_source})")
+    if imds.available:
+        out.append(
+            f"  instance    {imds.instance_id or '?'} in {imds.availability_zone or '?'}, "
+            f"{imds.vpc_id or '?'}"
+        )
+    else:
+        out.append(f"  imds        unavailable: {imds.reason} {imds.detail}".rstrip())
+    out.append(f"  vpc cidrs   {', '.join(report.vpc_cidrs) or 'unknown'}")
+    for r in report.resolvers:
+        tag = "Amazon-provided" if r.amazon_provided else "not Amazon-provided"
+        out.append(f"  resolver    {r.label} ({tag}, from {r.source})")
+    if report.sdk is not None:
+        s = report.sdk
+        why = f" — {'; '.join(s.reasons)}" if s.reasons else ""
+        if s.error:
+            out.append(f"  sdk         unknown: {s.error}")
+        else:
+            out.append(f"  sdk         boto3 here would call {s.endpoint_url} ({s.mode}){why}")
+    for ep in report.endpoints:
+        e = ep.endpoint
+        exp = ""
+        if e.expected:
+            exp = f", expected {e.expected}: " + ("OK" if ep.expectation_met else "NOT MET")
+        out.append("")
+        out.append(f"{e.hostname}  [{e.kind}]  path {ep.path.upper()}{exp}")
+        for lk, v in zip(ep.lookups, ep.verdicts, strict=True):
+            out.append(f"  Server: {lk.resolver.label}")
+            if lk.cnames:
+                out.append(f"    CNAME  {' -> '.join(lk.cnames)}")
+            if lk.reason:
+                detail = next((q.detail for q in lk.queries if q.reason), "")
+                out.append(f"    no address: {lk.reason} {detail}".rstrip())
+            ttl = {a.address: a.ttl for q in lk.queries for a in q.answers}
+            for a in v.addresses:
+                out.append(
+                    f"    Address: {a.address:<39} {a.klass:<8} ttl {ttl.get(a.address, 0)}s"
+                )
+        if ep.probes:
+            out.append("    GetCallerIdentity per address:")
+            out.extend(_probe_line(p) for p in ep.probes)
+        if ep.dropped_addresses:
+            out.append(f"    ({ep.dropped_addresses} more addresses not probed: cap reached)")
+    out.append("")
+    if not report.findings:
+        out.append("No findings: STS traffic takes the expected path.")
+    else:
+        out.append("Findings:")
+        for f in report.findings:
+            out.append(f"  [{_MARK[f.severity]}] {f.severity.upper():<8} {f.code}: {f.message}")
+            if f.advice:
+                out.append(f"      -> {f.advice}")
+    return "\n".join(out)
