@@ -1,0 +1,339 @@
+"""Streams CloudTrail records out of local files, directory trees and S3 prefixes.
+
+CloudTrail delivers one `{"Records": [...]}` document per file, and a busy account's files
+reach hundreds of megabytes. Records are therefore decoded one at a time from a small
+sliding buffer, so memory stays flat whatever the file size. Exports that write one
+event per line are read by the same code path.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+SUFFIXES = (".json", ".json.gz")
+CHUNK = 1 << 20  # bytes read per step
+MAX_VALUE = 32 << 20  # one JSON value larger than this is treated as a broken file
+DIGEST_DIR = "CloudTrail-Digest"  # integrity digests share the bucket but hold no events
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class SourceError(Exception):
+    """A file or prefix that cannot be read; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One readable input; `open` is deferred so that listing never holds file handles."""
+
+    name: str
+    open: Callable[[], _Readable]
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An argument that yielded no sources (missing path, failed S3 listing)."""
+
+    name: str
+    message: str
+
+
+def iter_sources(paths: Sequence[str]) -> Iterator[Source | InputProblem]:
+    """Expand the command-line paths in order; directories are walked sorted."""
+    for path in paths:
+        if path.startswith("s3://"):
+            yield from _s3_sources(path)
+        elif os.path.isdir(path):
+            yield from _dir_sources(path)
+        elif os.path.lexists(path):
+            yield Source(path, _local_opener(path))
+        else:
+            yield InputProblem(path, "no such file or directory")
+
+
+def _local_opener(path: str) -> Callable[[], _Readable]:
+    def opener() -> _Readable:
+        return open(path, "rb")
+
+    return opener
+
+
+def _wanted(name: str) -> bool:
+    return name.endswith(SUFFIXES)
+
+
+def _dir_sources(top: str) -> Iterator[Source | InputProblem]:
+    problems: list[OSError] = []
+    reported = False
+    for root, dirs, files in os.walk(top, onerror=problems.append):
+        while problems:
+            err = problems.pop(0)
+            reported = True
+            yield InputProblem(str(err.filename or root), _os_reason(err))
+        dirs[:] = sorted(d for d in dirs if d != DIGEST_DIR)
+        for name in sorted(files):
+            if _wanted(name):
+                reported = True
+                full = os.path.join(root, name)
+                yield Source(full, _local_opener(full))
+    for err in problems:
+        yield InputProblem(str(err.filename or top), _os_reason(err))
+        reported = True
+    if not reported:
+        yield InputProblem(top, "no .json or .json.gz files in this directory tree")
+
+
+def _s3_sources(url: str) -> Iterator[Source | InputProblem]:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        yield InputProblem(url, "no bucket name; expected s3://BUCKET/PREFIX")
+        return
+    try:
+        client = boto3.client("s3")
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [
+            obj["Key"]
+            for page in pages
+            for obj in page.get("Contents", [])
+            if _wanted(obj["Key"]) and f"/{DIGEST_DIR}/" not in f"/{obj['Key']}"
+        ]
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        yield InputProblem(
+            url, f"S3 listing failed: {err.get('Code', '?')} {err.get('Message', '')}"
+        )
+        return
+    except BotoCoreError as e:
+        yield InputProblem(url, f"S3 listing failed: {e}")
+        return
+    if not keys:
+        yield InputProblem(url, "no .json or .json.gz objects under this prefix")
+    for key in sorted(keys):
+        yield Source(f"s3://{bucket}/{key}", _s3_opener(client, bucket, key))
+
+
+def _s3_opener(client: Any, bucket: str, key: str) -> Callable[[], _Readable]:
+    def opener() -> _Readable:
+        body: _Readable = client.get_object(Bucket=bucket, Key=key)["Body"]
+        return body
+
+    return opener
+
+
+def _os_reason(err: OSError) -> str:
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, IsADirectoryError):
+        return "is a directory"
+    return err.strerror or str(err)
+
+
+class _Head:
+    """Re-serves the sniffed first bytes so gzip detection needs no seekable stream."""
+
+    def __init__(self, head: bytes, rest: _Readable) -> None:
+        self._head, self._rest = head, rest
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out
+        return self._rest.read(n)
+
+
+def _text_chunks(raw: _Readable) -> Iterator[str]:
+    head = raw.read(2)
+    stream: _Readable = _Head(head, raw)
+    if head == b"\x1f\x8b":
+        # Sequential reads never seek, so an S3 body or _Head serves despite the stub.
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[call-overload]
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    while block := stream.read(CHUNK):
+        yield decoder.decode(block)
+    yield decoder.decode(b"", final=True)
+
+
+class _Buffer:
+    """A sliding window over decoded text with just enough JSON tokenising for CloudTrail."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks = chunks
+        self.buf = ""
+        self.pos = 0
+        self.base = 0  # characters dropped from the front, for error offsets
+        self.eof = False
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def fill(self) -> bool:
+        if self.eof:
+            return False
+        for text in self._chunks:
+            if text:
+                self.base += self.pos
+                self.buf = self.buf[self.pos :] + text
+                self.pos = 0
+                return True
+        self.eof = True
+        return False
+
+    def peek(self) -> str | None:
+        """Skip whitespace; return the next character, or None at end of input."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.fill():
+                return None
+
+    def take(self, expected: str) -> str:
+        ch = self.peek()
+        if ch is None:
+            raise SourceError(f"truncated: input ends at character {self.offset}")
+        if ch not in expected:
+            want = " or ".join(repr(c) for c in expected)
+            raise SourceError(f"invalid JSON at character {self.offset}: expected {want}")
+        self.pos += 1
+        return ch
+
+    def value(self) -> Any:
+        """Decode one JSON value, reading more text until it is complete."""
+        self.peek()
+        numeric = self.pos < len(self.buf) and self.buf[self.pos] in "-0123456789"
+        while True:
+            try:
+                obj, end = _DECODER.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as e:
+                self._more_or_raise(e)
+                continue
+            # A number running into the buffer's end may continue in the next chunk.
+            if numeric and end == len(self.buf) and self.fill():
+                continue
+            self.pos = end
+            return obj
+
+    def _more_or_raise(self, e: json.JSONDecodeError) -> None:
+        """Read more text if the error may only mean the buffer stops too early."""
+        incomplete = e.msg.startswith("Unterminated string") or e.pos >= len(self.buf) - 16
+        if not incomplete:
+            raise SourceError(f"invalid JSON at character {self.base + e.pos}: {e.msg}")
+        if len(self.buf) - self.pos > MAX_VALUE:
+            raise SourceError(f"a value at character {self.offset} exceeds {MAX_VALUE >> 20} MiB")
+        if not self.fill():
+            raise SourceError(f"truncated: input ends inside a value at character {self.offset}")
+
+
+def _records(buf: _Buffer) -> Iterator[dict[str, Any]]:
+    first = buf.peek()
+    if first is None:
+        raise SourceError("empty file")
+    if first == "[":
+        raise SourceError('wrong shape: top level is a JSON array, expected {"Records": [...]}')
+    if first != "{":
+        raise SourceError(f"not JSON: the file starts with {first!r}")
+    while (ch := buf.peek()) is not None:
+        if ch != "{":
+            raise SourceError(
+                f"wrong shape at character {buf.offset}: expected a JSON object, found {ch!r}"
+            )
+        yield from _object(buf)
+
+
+def _object(buf: _Buffer) -> Iterator[dict[str, Any]]:
+    """Stream a Records document, or return a lone object that is itself an event."""
+    start = buf.offset
+    buf.take("{")
+    fields: dict[str, Any] = {}
+    saw_records = False
+    if buf.peek() == "}":
+        buf.take("}")
+    else:
+        while True:
+            key = buf.value()
+            if not isinstance(key, str):
+                raise SourceError(f"invalid JSON at character {buf.offset}: key is not a string")
+            buf.take(":")
+            if key == "Records" and buf.peek() == "[":
+                saw_records = True
+                yield from _array(buf)
+            else:
+                value = buf.value()
+                if not saw_records:
+                    fields[key] = value
+            if buf.take(",}") == "}":
+                break
+    if saw_records:
+        return
+    if "eventSource" in fields or "eventVersion" in fields:
+        yield fields
+        return
+    raise SourceError(
+        f"wrong shape at character {start}: object has no Records array and is not an event"
+    )
+
+
+def _array(buf: _Buffer) -> Iterator[dict[str, Any]]:
+    buf.take("[")
+    if buf.peek() == "]":
+        buf.take("]")
+        return
+    while True:
+        at = buf.offset
+        record = buf.value()
+        if not isinstance(record, dict):
+            raise SourceError(f"wrong shape at character {at}: a record is not a JSON object")
+        yield record
+        if buf.take(",]") == "]":
+            return
+
+
+def read_records(source: Source) -> Iterator[dict[str, Any]]:
+    """Yield each record of one source; any failure becomes a one-line SourceError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        raw = source.open()
+    except OSError as e:
+        raise SourceError(_os_reason(e)) from None
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        raise SourceError(
+            f"S3 read failed: {err.get('Code', '?')} {err.get('Message', '')}"
+        ) from None
+    except BotoCoreError as e:
+        raise SourceError(f"S3 read failed: {e}") from None
+    try:
+        yield from _records(_Buffer(_text_chunks(raw)))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise SourceError(f"bad gzip data: {e}") from None
+    except UnicodeDecodeError:
+        raise SourceError("not UTF-8 text (not a CloudTrail log?)") from None
+    except OSError as e:
+        raise SourceError(_os_reason(e)) from None
+    except BotoCoreError as e:
+        raise SourceError(f"S3 read failed: {e}") from None
+    finally:
+        close = getattr(raw, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = ["SUFFIXES", "InputProblem", "Source", "SourceError", "iter_sources", "read_records"]
