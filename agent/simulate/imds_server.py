@@ -95,7 +95,10 @@ class ImdsServer:
     def start(self) -> ImdsServer:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, name="imds-server", daemon=True
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},  # stop() returns promptly
+                name="imds-server",
+                daemon=True,
             )
             self._thread.start()
         return self
