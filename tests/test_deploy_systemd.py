@@ -1,0 +1,181 @@
+"""The systemd unit, its drop-in and example files, checked by systemd's own tools.
+
+`systemd-analyze verify` refuses a unit whose ExecStart binary is missing, and
+on a development or CI machine the agent lives in the project's virtualenv,
+not at /opt/sts-agent.  So the tests copy the unit and rewrite only the
+ExecStart program path to the `sts-agent` console script that is really
+installed next to this Python; every other line is checked as shipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, require_binary
+
+from agent.cli import _parser
+from agent.config import build, read_env
+
+UNIT = ROOT / "systemd" / "sts-agent.service"
+DROP_IN = ROOT / "systemd" / "sts-agent-process-audit.conf"
+EXAMPLE_TOML = ROOT / "systemd" / "sts-agent.toml"
+EXAMPLE_ENV = ROOT / "systemd" / "sts-agent.env"
+SHIPPED_BINARY = "/opt/sts-agent/bin/sts-agent"
+MAX_EXPOSURE = 1.5
+
+
+def installed_agent() -> str:
+    """The console script installed beside the running interpreter."""
+    path = Path(sys.executable).parent / "sts-agent"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} missing: install the project (pip install -e .)")
+    return str(path)
+
+
+def directives(text: str) -> list[tuple[str, str]]:
+    return [
+        (k.strip(), v.strip())
+        for k, sep, v in (line.partition("=") for line in text.splitlines())
+        if sep and not k.lstrip().startswith(("#", ";", "["))
+    ]
+
+
+def values(key: str, text: str = UNIT.read_text()) -> list[str]:
+    return [v for k, v in directives(text) if k == key]
+
+
+def unit_tree(tmp_path: Path, *, with_drop_in: bool) -> Path:
+    """An /etc/systemd/system tree holding the unit, its binary path made real."""
+    etc = tmp_path / "etc" / "systemd" / "system"
+    etc.mkdir(parents=True)
+    text = UNIT.read_text()
+    assert text.count(SHIPPED_BINARY) == 1, "ExecStart must name the venv install path once"
+    (etc / "sts-agent.service").write_text(text.replace(SHIPPED_BINARY, installed_agent()))
+    if with_drop_in:
+        d = etc / "sts-agent.service.d"
+        d.mkdir()
+        (d / "process-audit.conf").write_text(DROP_IN.read_text())
+    return etc
+
+
+def exposure(analyze: str, root: Path) -> tuple[float, str]:
+    out = subprocess.run(
+        [analyze, "security", "--offline=yes", f"--root={root}", "--no-pager", "sts-agent.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for sts-agent\.service:\s*([0-9.]+)", out.stdout)
+    assert m, f"no exposure line in systemd-analyze output:\n{out.stdout}\n{out.stderr}"
+    return float(m.group(1)), out.stdout
+
+
+def verify(analyze: str, unit_dir: Path) -> subprocess.CompletedProcess[str]:
+    # Unknown or misspelt directives are only warnings (exit 0), so callers
+    # must demand empty output, not just a zero exit code.
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_COLOR": "0"}
+    return subprocess.run(
+        [analyze, "verify", "--no-pager", "sts-agent.service"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_unit_verifies_clean(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    out = verify(analyze, unit_tree(tmp_path, with_drop_in=False))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "" and out.stderr.strip() == "", out.stdout + out.stderr
+
+
+def test_verify_catches_a_misspelt_directive(tmp_path: Path) -> None:
+    """Guards the check above: a typo in the unit must show up as output."""
+    analyze = require_binary("systemd-analyze")
+    etc = unit_tree(tmp_path, with_drop_in=False)
+    unit = etc / "sts-agent.service"
+    unit.write_text(unit.read_text().replace("ProtectClock=", "ProtectClok="))
+    out = verify(analyze, etc)
+    assert "ProtectClok" in out.stdout + out.stderr
+
+
+def test_exposure_within_budget(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    unit_tree(tmp_path, with_drop_in=False)
+    score, report = exposure(analyze, tmp_path)
+    assert score <= MAX_EXPOSURE, report
+
+
+def test_drop_in_verifies_and_only_adds_the_audit_capabilities(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    unit_tree(tmp_path / "base", with_drop_in=False)
+    base, _ = exposure(analyze, tmp_path / "base")
+    etc = unit_tree(tmp_path / "audit", with_drop_in=True)
+    out = verify(analyze, etc)
+    assert out.returncode == 0 and (out.stdout + out.stderr).strip() == "", out.stdout + out.stderr
+    score, report = exposure(analyze, tmp_path / "audit")
+    assert score > base  # the drop-in was really applied
+    assert re.search(r"✗ CapabilityBoundingSet=~CAP_SYS_PTRACE", report), report
+    for line in report.splitlines():
+        if line.startswith("✗ CapabilityBoundingSet="):
+            assert re.search(r"CAP_SYS_PTRACE|CAP_\(DAC_\*", line), line
+    drop = DROP_IN.read_text()
+    assert values("Environment", drop) == ["STS_AGENT_AUDIT_PROCESSES=true"]
+    caps = set(values("AmbientCapabilities", drop)[0].split())
+    assert caps == {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
+    assert set(values("CapabilityBoundingSet", drop)[0].split()) == caps
+
+
+def test_default_unit_grants_nothing_and_keeps_proc_net_readable() -> None:
+    assert values("CapabilityBoundingSet") == [""]
+    assert values("AmbientCapabilities") == [""]
+    assert values("DynamicUser") == ["yes"]
+    # ProcSubset=pid would hide /proc/net/tcp*, which the connection audit reads.
+    assert values("ProcSubset") == []
+    families = values("RestrictAddressFamilies")[0].split()
+    assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= set(families)  # AF_UNIX: sd_notify
+    assert "AF_PACKET" not in families
+
+
+def test_service_contract_matches_the_daemon() -> None:
+    assert values("Type") == ["notify"]
+    assert values("ExecReload") == ["/bin/kill -HUP $MAINPID"]
+    assert values("EnvironmentFile") == ["-/etc/default/sts-agent"]
+    watchdog = int(values("WatchdogSec")[0])
+    # A round lasts at most interval + timeout (30 s + 5 s by default).
+    assert watchdog >= 3 * 35
+    assert int(values("TimeoutStopSec")[0]) > 5  # the agent stops within 5 s
+    argv = shlex.split(values("ExecStart")[0])
+    assert argv[0] == SHIPPED_BINARY
+    args = _parser().parse_args(argv[1:])
+    assert args.command == "serve" and args.config == "/etc/sts-agent/config.toml"
+
+
+def test_example_config_is_valid() -> None:
+    loaded = build(file=str(EXAMPLE_TOML), environ={})
+    assert loaded.settings.web_listen_address == ":9472"
+    assert loaded.settings.audit_processes is False
+    assert "interval" in loaded.sources
+
+
+def test_every_example_environment_line_is_valid() -> None:
+    """Uncomment each example in the env file; the agent must accept all of them."""
+    examples: dict[str, str] = {}
+    for line in EXAMPLE_ENV.read_text().splitlines():
+        m = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if m:
+            examples[m.group(1)] = m.group(2)
+    agent_vars = {k: v for k, v in examples.items() if k.startswith("STS_AGENT_")}
+    assert len(agent_vars) >= 5
+    assert len(read_env(agent_vars)) == len(agent_vars)  # raises on an unknown name
+    settings = build(environ=examples).settings
+    assert settings.imds_enabled is False
+    assert dict(settings.expect) == {"regional": "vpce", "global": "public"}
+    assert settings.regions == ("eu-west-1", "eu-central-1")
