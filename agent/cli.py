@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where the demo serves /metrics and the status page",
     )
     d.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    d.add_argument(
+        "--scenario",
+        choices=("healthy", "private-dns-off", "global-sdk"),
+        default="healthy",
+        help="what the simulated VPC gets wrong",
+    )
 
     cfg = sub.add_parser("config", help="configuration helpers")
     csub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)

@@ -260,6 +260,27 @@ def _expect(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _imds_address(v: Any) -> str:
+    from agent.discovery.imds import parse_address
+
+    s = _str(v)
+    try:
+        host, _ = parse_address(s)
+        if not _is_ip(host):
+            _hostname(host)
+    except ValueError:
+        raise ValueError("must be HOST or HOST:PORT") from None
+    return s
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _listen(v: Any) -> str:
     s = _str(v)
     host, sep, port = s.rpartition(":")
@@ -315,7 +336,7 @@ FIELDS: tuple[Field, ...] = (
     Field("endpoints.extra", "endpoints_extra", _list(_hostname), "more hostnames to watch"),
     Field("expect", "expect", _expect, "expected path per endpoint kind or hostname"),
     Field("imds.enabled", "imds_enabled", _bool, "ask IMDSv2 for region and VPC"),
-    Field("imds.address", "imds_address", _str, "IMDS address (host or host:port)"),
+    Field("imds.address", "imds_address", _imds_address, "IMDS address (host or host:port)"),
     Field("imds.timeout", "imds_timeout", _positive(float), "total IMDS time budget, seconds"),
     Field(
         "discovery_interval", "discovery_interval", _positive(float), "seconds between rediscovery"

@@ -1,0 +1,135 @@
+"""Folds the optional host audits into a round's Report.
+
+Connections are cheap and counted every round; the process audit and the
+VPC endpoint confirmation are slower (and the latter costs API calls), so
+they are cached for discovery_interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from agent.config import Settings
+from agent.results import Finding, Report
+
+log = logging.getLogger("agent.audit")
+
+
+class HostAudits:
+    def __init__(self) -> None:
+        self._procs: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
+        self._vpce: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
+
+    def apply(self, settings: Settings, report: Report) -> Report:
+        audit: dict[str, Any] = {}
+        findings: list[Finding] = []
+        if settings.audit_connections:
+            audit["connections"] = _connections(settings, report)
+        if settings.audit_processes:
+            if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
+                self._procs = (time.time(), *_processes())
+            audit["processes"], found = self._procs[1], self._procs[2]
+            findings.extend(found)
+        if settings.audit_vpc_endpoints and report.region:
+            if self._vpce is None or time.time() - self._vpce[0] > settings.discovery_interval:
+                self._vpce = (time.time(), *_vpc_endpoints(report))
+            audit["vpc_endpoints"], found = self._vpce[1], self._vpce[2]
+            findings.extend(found)
+        if not audit:
+            return report
+        extras = dict(report.extras, audit=audit)
+        return dataclasses.replace(
+            report, extras=extras, findings=report.findings + tuple(findings)
+        )
+
+
+def _connections(settings: Settings, report: Report) -> dict[str, Any]:
+    from agent.audit.connections import count_connections
+
+    known: dict[str, tuple[str, str]] = {}
+    for ep in report.endpoints:
+        for v in ep.verdicts:
+            for a in v.addresses:
+                known.setdefault(a.address, (ep.endpoint.kind, a.klass))
+    try:
+        result = count_connections(known, ports=(settings.port,))
+    except Exception as e:  # an audit must never cost the round
+        return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
+    return {
+        "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
+        "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
+        "error": result.error,
+    }
+
+
+def _processes() -> tuple[dict[str, Any], tuple[Finding, ...]]:
+    from agent.audit.processes import audit_processes
+
+    try:
+        res = audit_processes()
+    except Exception as e:
+        log.warning("process audit failed: %s", e)
+        return {"permitted": False, "error": str(e)[:200]}, ()
+    doc: dict[str, Any] = {
+        "permitted": res.permitted,
+        "inspected": res.inspected,
+        "denied": res.denied,
+        "counts_by_mode": dict(res.counts_by_mode),
+        "processes": [
+            {
+                "pid": p.pid,
+                "name": p.name,
+                "mode": p.mode,
+                "endpoint_url": p.endpoint_url,
+                "reasons": list(p.reasons),
+            }
+            for p in res.processes
+        ],
+    }
+    findings: list[Finding] = []
+    if not res.permitted:
+        findings.append(
+            Finding(
+                "PROCESS_AUDIT_NOT_PERMITTED",
+                "info",
+                "process audit is on but other processes' environments cannot be read",
+                "Run with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (see the systemd drop-in), "
+                "or turn audit.processes off.",
+            )
+        )
+    global_users = [p for p in res.processes if p.mode == "global"]
+    if global_users:
+        names = ", ".join(f"{p.name}[{p.pid}]" for p in global_users[:5])
+        more = f" and {len(global_users) - 5} more" if len(global_users) > 5 else ""
+        findings.append(
+            Finding(
+                "PROCESS_USES_GLOBAL_ENDPOINT",
+                "warning",
+                f"{len(global_users)} process(es) would call sts.amazonaws.com: {names}{more}",
+                "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "
+                "botocore >= 1.40); the global name never uses the VPC endpoint.",
+            )
+        )
+    return doc, tuple(findings)
+
+
+def _vpc_endpoints(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:
+    from agent.audit.vpc_endpoints import confirm_vpc_endpoints
+
+    resolved = {
+        ep.endpoint.hostname: [
+            a.address for v in ep.verdicts for a in v.addresses if a.klass in ("vpce", "private")
+        ]
+        for ep in report.endpoints
+        if ep.endpoint.kind != "global"
+    }
+    res = confirm_vpc_endpoints(report.region or "", report.imds.vpc_id, resolved)
+    doc = {
+        "error": res.error,
+        "confirmed": dict(res.confirmed),
+        "endpoints": [dataclasses.asdict(r) for r in res.endpoints],
+    }
+    return doc, tuple(res.findings)

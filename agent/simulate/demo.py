@@ -1,0 +1,180 @@
+"""`sts-agent demo`: the real agent against a simulated VPC on loopback.
+
+The simulation mirrors the article's topology with loopback addresses:
+a VPC 127.10.0.0/16 whose Amazon DNS sits at base+2 (127.10.0.2), an STS
+interface endpoint with one ENI per AZ (127.10.138.148, 127.10.139.20), a
+"public" STS front door (127.20.0.10, outside every private range), and
+IMDSv2 serving the region, the VPC CIDR and instance-profile credentials.
+Nothing leaves the machine and no root is needed (Linux routes all of
+127/8 to loopback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Settings
+from agent.simulate.ca import Authority
+from agent.simulate.dns_server import DnsServer
+from agent.simulate.imds_server import ImdsServer
+from agent.simulate.sts_server import StsServer
+
+REGION = "us-east-2"
+VPC_CIDR = "127.10.0.0/16"
+DNS_ADDRESS = "127.10.0.2"
+ENI_ADDRESSES = ("127.10.138.148", "127.10.139.20")
+PUBLIC_GLOBAL = "127.20.0.10"
+PUBLIC_REGIONAL = "127.20.0.20"
+REGIONAL = f"sts.{REGION}.amazonaws.com"
+GLOBAL = "sts.amazonaws.com"
+SCENARIOS = ("healthy", "private-dns-off", "global-sdk")
+
+
+@dataclass
+class SimulatedVpc:
+    dns: DnsServer
+    imds: ImdsServer
+    sts: dict[str, StsServer]
+    ca_path: Path
+    sts_port: int
+
+    def private_dns(self, enabled: bool) -> None:
+        """Flip the endpoint's private DNS, as the console checkbox would."""
+        self.dns.set_records(REGIONAL, ENI_ADDRESSES if enabled else (PUBLIC_REGIONAL,))
+
+    def settings(self, *, interval: float, listen: str) -> Settings:
+        return Settings(
+            interval=interval,
+            timeout=min(2.0, interval / 2),
+            port=self.sts_port,
+            ca_bundle=str(self.ca_path),
+            resolvers=(f"{DNS_ADDRESS}:{self.dns.port}",),
+            expect=(("regional", "vpce"), ("global", "public")),
+            imds_address=f"127.0.0.1:{self.imds.port}",
+            discovery_interval=60.0,
+            web_listen_address=listen,
+        )
+
+
+def _start_sts(
+    addresses: tuple[str, ...], cert: Path, key: Path
+) -> tuple[dict[str, StsServer], int]:
+    """One server per address, all on one port (the agent dials every address on one port)."""
+    last: OSError | None = None
+    for _ in range(20):
+        servers: dict[str, StsServer] = {}
+        try:
+            first = StsServer(addresses[0], 0, cert, key).start()
+            servers[addresses[0]] = first
+            for addr in addresses[1:]:
+                servers[addr] = StsServer(addr, first.port, cert, key).start()
+            return servers, first.port
+        except OSError as e:
+            last = e
+            for s in servers.values():
+                s.stop()
+    raise OSError(f"demo: no free port shared by {', '.join(addresses)}: {last}")
+
+
+@contextlib.contextmanager
+def simulated_vpc(workdir: Path) -> Iterator[SimulatedVpc]:
+    ca = Authority.create(workdir)
+    cert, key = ca.issue([REGIONAL, GLOBAL], name="sts")
+    sts, port = _start_sts((*ENI_ADDRESSES, PUBLIC_GLOBAL, PUBLIC_REGIONAL), cert, key)
+    dns = DnsServer(DNS_ADDRESS, 0, ttl=30).start()
+    imds = ImdsServer("127.0.0.1", 0, region=REGION, az=f"{REGION}a", vpc_cidrs=(VPC_CIDR,)).start()
+    vpc = SimulatedVpc(dns, imds, sts, ca.ca_path, port)
+    vpc.private_dns(True)
+    dns.set_records(GLOBAL, (PUBLIC_GLOBAL,))
+    try:
+        yield vpc
+    finally:
+        for s in sts.values():
+            s.stop()
+        dns.stop()
+        imds.stop()
+
+
+def _demo_environment(imds: ImdsServer, scenario: str) -> None:
+    """Make this process look like an EC2 instance with an instance profile.
+
+    Every AWS_* variable of the caller is removed first, so the demo can never
+    pick up (let alone sign with) the user's real credentials.
+    """
+    for name in [n for n in os.environ if n.startswith(("AWS_", "STS_AGENT_"))]:
+        del os.environ[name]
+    os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds.url
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    if scenario == "global-sdk":
+        os.environ["AWS_REGION"] = REGION  # botocore ignores it: the classic global trap
+    else:
+        os.environ["AWS_DEFAULT_REGION"] = REGION
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from agent import logs
+    from agent.check import exit_code
+    from agent.daemon import Agent
+    from agent.surfaces.report_json import to_json
+    from agent.surfaces.report_text import render
+
+    scenario = getattr(args, "scenario", "healthy")
+    logs.setup("plain", "warning")
+    with (
+        tempfile.TemporaryDirectory(prefix="sts-agent-demo-") as tmp,
+        simulated_vpc(Path(tmp)) as vpc,
+    ):
+        _demo_environment(vpc.imds, scenario)
+        if scenario == "private-dns-off":
+            vpc.private_dns(False)
+        settings = vpc.settings(interval=args.interval, listen=args.listen)
+        out = sys.stderr if args.json else sys.stdout
+        print(
+            f"Simulated VPC {VPC_CIDR} in {REGION} (scenario: {scenario}):\n"
+            f"  Amazon DNS        {DNS_ADDRESS}:{vpc.dns.port}\n"
+            f"  STS endpoint ENIs {', '.join(f'{a}:{vpc.sts_port}' for a in ENI_ADDRESSES)}\n"
+            f"  public STS        {PUBLIC_GLOBAL}:{vpc.sts_port} ({GLOBAL})\n"
+            f"  IMDSv2            {vpc.imds.url}\n",
+            file=out,
+        )
+        try:
+            agent = Agent(settings)
+        except Exception as e:
+            print(f"sts-agent demo: cannot start: {e}", file=sys.stderr)
+            return 2
+        report = agent.scheduler.run_once()
+        if args.once:
+            if args.json:
+                import json
+
+                print(json.dumps(to_json(report), indent=2))
+            else:
+                print(render(report))
+            return exit_code(report)
+        print(render(report), file=out)
+        try:
+            agent.start()
+        except Exception as e:
+            print(f"sts-agent demo: cannot serve on {args.listen}: {e}", file=sys.stderr)
+            return 2
+        print(
+            f"\nServing the live agent: {agent.http.url}/ (status page), "
+            f"{agent.http.url}/metrics\nCtrl-C to stop.",
+            file=out,
+        )
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        done.wait()
+        agent.stop()
+    return 0

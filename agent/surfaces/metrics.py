@@ -1,0 +1,290 @@
+"""Prometheus surface: turns Reports into metrics.
+
+Histograms and counters accumulate as rounds arrive (prometheus-client's own
+types, in a private registry); everything describing *current* state is built
+fresh at scrape time by a custom collector from the latest Report.  A scrape
+therefore only reads memory and never waits for a probe.
+
+Cardinality: `endpoint` and `resolver` come from configuration; `address`
+values are capped per endpoint by max_addresses_per_endpoint, and series of
+addresses that leave the probed set are removed at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.results import PATHS, Report
+
+# 0.5 ms .. 10 s, roughly x2.5 per step: fine where VPC-endpoint calls live, wide enough for timeouts.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PHASES = ("connect", "tls", "ttfb", "total")
+
+# `_created` series double the output and no dashboard here uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """Owns the registry; `observe` is called once per finished round."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self.latest: Report | None = None
+        self.rounds = 0
+        self.rounds_skipped = 0
+        self.round_failures = 0
+        r = self.registry
+        self.dns_duration = Histogram(
+            "sts_agent_dns_lookup_duration_seconds",
+            "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
+            ["endpoint", "resolver"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.dns_lookups = Counter(
+            "sts_agent_dns_lookups_total",
+            "DNS lookups (A and AAAA together) of an STS name at one resolver.",
+            ["endpoint", "resolver"],
+            registry=r,
+        )
+        self.dns_failures = Counter(
+            "sts_agent_dns_lookup_failures_total",
+            "DNS lookups that yielded no address, by reason.",
+            ["endpoint", "resolver", "reason"],
+            registry=r,
+        )
+        self.req_duration = Histogram(
+            "sts_agent_request_duration_seconds",
+            "Phases of a signed GetCallerIdentity sent to one address of an STS endpoint.",
+            ["endpoint", "address", "phase"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "sts_agent_requests",
+            "GetCallerIdentity requests sent to one address of an STS endpoint.",
+            ["endpoint", "address"],
+            registry=r,
+        )
+        self.req_failures = Counter(
+            "sts_agent_request_failures",
+            "GetCallerIdentity requests that failed, by reason.",
+            ["endpoint", "address", "reason"],
+            registry=r,
+        )
+        self._addr_series: dict[str, set[tuple[str, ...]]] = {}
+        r.register(_StateCollector(self))
+
+    def observe(self, report: Report) -> None:
+        with self._lock:
+            for ep in report.endpoints:
+                host = ep.endpoint.hostname
+                for lk in ep.lookups:
+                    res = lk.resolver.label
+                    for q in lk.queries:
+                        self.dns_duration.labels(host, res).observe(q.duration)
+                    self.dns_lookups.labels(host, res).inc()
+                    if lk.reason:
+                        self.dns_failures.labels(host, res, lk.reason).inc()
+                live: set[tuple[str, ...]] = set()
+                for p in ep.probes:
+                    self.requests.labels(host, p.address).inc()
+                    live.add(("req", host, p.address))
+                    for phase, value in p.phases.as_dict().items():
+                        if value is not None:
+                            self.req_duration.labels(host, p.address, phase).observe(value)
+                            live.add(("dur", host, p.address, phase))
+                    if not p.success and p.reason:
+                        self.req_failures.labels(host, p.address, p.reason).inc()
+                        live.add(("fail", host, p.address, p.reason))
+                self._prune(host, live)
+            current = {ep.endpoint.hostname for ep in report.endpoints}
+            for host in set(self._addr_series) - current:
+                self._prune(host, set())
+                del self._addr_series[host]
+            self.latest = report
+            self.rounds += 1
+
+    def _prune(self, host: str, live: set[tuple[str, ...]]) -> None:
+        """Drop every series of `host` whose address was not probed this round."""
+        old = self._addr_series.get(host, set())
+        live_addresses = {key[2] for key in live}
+        keep = {k for k in old if k[2] in live_addresses} | live
+        for key in old - keep:
+            metric = {"req": self.requests, "dur": self.req_duration, "fail": self.req_failures}
+            with contextlib.suppress(KeyError):
+                metric[key[0]].remove(*key[1:])
+        self._addr_series[host] = keep
+
+    def count_skipped(self, n: int = 1) -> None:
+        with self._lock:
+            self.rounds_skipped += n
+
+    def count_failed_round(self) -> None:
+        with self._lock:
+            self.round_failures += 1
+
+
+def _g(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class _StateCollector(Collector):
+    """Current state, rebuilt from the latest Report on every scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        build = _g(
+            "sts_agent_build_info", "Agent version; always 1.", ["version", "python_version"]
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build
+        rounds = CounterMetricFamily("sts_agent_rounds", "Probe rounds completed.")
+        rounds.add_metric([], m.rounds)
+        yield rounds
+        skipped = CounterMetricFamily(
+            "sts_agent_rounds_skipped",
+            "Scheduled rounds skipped because the previous round was still running.",
+        )
+        skipped.add_metric([], m.rounds_skipped)
+        yield skipped
+        report = m.latest
+        if report is None:
+            return
+        yield from _report_families(report)
+
+
+def _report_families(report: Report) -> Iterator[Metric]:
+    last = _g("sts_agent_probe_last_run_timestamp_seconds", "When the latest round finished.")
+    last.add_metric([], report.finished)
+    yield last
+    dur = _g("sts_agent_round_duration_seconds", "Wall time of the latest round.")
+    dur.add_metric([], report.finished - report.started)
+    yield dur
+
+    path = _g(
+        "sts_agent_endpoint_path",
+        "Path an STS name takes per resolver: exactly one of vpce, private, public, mixed, "
+        "unresolved is 1.",
+        ["endpoint", "resolver", "path"],
+    )
+    addr_info = _g(
+        "sts_agent_endpoint_address_info",
+        "Addresses an STS name resolved to, with their class; always 1.",
+        ["endpoint", "address", "class"],
+    )
+    met = _g(
+        "sts_agent_endpoint_expectation_met",
+        "1 if the endpoint's path matches the configured expectation, else 0.",
+        ["endpoint"],
+    )
+    dropped = _g(
+        "sts_agent_endpoint_addresses_dropped",
+        "Addresses beyond max_addresses_per_endpoint that were not probed or exported.",
+        ["endpoint"],
+    )
+    success = _g(
+        "sts_agent_probe_success",
+        "1 if the latest GetCallerIdentity to this address succeeded.",
+        ["endpoint", "address"],
+    )
+    expiry = _g(
+        "sts_agent_tls_certificate_expiry_timestamp_seconds",
+        "notAfter of the certificate the address presented.",
+        ["endpoint", "address"],
+    )
+    for ep in report.endpoints:
+        host = ep.endpoint.hostname
+        for v in ep.verdicts:
+            for p in PATHS:
+                path.add_metric([host, v.resolver, p], 1.0 if v.path == p else 0.0)
+        probed = {p.address for p in ep.probes}
+        seen: set[str] = set()
+        for v in ep.verdicts:
+            for a in v.addresses:
+                if a.address in probed and a.address not in seen:
+                    seen.add(a.address)
+                    addr_info.add_metric([host, a.address, a.klass], 1)
+        if ep.expectation_met is not None:
+            met.add_metric([host], 1.0 if ep.expectation_met else 0.0)
+        dropped.add_metric([host], ep.dropped_addresses)
+        for pr in ep.probes:
+            success.add_metric([host, pr.address], 1.0 if pr.success else 0.0)
+            if pr.cert_not_after:
+                expiry.add_metric([host, pr.address], pr.cert_not_after)
+    yield from (path, addr_info, met, dropped, success, expiry)
+
+    imds = _g("sts_agent_imds_available", "1 if IMDSv2 answered during the latest discovery.")
+    imds.add_metric([], 1.0 if report.imds.available else 0.0)
+    yield imds
+    resolvers = _g(
+        "sts_agent_resolver_info",
+        "Resolvers in use and whether each is the Amazon-provided DNS; always 1.",
+        ["resolver", "amazon_provided"],
+    )
+    for r in report.resolvers:
+        resolvers.add_metric([r.label, "true" if r.amazon_provided else "false"], 1)
+    yield resolvers
+    if report.sdk is not None:
+        sdk = _g(
+            "sts_agent_sdk_endpoint_info",
+            "STS endpoint boto3 on this host resolves to from the agent's environment; always 1.",
+            ["endpoint_url", "mode"],
+        )
+        sdk.add_metric([report.sdk.endpoint_url or "", report.sdk.mode], 1)
+        yield sdk
+    findings = _g(
+        "sts_agent_findings",
+        "Active findings by stable code and severity (see the README for each code).",
+        ["code", "severity"],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for f in report.findings:
+        counts[(f.code, f.severity)] = counts.get((f.code, f.severity), 0) + 1
+    for (code, sev), n in sorted(counts.items()):
+        findings.add_metric([code, sev], n)
+    yield findings
+    yield from _audit_families(report.extras.get("audit"))
+
+
+def _audit_families(audit: Any) -> Iterator[Metric]:
+    """Counts from the host audits; they carry only bounded labels (kind, path, mode)."""
+    if not isinstance(audit, dict):
+        return
+    conns = audit.get("connections")
+    if isinstance(conns, dict):
+        g = _g(
+            "sts_agent_host_connections",
+            "Established TCP connections from this host to addresses of the STS names.",
+            ["endpoint_kind", "path"],
+        )
+        for key, n in sorted(conns.get("counts", {}).items()):
+            kind, _, p = key.partition("/")
+            g.add_metric([kind, p], n)
+        yield g
+    procs = audit.get("processes")
+    if isinstance(procs, dict) and procs.get("permitted"):
+        g = _g(
+            "sts_agent_process_sdk_mode",
+            "Audited processes by the STS endpoint mode their AWS settings resolve to.",
+            ["mode"],
+        )
+        for mode, n in sorted(procs.get("counts_by_mode", {}).items()):
+            g.add_metric([mode], n)
+        yield g
