@@ -159,6 +159,8 @@ class _Head:
 
 def _text_chunks(raw: _Readable) -> Iterator[str]:
     head = raw.read(2)
+    while 0 < len(head) < 2 and (more := raw.read(2 - len(head))):
+        head += more  # a stream may hand out fewer bytes than asked
     stream: _Readable = _Head(head, raw)
     if head == b"\x1f\x8b":
         # Sequential reads never seek, so an S3 body or _Head serves despite the stub.

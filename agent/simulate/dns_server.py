@@ -168,7 +168,7 @@ class DnsServer:
         """Apply the configured delay; False if the server stopped meanwhile."""
         return not (self.delay > 0 and self._stopping.wait(self.delay))
 
-    def reply(self, wire: bytes, over_tcp: bool) -> bytes | None:
+    def _reply(self, wire: bytes, over_tcp: bool) -> bytes | None:
         """The bytes to send back for one query, or None to stay silent."""
         self._count()
         fault = self._fault
@@ -258,7 +258,7 @@ class _Tcp(socketserver.ThreadingTCPServer):
 class _UdpHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         wire, sock = cast(tuple[bytes, socket.socket], self.request)
-        answer = cast(_Udp, self.server).sim.reply(wire, over_tcp=False)
+        answer = cast(_Udp, self.server).sim._reply(wire, over_tcp=False)
         if answer is not None:
             sock.sendto(answer, self.client_address)
 
@@ -284,7 +284,7 @@ class _TcpHandler(socketserver.BaseRequestHandler):
             while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
                 size = int.from_bytes(buf[:2], "big")
                 wire, buf = buf[2 : 2 + size], buf[2 + size :]
-                answer = sim.reply(wire, over_tcp=True)
+                answer = sim._reply(wire, over_tcp=True)
                 if answer is not None:
                     try:
                         conn.sendall(len(answer).to_bytes(2, "big") + answer)

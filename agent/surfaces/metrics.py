@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.results import PATHS, Report
 
-# 0.5 ms .. 10 s, roughly x2.5 per step: fine where VPC-endpoint calls live, wide enough for timeouts.
+# 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PHASES = ("connect", "tls", "ttfb", "total")
 
