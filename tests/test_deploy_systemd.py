@@ -12,8 +12,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -179,3 +187,100 @@ def test_every_example_environment_line_is_valid() -> None:
     assert settings.imds_enabled is False
     assert dict(settings.expect) == {"regional": "vpce", "global": "public"}
     assert settings.regions == ("eu-west-1", "eu-central-1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningAgent:
+    proc: subprocess.Popen[bytes]
+    port: int
+    notifications: socket.socket
+
+    def next_notification(self) -> str:
+        return self.notifications.recv(4096).decode()
+
+    def wait_for(self, message: str) -> list[str]:
+        seen: list[str] = []
+        while message not in seen:
+            seen.extend(self.next_notification().splitlines())
+        return seen
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+
+def wait_until_ready(agent: RunningAgent, attempts: int = 120) -> bool:
+    for _ in range(attempts):
+        if agent.get("/-/ready") == 200:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@contextmanager
+def agent_as_the_unit_runs_it(tmp_path: Path) -> Iterator[RunningAgent]:
+    """`serve` with the example config, as systemd would start it, loopback only.
+
+    The environment keeps every probe on this machine: IMDS off, a resolver on
+    a closed loopback port (nothing resolves, so no STS request leaves), and
+    unsigned requests so no credential provider is consulted.
+    """
+    sock_path = tmp_path / "notify.sock"
+    notifications = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notifications.bind(str(sock_path))
+    notifications.settimeout(60)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NOTIFY_SOCKET": str(sock_path),
+        "WATCHDOG_USEC": "1000000",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "STS_AGENT_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "STS_AGENT_IMDS_ENABLED": "false",
+        "STS_AGENT_REGIONS": "eu-west-1",
+        "STS_AGENT_VPC_CIDRS": "10.0.0.0/16",
+        "STS_AGENT_RESOLVERS": f"127.0.0.1:{free_port()}",
+        "STS_AGENT_CREDENTIALS": "none",
+    }
+    env.pop("WATCHDOG_PID", None)
+    cmd = [sys.executable, "-m", "agent", "serve", "--config", str(EXAMPLE_TOML)]
+    log = (tmp_path / "agent.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=log)
+    try:
+        yield RunningAgent(proc, port, notifications)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+        notifications.close()
+
+
+def test_daemon_honours_the_units_notify_reload_and_stop_contract(tmp_path: Path) -> None:
+    """Type=notify, WatchdogSec=, ExecReload= and TimeoutStopSec= against the real daemon."""
+    stop_budget = int(values("TimeoutStopSec")[0])
+    with agent_as_the_unit_runs_it(tmp_path) as agent:
+        assert "READY=1" in agent.wait_for("READY=1")
+        assert agent.get("/-/healthy") == 200
+        assert wait_until_ready(agent), "/-/ready never turned 200 after the first round"
+        assert "WATCHDOG=1" in agent.wait_for("WATCHDOG=1")
+
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for("RELOADING=1")
+        agent.wait_for("READY=1")  # only after RELOADING=1: wait_for reads in order
+        assert agent.proc.poll() is None, "SIGHUP must reload, not stop"
+
+        agent.proc.send_signal(signal.SIGTERM)
+        agent.wait_for("STOPPING=1")
+        # systemd would SIGKILL after TimeoutStopSec; the daemon must be gone before.
+        assert agent.proc.wait(timeout=stop_budget) == 0
