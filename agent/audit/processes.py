@@ -186,8 +186,16 @@ def audit_processes(max_processes: int = 2000) -> ProcessAudit:
             denied += 1
             others_denied += uid != my_uid
             continue
-        except psutil.NoSuchProcess:  # includes ZombieProcess
+        except psutil.ZombieProcess:
             vanished += 1
+            continue
+        except psutil.NoSuchProcess:
+            if not proc.is_running():
+                vanished += 1
+                continue
+            # Alive yet without a readable environment: a kernel thread on
+            # some kernels.  Nothing to audit, but it was looked at.
+            inspected += 1
             continue
         inspected += 1
         others_read += uid != my_uid
