@@ -320,6 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed requests get the same plain one-line body and headers as the rest."""
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = self.protocol_version  # an error still gets a status line
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
