@@ -1,0 +1,169 @@
+"""Connection audit against real loopback TCP connections.
+
+A real listener and a real client stand in for an STS address; the audit reads
+the kernel's socket table through psutil.  The unprivileged case runs the
+audit as `nobody` through setpriv, against a connection this process owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psutil
+import pytest
+
+from agent.audit.connections import count_connections, normalise_ip
+from tests.conftest import ROOT, missing, require_binary
+
+VPCE = ("regional", "vpce")
+PUBLIC = ("global", "public")
+
+
+@contextmanager
+def connection(
+    server_ip: str = "127.0.0.1", client_family: socket.AddressFamily = socket.AF_INET
+) -> Iterator[int]:
+    """One established connection to a fresh listener; yields the listener's port."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((server_ip, 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.socket(client_family, socket.SOCK_STREAM)
+    target = server_ip if client_family == socket.AF_INET else f"::ffff:{server_ip}"
+    client.connect((target, port))
+    accepted, _ = server.accept()
+    try:
+        yield port
+    finally:
+        client.close()
+        accepted.close()
+        server.close()
+
+
+def test_counts_an_established_connection_and_forgets_it_when_closed() -> None:
+    with connection() as port:
+        audit = count_connections({"127.0.0.1": VPCE}, ports=(port,))
+        assert audit.error is None
+        assert audit.counts == {VPCE: 1}
+        if os.geteuid() == 0:
+            assert audit.owners[VPCE] == (psutil.Process().name(),)
+    after = count_connections({"127.0.0.1": VPCE}, ports=(port,))
+    assert after.counts == {VPCE: 0}
+    assert after.owners == {}
+
+
+def test_only_listed_ports_count() -> None:
+    with connection() as port:
+        assert count_connections({"127.0.0.1": VPCE}, ports=(443,)).counts == {VPCE: 0}
+        assert count_connections({"127.0.0.1": VPCE}, ports=(443, port)).counts == {VPCE: 1}
+
+
+def test_groups_are_kept_apart() -> None:
+    with connection("127.0.0.1") as p1, connection("127.0.0.2") as p2:
+        known = {"127.0.0.1": VPCE, "127.0.0.2": PUBLIC, "127.0.0.3": PUBLIC}
+        audit = count_connections(known, ports=(p1, p2))
+        assert audit.counts == {VPCE: 1, PUBLIC: 1}
+
+
+def test_unknown_addresses_do_not_count() -> None:
+    with connection() as port:
+        assert count_connections({"127.0.0.9": VPCE}, ports=(port,)).counts == {VPCE: 0}
+
+
+def test_ipv4_mapped_ipv6_peer_matches_the_ipv4_address() -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.close()
+    except OSError:
+        missing("IPv6 sockets")
+    with connection(client_family=socket.AF_INET6) as port:
+        assert count_connections({"127.0.0.1": VPCE}, ports=(port,)).counts == {VPCE: 1}
+        # The map may itself hold the mapped form.
+        assert count_connections({"::ffff:127.0.0.1": VPCE}, ports=(port,)).counts == {VPCE: 1}
+
+
+def test_normalise_ip() -> None:
+    assert normalise_ip("::ffff:10.1.2.3") == "10.1.2.3"
+    assert normalise_ip("2001:DB8:0:0::1") == "2001:db8::1"
+    assert normalise_ip("10.1.2.3") == "10.1.2.3"
+
+
+def test_bad_address_in_known_names_it() -> None:
+    with pytest.raises(ValueError, match=r"known: 'sts\.amazonaws\.com'"):
+        count_connections({"sts.amazonaws.com": PUBLIC})
+
+
+CHILD = """
+import socket, sys, time
+open("/proc/self/comm", "w").write(sys.argv[1])
+c = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+def test_owner_names_are_bounded_per_group() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(32)
+    port = server.getsockname()[1]
+    names = [f"stsclient{i:02d}" for i in range(12)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD, n, str(port)], stdout=subprocess.PIPE)
+        for n in names
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        audit = count_connections({"127.0.0.1": VPCE}, ports=(port,))
+        assert audit.counts == {VPCE: 12}
+        assert audit.owners[VPCE] == tuple(names[:10])
+    finally:
+        for child in children:
+            child.kill()
+            child.communicate()
+        server.close()
+
+
+AS_NOBODY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from agent.audit.connections import count_connections
+a = count_connections({"127.0.0.1": ("regional", "vpce")}, ports=(int(sys.argv[2]),))
+print(json.dumps({"counts": list(a.counts.values()), "owners": len(a.owners), "error": a.error}))
+"""
+
+
+def test_counts_work_without_privileges() -> None:
+    """As nobody the socket table is still visible; only the owner names are not."""
+    if os.geteuid() != 0:
+        missing("root (to switch to an unprivileged user)")
+    setpriv = require_binary("setpriv")
+    with connection() as port:
+        out = subprocess.run(
+            [
+                setpriv,
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+                sys.executable,
+                "-c",
+                AS_NOBODY,
+                str(ROOT),
+                str(port),
+            ],
+            env={"AWS_EC2_METADATA_DISABLED": "true", "HOME": "/nonexistent"},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    assert json.loads(out.stdout) == {"counts": [1], "owners": 0, "error": None}
