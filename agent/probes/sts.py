@@ -116,7 +116,7 @@ def _read_response(sock: ssl.SSLSocket, deadline: float, mark_first: list[float]
 def _parse_http(raw: bytes) -> tuple[int, bytes]:
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
-        raise _Failed("bad_response", "connection closed before the response headers ended")
+        raise _Failed("connection_reset", "connection closed before the response headers ended")
     status_line, _, header_block = head.partition(b"\r\n")
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():

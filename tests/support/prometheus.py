@@ -1,0 +1,70 @@
+"""A real Prometheus server scraping targets on loopback, queried over its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import require_binary
+from tests.support.agent_proc import free_port, http_get, wait_for
+
+
+class Prometheus:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        status, body = http_get(url)
+        doc = json.loads(body)
+        assert status == 200 and doc["status"] == "success", body
+        return list(doc["data"]["result"])
+
+    def targets_up(self) -> bool:
+        status, body = http_get(f"{self.base}/api/v1/targets")
+        doc = json.loads(body)
+        active = doc["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
+
+
+@contextmanager
+def prometheus_scraping(
+    targets: Sequence[str], tmp: Path, job: str = "sts-agent"
+) -> Iterator[Prometheus]:
+    binary = require_binary("prometheus")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
+        f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
+        f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+    )
+    log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        prom = Prometheus(f"http://127.0.0.1:{port}")
+        wait_for(lambda: http_get(prom.base + "/-/ready", 1)[0] == 200, 30, "prometheus ready")
+        yield prom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -1,0 +1,270 @@
+"""`sts-agent serve` as a real process against a simulated VPC on loopback.
+
+A real Prometheus scrapes it; promtool checks its exposition; signals are
+real signals; the status page is rendered by headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
+from tests.conftest import require_binary
+from tests.support.agent_proc import (
+    agent_env,
+    free_port,
+    running_agent,
+    vpc_config,
+    wait_for,
+)
+from tests.support.prometheus import prometheus_scraping
+
+PATH_VPCE = f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce",'
+
+
+@pytest.fixture
+def vpc(tmp_path: Path) -> Iterator[SimulatedVpc]:
+    with simulated_vpc(tmp_path / "vpc") as v:
+        yield v
+
+
+def _series(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = vpc_config(vpc, tmp_path / "agent.toml", port)
+    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
+        agent.wait_ready()
+        with prometheus_scraping([f"127.0.0.1:{port}"], tmp_path) as prom:
+            wait_for(prom.targets_up, 30, "scrape target up")
+            res = wait_for(
+                lambda: prom.query(
+                    f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce"}} == 1'
+                ),
+                30,
+                "vpce path in prometheus",
+            )
+            assert res[0]["metric"]["resolver"] == f"{vpc.dns.address}:{vpc.dns.port}"
+            ok = wait_for(
+                lambda: prom.query(f'sts_agent_probe_success{{endpoint="{REGIONAL}"}} == 1'),
+                30,
+                "successful probes",
+            )
+            assert {r["metric"]["address"] for r in ok} == set(ENI_ADDRESSES)
+            phases = prom.query(
+                f'count by (phase) (sts_agent_request_duration_seconds_count{{endpoint="{REGIONAL}"}})'
+            )
+            assert {r["metric"]["phase"] for r in phases} == {"connect", "tls", "ttfb", "total"}
+            met = prom.query("sts_agent_endpoint_expectation_met")
+            assert {r["metric"]["endpoint"]: r["value"][1] for r in met} == {
+                REGIONAL: "1",
+                "sts.amazonaws.com": "1",
+            }
+
+
+def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    port = free_port()
+    with running_agent(
+        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
+    ) as agent:
+        agent.wait_ready()
+        text = agent.metrics()
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
+        out.stdout + out.stderr
+    )
+    for name in (
+        "sts_agent_dns_lookup_duration_seconds_bucket",
+        "sts_agent_endpoint_path",
+        "sts_agent_endpoint_address_info",
+        "sts_agent_request_duration_seconds_bucket",
+        "sts_agent_requests_total",
+        "sts_agent_probe_success",
+        "sts_agent_tls_certificate_expiry_timestamp_seconds",
+        "sts_agent_sdk_endpoint_info",
+        "sts_agent_imds_available",
+        "sts_agent_resolver_info",
+        "sts_agent_build_info",
+        "sts_agent_probe_last_run_timestamp_seconds",
+        "sts_agent_endpoint_expectation_met",
+    ):
+        assert _series(text, name), f"{name} missing"
+    # exactly one path is 1 per endpoint x resolver
+    for host in (REGIONAL, "sts.amazonaws.com"):
+        ones = [
+            l
+            for l in _series(text, f'sts_agent_endpoint_path{{endpoint="{host}"')
+            if l.endswith(" 1.0")
+        ]
+        assert len(ones) == 1, ones
+    # histograms carry the documented bucket range
+    assert 'le="0.0005"' in text and 'le="10.0"' in text
+
+
+def test_scrapes_answer_while_a_probe_target_hangs(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    """A target that accepts and never answers must not hold up /metrics."""
+    port = free_port()
+    cfg = vpc_config(vpc, tmp_path / "a.toml", port, interval=20, timeout=15)
+    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
+        agent.wait_ready()
+        vpc.sts[ENI_ADDRESSES[0]].fault = "hang"
+        os.kill(agent.proc.pid, signal.SIGHUP)  # reload: starts a fresh round at once
+        wait_for(lambda: len(vpc.sts[ENI_ADDRESSES[0]].requests) >= 2, 10, "hung request")
+        # The round is now stuck for up to 15 s on the hung address; scrapes must still be served
+        # (a blocked scrape would exceed this client timeout by far).
+        for _ in range(20):
+            status, body = agent.get("/metrics", timeout=3)
+            assert status == 200 and "sts_agent_build_info" in body
+        assert agent.get("/-/healthy", timeout=3)[0] == 200
+        vpc.sts[ENI_ADDRESSES[0]].fault = None
+
+
+def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = vpc_config(vpc, tmp_path / "a.toml", port)
+    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
+        agent.wait_ready()
+        assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
+        vpc_config(vpc, cfg, port, expect__regional="public")
+        agent.signal(signal.SIGHUP)
+        wait_for(
+            lambda: (
+                agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 0.0
+            ),
+            20,
+            "reloaded expectation",
+        )
+        cfg.write_text("interval = -3\n")
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
+        assert "interval" in agent.log()
+        assert agent.proc.poll() is None
+        rounds = agent.value("sts_agent_rounds_total") or 0
+        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 0.0
+
+
+def test_sigterm_stops_cleanly_within_five_seconds(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    port = free_port()
+    with running_agent(
+        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
+    ) as agent:
+        agent.wait_ready()
+        agent.signal(signal.SIGTERM)
+        assert agent.proc.wait(5) == 0
+        assert "stopped" in agent.log()
+
+
+def test_systemd_notify_ready_and_watchdog(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    sock_path = Path(tempfile.mkdtemp()) / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    port = free_port()
+    env = agent_env(vpc, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="1000000")
+    try:
+        with running_agent(
+            vpc_config(vpc, tmp_path / "a.toml", port), env, port, tmp=tmp_path
+        ) as agent:
+            got: list[str] = []
+            while "WATCHDOG=1" not in got:
+                got.extend(sock.recv(4096).decode().split("\n"))
+            assert "READY=1" in got
+            agent.signal(signal.SIGTERM)
+            while "STOPPING=1" not in got:
+                got.extend(sock.recv(4096).decode().split("\n"))
+    finally:
+        sock.close()
+
+
+def test_probe_endpoint_runs_one_synchronous_round(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    port = free_port()
+    with running_agent(
+        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
+    ) as agent:
+        agent.wait_ready()
+        status, body = agent.get("/probe?endpoint=regional", timeout=10)
+        assert status == 200
+        assert (
+            f'sts_agent_probe_success{{address="{ENI_ADDRESSES[0]}",endpoint="{REGIONAL}"}} 1.0'
+            in body
+        )
+        assert 'endpoint="sts.amazonaws.com"' not in body
+        status, body = agent.get("/probe?endpoint=nope.example.com")
+        assert status == 400 and REGIONAL in body
+
+
+def test_status_page_in_headless_chromium(vpc: SimulatedVpc, tmp_path: Path) -> None:
+    chromium = require_binary("chromium", "chromium-browser")
+    port = free_port()
+    vpc.private_dns(False)  # so the page has a finding to show
+    with running_agent(
+        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
+    ) as agent:
+        agent.wait_ready()
+        profile = tmp_path / "chromium-profile"
+        out = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    dom = out.stdout
+    assert '<table id="endpoints">' in dom or 'id="endpoints"' in dom, out.stderr[-2000:]
+    row = re.search(rf"<tr><td>{re.escape(REGIONAL)}</td>.*?</tr>", dom)
+    assert row and 'data-path="public"' in row.group(0)
+    assert "PRIVATE_DNS_NOT_RESOLVING" in dom
+    assert 'id="probes"' in dom and "127.20.0.20" in dom
+
+
+def test_unreadable_config_fails_fast_with_exit_2(tmp_path: Path) -> None:
+    port = free_port()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interval = \n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "serve",
+            "--config",
+            str(bad),
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        env=agent_env(None),
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and str(bad) in proc.stderr, proc.stderr
