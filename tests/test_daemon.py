@@ -66,7 +66,8 @@ def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
             )
             assert {r["metric"]["address"] for r in ok} == set(ENI_ADDRESSES)
             phases = prom.query(
-                f'count by (phase) (sts_agent_request_duration_seconds_count{{endpoint="{REGIONAL}"}})'
+                "count by (phase) (sts_agent_request_duration_seconds_count"
+                f'{{endpoint="{REGIONAL}"}})'
             )
             assert {r["metric"]["phase"] for r in phases} == {"connect", "tls", "ttfb", "total"}
             met = prom.query("sts_agent_endpoint_expectation_met")
@@ -107,9 +108,9 @@ def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Pat
     # exactly one path is 1 per endpoint x resolver
     for host in (REGIONAL, "sts.amazonaws.com"):
         ones = [
-            l
-            for l in _series(text, f'sts_agent_endpoint_path{{endpoint="{host}"')
-            if l.endswith(" 1.0")
+            line
+            for line in _series(text, f'sts_agent_endpoint_path{{endpoint="{host}"')
+            if line.endswith(" 1.0")
         ]
         assert len(ones) == 1, ones
     # histograms carry the documented bucket range

@@ -26,7 +26,7 @@ class Prometheus:
         return list(doc["data"]["result"])
 
     def targets_up(self) -> bool:
-        status, body = http_get(f"{self.base}/api/v1/targets")
+        _, body = http_get(f"{self.base}/api/v1/targets")
         doc = json.loads(body)
         active = doc["data"]["activeTargets"]
         return bool(active) and all(t["health"] == "up" for t in active)
