@@ -303,6 +303,7 @@ class Field:
     attr: str  # Settings attribute
     parse: Callable[[Any], Any]
     help: str
+    flag_name: str | None = None  # where exporter habit dictates another spelling
 
     @property
     def env(self) -> str:
@@ -310,7 +311,7 @@ class Field:
 
     @property
     def flag(self) -> str:
-        return "--" + self.path.replace("_", "-")
+        return self.flag_name or "--" + self.path.replace("_", "-")
 
 
 FIELDS: tuple[Field, ...] = (
@@ -343,7 +344,13 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("cert_warning_days", "cert_warning_days", _positive(float), "warn this early on certs"),
     Field("web.listen_address", "web_listen_address", _listen, "HOST:PORT for /metrics"),
-    Field("web.config_file", "web_config_file", _opt_path, "web config YAML (TLS, basic auth)"),
+    Field(
+        "web.config_file",
+        "web_config_file",
+        _opt_path,
+        "web config YAML (TLS, basic auth)",
+        "--web.config.file",
+    ),
     Field("log.format", "log_format", _choice("plain", "json"), "plain or json"),
     Field("log.level", "log_level", _choice("debug", "info", "warning", "error"), "log level"),
     Field("audit.processes", "audit_processes", _bool, "inspect other processes' AWS settings"),
