@@ -87,6 +87,14 @@ def load_settings(args: argparse.Namespace) -> Loaded:
 
 def _config_check(args: argparse.Namespace) -> int:
     loaded = build(file=args.file)
+    if loaded.settings.web_config_file:
+        from agent.surfaces.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(loaded.settings.web_config_file)
+        except WebConfigError as e:  # the same file serve would refuse, found before a restart
+            print(f"sts-agent: config error: {e}", file=sys.stderr)
+            return EXIT_ERROR
     doc = as_toml_dict(loaded.settings)
     if args.json:
         print(json.dumps({"settings": doc, "sources": loaded.sources}, indent=2))

@@ -286,7 +286,10 @@ def _listen(v: Any) -> str:
     host, sep, port = s.rpartition(":")
     if not sep:
         raise ValueError("must be HOST:PORT or :PORT")
-    _port(port)
+    try:
+        _port(port)
+    except ValueError:
+        raise ValueError("port must be between 1 and 65535") from None
     host = host.strip("[]")
     if host:
         try:
@@ -442,7 +445,9 @@ def build(
             try:
                 values[f.attr] = f.parse(raw)
             except ValueError as e:
-                raise ConfigError(path, raw, str(e), source) from None
+                # Name the variable or flag the user actually typed, not only the field.
+                where = {"environment": f"environment {f.env}", "flag": f"flag {f.flag}"}
+                raise ConfigError(path, raw, str(e), where.get(source, source)) from None
             sources[path] = source
     settings = replace(Settings(), **values)
     if settings.timeout >= settings.interval:
