@@ -200,10 +200,16 @@ def validate_region(v: Any) -> str:
     name = _str(v).lower()
     known = known_regions()
     if name not in known:
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        # Offer every equally close region: us-eest-2 is as near us-west-2 as us-east-2.
+        best = [c for c in close if _ratio(name, c) == _ratio(name, close[0])]
+        hint = f" (did you mean {' or '.join(map(repr, sorted(best)))}?)" if best else ""
         raise ValueError(f"is not a region botocore knows{hint}")
     return name
+
+
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def _resolver(v: Any) -> str:
