@@ -1,0 +1,393 @@
+"""Address classes, endpoint paths and findings, checked on small hand-built rounds.
+
+Verdicts are pure functions of a round's facts, so each finding code can be
+provoked by exactly one minimal Report; the end-to-end tests then only need to
+show that real DNS and STS answers reach these functions intact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from agent.check import exit_code
+from agent.config import Settings
+from agent.results import (
+    AddressVerdict,
+    DnsAnswer,
+    DnsLookup,
+    DnsQuery,
+    Endpoint,
+    EndpointReport,
+    ImdsInfo,
+    PathVerdict,
+    Phases,
+    Report,
+    Resolver,
+    SdkView,
+    StsProbe,
+)
+from agent.verdicts.classify import classify, classify_all, combine_paths, path_of
+from agent.verdicts.findings import CODES, evaluate
+
+VPC = ("127.10.0.0/16",)
+REGIONAL = "sts.us-east-2.amazonaws.com"
+GLOBAL = "sts.amazonaws.com"
+AMAZON_DNS = Resolver("127.10.0.2", 53, amazon_provided=True, source="config")
+OTHER_DNS = Resolver("127.0.0.1", 5353, amazon_provided=False, source="config")
+HEALTHY_SDK = SdkView(f"https://{REGIONAL}", "regional", "us-east-2")
+
+
+# -- classify -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("address", "cidrs", "klass"),
+    [
+        ("127.10.138.148", VPC, "vpce"),
+        ("127.20.0.10", VPC, "public"),
+        ("10.1.2.3", VPC, "private"),  # a hub-VPC endpoint: private, but not ours
+        ("10.120.138.148", ("10.120.0.0/16",), "vpce"),
+        ("10.121.0.5", ("10.120.0.0/16",), "private"),
+        ("172.16.0.1", (), "private"),
+        ("172.31.255.255", (), "private"),
+        ("172.32.0.1", (), "public"),
+        ("192.168.4.4", (), "private"),
+        ("100.64.0.1", (), "private"),  # carrier-grade NAT range, used by some VPCs
+        ("100.127.255.254", (), "private"),
+        ("100.128.0.1", (), "public"),
+        ("52.94.236.248", (), "public"),
+        ("fd00:ec2::10", (), "private"),  # unique local
+        ("fc00::1", (), "private"),
+        ("2600:1f18:4a:c600::5", (), "public"),
+        ("2600:1f18:4a:c600::5", ("2600:1f18:4a:c600::/56",), "vpce"),
+        ("::ffff:10.1.2.3", (), "private"),  # IPv4-mapped: judged as the IPv4 address
+        ("::ffff:127.10.1.1", VPC, "vpce"),
+        ("::ffff:52.94.236.248", VPC, "public"),
+    ],
+)
+def test_classify(address: str, cidrs: tuple[str, ...], klass: str) -> None:
+    assert classify(address, cidrs) == klass
+
+
+def test_vpc_cidr_wins_over_the_private_ranges() -> None:
+    """A VPC built on 10/8 has its endpoint ENIs in 10/8: they are vpce, not merely private."""
+    assert classify("10.0.0.9", ("10.0.0.0/8",)) == "vpce"
+    assert classify("10.0.0.9", ()) == "private"
+
+
+def test_classify_rejects_a_non_address() -> None:
+    with pytest.raises(ValueError):
+        classify("sts.amazonaws.com", VPC)
+
+
+def test_classify_all_keeps_order() -> None:
+    got = classify_all(["127.20.0.10", "127.10.0.5"], VPC)
+    assert got == (AddressVerdict("127.20.0.10", "public"), AddressVerdict("127.10.0.5", "vpce"))
+
+
+# -- paths --------------------------------------------------------------------
+def _verdicts(*classes: str) -> tuple[AddressVerdict, ...]:
+    return tuple(AddressVerdict(f"127.0.0.{i}", c) for i, c in enumerate(classes))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("classes", "path"),
+    [
+        ((), "unresolved"),
+        (("vpce",), "vpce"),
+        (("vpce", "vpce"), "vpce"),
+        (("private", "private"), "private"),
+        (("public",), "public"),
+        (("vpce", "public"), "mixed"),
+        (("vpce", "private"), "mixed"),
+        (("private", "public", "vpce"), "mixed"),
+    ],
+)
+def test_path_of(classes: tuple[str, ...], path: str) -> None:
+    assert path_of(_verdicts(*classes)) == path
+
+
+@pytest.mark.parametrize(
+    ("paths", "combined"),
+    [
+        ([], "unresolved"),
+        (["unresolved", "unresolved"], "unresolved"),
+        (["vpce"], "vpce"),
+        (["vpce", "vpce"], "vpce"),
+        (["vpce", "unresolved"], "vpce"),  # a failing resolver is a DNS failure, not a path
+        (["vpce", "public"], "mixed"),
+        (["private", "vpce"], "mixed"),
+        (["mixed", "mixed"], "mixed"),
+    ],
+)
+def test_combine_paths(paths: list[str], combined: str) -> None:
+    assert combine_paths(paths) == combined  # type: ignore[arg-type]
+
+
+# -- minimal rounds -------------------------------------------------------------
+def lookup(resolver: Resolver, host: str, *addresses: str, reason: str | None = None) -> DnsLookup:
+    answers = tuple(DnsAnswer(a, 30) for a in addresses)
+    q = DnsQuery("A", 0.001, "NOERROR" if reason is None else None, answers, reason=reason)
+    return DnsLookup(host, resolver, (q,))
+
+
+def probe(address: str, host: str = REGIONAL, **kw: object) -> StsProbe:
+    fields: dict[str, object] = {
+        "success": True,
+        "phases": Phases(0.001, 0.002, 0.003, 0.007),
+        "account": "123456789012",
+    }
+    fields.update(kw)
+    return StsProbe(endpoint=host, address=address, port=443, **fields)  # type: ignore[arg-type]
+
+
+def endpoint(
+    host: str = REGIONAL,
+    kind: str = "regional",
+    expected: str | None = "vpce",
+    lookups: tuple[DnsLookup, ...] | None = None,
+    probes: tuple[StsProbe, ...] | None = None,
+    dropped: int = 0,
+) -> EndpointReport:
+    if lookups is None:
+        lookups = (lookup(AMAZON_DNS, host, "127.10.138.148"),)
+    verdicts = tuple(
+        PathVerdict(host, lk.resolver.label, path_of(c := classify_all(lk.addresses, VPC)), c)
+        for lk in lookups
+    )
+    if probes is None:
+        probes = tuple(probe(a, host) for lk in lookups for a in lk.addresses)
+    return EndpointReport(
+        endpoint=Endpoint(host, kind, "us-east-2", expected),  # type: ignore[arg-type]
+        path=combine_paths([v.path for v in verdicts]),
+        lookups=lookups,
+        verdicts=verdicts,
+        probes=probes,
+        dropped_addresses=dropped,
+    )
+
+
+def report(*endpoints: EndpointReport, **kw: object) -> Report:
+    fields: dict[str, object] = {
+        "started": 0.0,
+        "finished": 0.1,
+        "region": "us-east-2",
+        "region_source": "imds",
+        "imds": ImdsInfo(available=True, region="us-east-2", vpc_cidrs=VPC),
+        "resolvers": (AMAZON_DNS,),
+        "vpc_cidrs": VPC,
+        "sdk": HEALTHY_SDK,
+        "endpoints": endpoints or (endpoint(),),
+    }
+    fields.update(kw)
+    return Report(**fields)  # type: ignore[arg-type]
+
+
+def codes(r: Report, settings: Settings | None = None) -> dict[str, str]:
+    found = evaluate(r, settings or Settings())
+    return {f.code: f.severity for f in found}
+
+
+def test_a_healthy_round_has_no_findings_and_exits_0() -> None:
+    r = report(
+        endpoint(),
+        endpoint(GLOBAL, "global", "public", (lookup(AMAZON_DNS, GLOBAL, "127.20.0.10"),)),
+    )
+    found = evaluate(r, Settings())
+    assert found == ()
+    assert exit_code(replace(r, findings=found)) == 0
+
+
+# Each finding code, the smallest round that provokes it, and its contracted severity.
+ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
+    "ENDPOINT_PATH_UNEXPECTED": (
+        lambda: report(
+            endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, "127.10.138.148", "127.20.0.20"),))
+        ),
+        "warning",
+    ),
+    "PRIVATE_DNS_NOT_RESOLVING": (
+        lambda: report(endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, "127.20.0.20"),))),
+        "critical",
+    ),
+    "ENDPOINT_UNRESOLVED": (
+        lambda: report(endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, reason="nxdomain"),))),
+        "critical",
+    ),
+    "RESOLVERS_DISAGREE": (
+        lambda: report(
+            endpoint(
+                expected=None,
+                lookups=(
+                    lookup(AMAZON_DNS, REGIONAL, "127.10.138.148"),
+                    lookup(OTHER_DNS, REGIONAL, "127.20.0.20"),
+                ),
+            ),
+            resolvers=(AMAZON_DNS, OTHER_DNS),
+        ),
+        "warning",
+    ),
+    "STS_CALL_FAILED": (
+        lambda: report(
+            endpoint(
+                probes=(
+                    probe(
+                        "127.10.138.148",
+                        success=False,
+                        reason="throttled",
+                        error="STS Throttling: Rate exceeded",
+                    ),
+                )
+            )
+        ),
+        "critical",
+    ),
+    "CREDENTIALS_MISSING": (
+        lambda: report(
+            endpoint(probes=(probe("127.10.138.148", success=False, reason="credentials_missing"),))
+        ),
+        "warning",
+    ),
+    "TLS_HOSTNAME_MISMATCH": (
+        lambda: report(
+            endpoint(
+                probes=(probe("127.10.138.148", success=False, reason="tls_hostname_mismatch"),)
+            )
+        ),
+        "critical",
+    ),
+    "CERT_EXPIRING": (
+        lambda: report(
+            endpoint(probes=(probe("127.10.138.148", cert_not_after=time.time() + 2 * 86400),))
+        ),
+        "warning",
+    ),
+    "SDK_USES_GLOBAL_ENDPOINT": (
+        lambda: report(
+            sdk=SdkView("https://sts.amazonaws.com", "global", "us-east-1", ("legacy_mode",))
+        ),
+        "warning",
+    ),
+    "SDK_REGION_MISSING": (
+        # aws-global names a "region", but the reasons say none was configured.
+        lambda: report(
+            sdk=SdkView("https://sts.us-east-2.amazonaws.com", "regional", None, ("no_region",))
+        ),
+        "warning",
+    ),
+    "SDK_ENDPOINT_OVERRIDE": (
+        lambda: report(sdk=SdkView("https://vpce-1.example.com", "custom", "us-east-2")),
+        "info",
+    ),
+    "SDK_VIEW_FAILED": (
+        lambda: report(sdk=SdkView(None, "unknown", None, error="ProfileNotFound: x")),
+        "warning",
+    ),
+    "RESOLVER_NOT_AMAZON": (
+        lambda: report(
+            endpoint(lookups=(lookup(OTHER_DNS, REGIONAL, "127.10.138.148"),)),
+            resolvers=(OTHER_DNS,),
+        ),
+        "info",
+    ),
+    "IMDS_UNREACHABLE": (
+        lambda: report(imds=ImdsInfo(available=False, reason="timeout", detail="no answer")),
+        "warning",
+    ),
+    "IMDS_DISABLED": (
+        lambda: report(imds=ImdsInfo(available=False, reason="disabled")),
+        "info",
+    ),
+    "REGION_UNKNOWN": (lambda: report(region=None), "warning"),
+    "ADDRESSES_DROPPED": (lambda: report(endpoint(dropped=3)), "info"),
+}
+
+
+def test_every_code_has_a_round() -> None:
+    assert set(ROUNDS) == set(CODES)
+
+
+@pytest.mark.parametrize("code", sorted(ROUNDS))
+def test_each_code_is_raised_by_its_minimal_round(code: str) -> None:
+    build, severity = ROUNDS[code]
+    r = build()
+    found = codes(r)
+    assert found.get(code) == severity, found
+    others = {c: s for c, s in found.items() if c != code and s != "info"}
+    assert not others, f"{code}'s round also raised {others}"
+    assert exit_code(replace(r, findings=evaluate(r, Settings()))) == (
+        0 if severity == "info" else 1
+    )
+
+
+def test_findings_name_the_endpoint_and_say_why() -> None:
+    r = ROUNDS["ENDPOINT_UNRESOLVED"][0]()
+    (f,) = evaluate(r, Settings())
+    assert f.endpoint == REGIONAL
+    assert "nxdomain" in f.message
+    assert f.advice
+
+
+def test_global_name_with_public_answer_is_not_private_dns_failure() -> None:
+    """The global name is never served by a VPC endpoint; expecting vpce is a path mismatch."""
+    ep = endpoint(GLOBAL, "global", "vpce", (lookup(AMAZON_DNS, GLOBAL, "127.20.0.10"),))
+    found = codes(report(ep))
+    assert "PRIVATE_DNS_NOT_RESOLVING" not in found
+    assert found["ENDPOINT_PATH_UNEXPECTED"] == "warning"
+
+
+def test_private_outside_the_vpc_meets_private_but_not_vpce() -> None:
+    """A hub-VPC endpoint (10.x outside this VPC) is fine when `private` is expected."""
+    lk = (lookup(AMAZON_DNS, REGIONAL, "10.1.2.3"),)
+    ep_private = endpoint(expected="private", lookups=lk)
+    ep_vpce = endpoint(expected="vpce", lookups=lk)
+    assert ep_private.path == "private"
+    assert ep_private.expectation_met is True
+    assert codes(report(ep_private)) == {}
+    assert ep_vpce.expectation_met is False
+    assert codes(report(ep_vpce)) == {"ENDPOINT_PATH_UNEXPECTED": "warning"}
+
+
+def test_expect_any_is_met_by_every_resolved_path_only() -> None:
+    assert endpoint(expected="any").expectation_met is True
+    unresolved = endpoint(expected="any", lookups=(lookup(AMAZON_DNS, REGIONAL, reason="timeout"),))
+    assert unresolved.expectation_met is False
+    assert endpoint(expected=None).expectation_met is None
+
+
+def test_credential_and_hostname_failures_are_not_double_counted() -> None:
+    ep = endpoint(
+        lookups=(lookup(AMAZON_DNS, REGIONAL, "127.10.138.148", "127.10.139.20"),),
+        probes=(
+            probe("127.10.138.148", success=False, reason="tls_hostname_mismatch"),
+            probe("127.10.139.20", success=False, reason="connect_refused", error="refused"),
+        ),
+    )
+    found = evaluate(report(ep), Settings())
+    by_code = {f.code: f for f in found}
+    assert set(by_code) == {"TLS_HOSTNAME_MISMATCH", "STS_CALL_FAILED"}
+    assert "127.10.138.148" in by_code["TLS_HOSTNAME_MISMATCH"].message
+    assert "1 of 2" in by_code["STS_CALL_FAILED"].message
+    assert "connect_refused" in by_code["STS_CALL_FAILED"].message
+
+
+def test_cert_warning_days_sets_the_horizon() -> None:
+    r = report(endpoint(probes=(probe("127.10.138.148", cert_not_after=time.time() + 20 * 86400),)))
+    assert "CERT_EXPIRING" not in codes(r)
+    assert "CERT_EXPIRING" in codes(r, Settings(cert_warning_days=30))
+
+
+def test_imds_down_with_imds_switched_off_is_not_a_warning() -> None:
+    r = report(imds=ImdsInfo(available=False, reason="timeout"))
+    assert "IMDS_UNREACHABLE" not in codes(r, Settings(imds_enabled=False))
+
+
+def test_aws_region_only_says_botocore_ignores_it() -> None:
+    sdk = SdkView(
+        "https://sts.amazonaws.com", "global", "aws-global", ("no_region", "aws_region_only")
+    )
+    found = {f.code: f for f in evaluate(report(sdk=sdk), Settings())}
+    assert set(found) == {"SDK_USES_GLOBAL_ENDPOINT", "SDK_REGION_MISSING"}
+    assert "AWS_DEFAULT_REGION" in found["SDK_REGION_MISSING"].message
