@@ -1,0 +1,231 @@
+"""The Grafana dashboard: every query names real agent metrics and is valid PromQL.
+
+PromQL is parsed by promtool itself: each panel expression becomes a
+recording rule in a temporary rules file, which `promtool check rules` parses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, require_binary
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-dashboard.json"
+
+# Metric names as the agent exposes them (histograms without _bucket/_sum/_count).
+AGENT_METRICS = frozenset(
+    {
+        "sts_agent_dns_lookup_duration_seconds",
+        "sts_agent_dns_lookups_total",
+        "sts_agent_dns_lookup_failures_total",
+        "sts_agent_endpoint_path",
+        "sts_agent_endpoint_address_info",
+        "sts_agent_endpoint_expectation_met",
+        "sts_agent_request_duration_seconds",
+        "sts_agent_requests_total",
+        "sts_agent_request_failures_total",
+        "sts_agent_probe_success",
+        "sts_agent_tls_certificate_expiry_timestamp_seconds",
+        "sts_agent_sdk_endpoint_info",
+        "sts_agent_imds_available",
+        "sts_agent_resolver_info",
+        "sts_agent_build_info",
+        "sts_agent_probe_last_run_timestamp_seconds",
+        "sts_agent_findings",
+        "sts_agent_endpoint_addresses_dropped",
+        "sts_agent_host_connections",
+        "sts_agent_process_sdk_mode",
+        "sts_agent_round_duration_seconds",
+        "sts_agent_rounds_total",
+        "sts_agent_rounds_skipped_total",
+    }
+)
+HISTOGRAMS = frozenset(
+    {"sts_agent_dns_lookup_duration_seconds", "sts_agent_request_duration_seconds"}
+)
+PATH_STATES = ("vpce", "private", "public", "mixed", "unresolved")
+
+_KEYWORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+    | {"bool", "offset", "inf", "nan"}
+)
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects, histogram suffixes folded into the family."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # ranges and subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*", s):
+        word = m.group(0)
+        if s[m.end() :].lstrip().startswith("(") or word.lower() in _KEYWORDS:
+            continue  # a function call or an operator keyword
+        family = re.sub(r"_(bucket|sum|count)$", "", word)
+        names.add(family if family in HISTOGRAMS else word)
+    return names
+
+
+def promql_errors(exprs: list[str], tmp_path: Path) -> str:
+    """promtool's complaints about the expressions; empty when all parse."""
+    promtool = require_binary("promtool")
+    rules = [{"record": f"check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    f = tmp_path / "exprs.rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
+    out = subprocess.run(
+        [promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=60
+    )
+    return "" if out.returncode == 0 else out.stdout + out.stderr
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Replace Grafana's variables with values Prometheus accepts in the same places."""
+    for var, value in (("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "1h")):
+        expr = expr.replace(var, value)
+    return re.sub(r"\$\{?\w+(?::\w+)?\}?", ".*", expr)
+
+
+def dashboard() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return doc
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def exprs() -> list[str]:
+    return [t["expr"] for p in panels() for t in p["targets"]]
+
+
+def by_title(title: str) -> dict[str, Any]:
+    return next(p for p in panels() if p["title"] == title)
+
+
+def test_metric_name_extraction() -> None:
+    """Guards the checks below: the extractor finds names and skips the rest."""
+    expr = (
+        "histogram_quantile(0.99, sum by (le, endpoint) (rate(sts_agent_request_duration_seconds_"
+        'bucket{phase="total"}[5m]))) > 0.5 and on (instance) up == 1 unless sts_agnet_typo'
+    )
+    assert metric_names(expr) == {"sts_agent_request_duration_seconds", "up", "sts_agnet_typo"}
+
+
+def test_every_expression_uses_only_agent_metrics() -> None:
+    used: set[str] = set()
+    for e in exprs():
+        names = metric_names(grafana_to_promql(e))
+        assert names, f"no metric in {e!r}"
+        assert names <= AGENT_METRICS, f"unknown metric {names - AGENT_METRICS} in {e!r}"
+        used |= names
+    assert used == AGENT_METRICS, f"metrics shown nowhere: {sorted(AGENT_METRICS - used)}"
+
+
+def test_every_expression_parses(tmp_path: Path) -> None:
+    queries = [grafana_to_promql(e) for e in exprs()]
+    variables = [v for v in dashboard()["templating"]["list"] if v["type"] == "query"]
+    for v in variables:
+        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["definition"])
+        assert m, v["definition"]
+        queries.append(grafana_to_promql(m.group(1)))
+        assert metric_names(grafana_to_promql(m.group(1))) <= AGENT_METRICS
+    assert promql_errors(queries, tmp_path) == ""
+
+
+def test_promql_check_rejects_a_broken_expression(tmp_path: Path) -> None:
+    """Guards the check above: promtool must really parse what we hand it."""
+    assert "parse error" in promql_errors(["sum by (endpoint (sts_agent_probe_success)"], tmp_path)
+
+
+def test_variables() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    for name in ("instance", "endpoint"):
+        v = variables[name]
+        assert v["type"] == "query" and v["definition"].startswith("label_values(")
+        assert v["datasource"]["uid"] == "${datasource}"
+        assert v["multi"] and v["includeAll"] and v["allValue"] == ".*"
+
+
+def test_every_panel_follows_the_datasource_and_instance_variables() -> None:
+    for p in panels():
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}"
+            assert '"$instance"' in t["expr"], f"{p['title']}: ignores $instance"
+            assert "$__rate_interval" in t["expr"] or "rate(" not in t["expr"], p["title"]
+
+
+def test_layout_is_a_valid_grid() -> None:
+    doc = dashboard()
+    assert doc["schemaVersion"] >= 39 and doc["uid"] and doc["title"]
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for p in doc["panels"]:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+
+
+def test_path_timeline_maps_every_state() -> None:
+    p = by_title("Path per endpoint and resolver")
+    assert p["type"] == "state-timeline"
+    expr = p["targets"][0]["expr"]
+    codes = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r'sts_agent_endpoint_path\{[^}]*path="(\w+)"\} \* (\d+)', expr)
+    }
+    assert set(codes) == set(PATH_STATES)
+    mapping = p["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert {code: mapping[code]["text"] for code in codes.values()} == {
+        code: path for path, code in codes.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("title", "kind", "metric"),
+    [
+        ("Path per endpoint and resolver", "state-timeline", "sts_agent_endpoint_path"),
+        (
+            "Request latency by address (p50, p99)",
+            "timeseries",
+            "sts_agent_request_duration_seconds",
+        ),
+        ("p99 by phase", "timeseries", "sts_agent_request_duration_seconds"),
+        ("Request failures by reason", "timeseries", "sts_agent_request_failures_total"),
+        ("DNS failures by reason", "timeseries", "sts_agent_dns_lookup_failures_total"),
+        ("Probe success by address", "state-timeline", "sts_agent_probe_success"),
+        ("SDK endpoint", "table", "sts_agent_sdk_endpoint_info"),
+        ("Resolvers", "table", "sts_agent_resolver_info"),
+        ("Findings", "table", "sts_agent_findings"),
+        ("Live connections to STS", "timeseries", "sts_agent_host_connections"),
+        ("Certificate expiry", "bargauge", "sts_agent_tls_certificate_expiry_timestamp_seconds"),
+    ],
+)
+def test_required_panels(title: str, kind: str, metric: str) -> None:
+    p = by_title(title)
+    assert p["type"] == kind
+    assert any(metric in metric_names(grafana_to_promql(t["expr"])) for t in p["targets"])
+    if kind == "table":
+        assert all(t.get("format") == "table" and t["instant"] for t in p["targets"])
+
+
+def test_latency_panels_show_percentiles_per_address_and_phase() -> None:
+    by_address = by_title("Request latency by address (p50, p99)")["targets"]
+    quantiles = [re.findall(r"histogram_quantile\(([\d.]+)", t["expr"]) for t in by_address]
+    assert quantiles == [["0.5"], ["0.99"]]
+    assert all("sum by (le, endpoint, address)" in t["expr"] for t in by_address)
+    by_phase = by_title("p99 by phase")["targets"][0]["expr"]
+    assert "sum by (le, endpoint, phase)" in by_phase
