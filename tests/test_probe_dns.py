@@ -1,0 +1,196 @@
+"""The DNS probe against a real DNS server on loopback, one fault at a time.
+
+Each DNS failure reason is a metric label and an alert input, so every one of
+them is provoked here by a server that really misbehaves that way; nothing in
+dnspython or the socket layer is replaced.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from agent.probes.dns import lookup
+from agent.results import DNS_REASONS, Resolver
+from agent.simulate.dns_server import DnsServer
+
+REGIONAL = "sts.us-east-2.amazonaws.com"
+VPCE = "vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
+ZONAL = "us-east-2a.vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
+TIMEOUT = 0.4
+
+
+@pytest.fixture
+def server() -> Iterator[DnsServer]:
+    with DnsServer("127.0.0.1", 0, ttl=42) as s:
+        yield s
+
+
+def at(server: DnsServer) -> Resolver:
+    return Resolver(server.address, server.port)
+
+
+def test_a_and_aaaa_with_ttls(server: DnsServer) -> None:
+    server.set_records(REGIONAL, ["127.10.138.148", "127.10.139.20", "fd00:ec2::10"])
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    a, aaaa = lk.queries
+    assert (a.rdtype, aaaa.rdtype) == ("A", "AAAA")
+    assert {x.address for x in a.answers} == {"127.10.138.148", "127.10.139.20"}
+    assert [x.address for x in aaaa.answers] == ["fd00:ec2::10"]
+    assert {x.ttl for q in lk.queries for x in q.answers} == {42}
+    assert (a.rcode, a.reason, a.tcp) == ("NOERROR", None, False)
+    assert set(lk.addresses) == {"127.10.138.148", "127.10.139.20", "fd00:ec2::10"}
+    assert lk.reason is None
+    assert lk.min_ttl == 42
+    assert lk.endpoint == REGIONAL and lk.resolver == at(server)
+    assert all(q.duration > 0 for q in lk.queries)
+
+
+def test_ttl_follows_the_server(server: DnsServer) -> None:
+    server.ttl = 7
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    assert lookup(REGIONAL, at(server), TIMEOUT).min_ttl == 7
+
+
+def test_cname_chain_is_recorded_in_order(server: DnsServer) -> None:
+    server.set_cname(REGIONAL, VPCE)
+    server.set_cname(VPCE, ZONAL)
+    server.set_records(ZONAL, ["127.10.138.148"])
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert lk.cnames == (VPCE, ZONAL)
+    assert lk.addresses == ("127.10.138.148",)
+    assert lk.reason is None
+
+
+def test_missing_aaaa_is_not_a_failure(server: DnsServer) -> None:
+    """Most VPC endpoints are IPv4-only; an empty AAAA answer must not count against them."""
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    a, aaaa = lk.queries
+    assert a.reason is None
+    assert (aaaa.reason, aaaa.rcode, aaaa.answers) == ("nodata", "NOERROR", ())
+    assert lk.reason is None
+
+
+def test_ipv6_only_name_resolves(server: DnsServer) -> None:
+    server.set_records(REGIONAL, ["fd00:ec2::10"])
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert lk.queries[0].reason == "nodata"
+    assert lk.addresses == ("fd00:ec2::10",)
+    assert lk.reason is None
+
+
+def test_name_without_addresses_is_nodata(server: DnsServer) -> None:
+    server.set_records(REGIONAL, [])
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert [q.reason for q in lk.queries] == ["nodata", "nodata"]
+    assert lk.reason == "nodata"
+    assert lk.addresses == ()
+
+
+def test_unknown_name_is_nxdomain(server: DnsServer) -> None:
+    lk = lookup("sts.eu-west-9.amazonaws.com", at(server), TIMEOUT)
+    assert lk.reason == "nxdomain"
+    assert lk.queries[0].rcode == "NXDOMAIN"
+
+
+def test_truncated_udp_answer_is_retried_over_tcp(server: DnsServer) -> None:
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    server.fault = "truncate"  # every UDP reply has TC set and no answer; TCP answers fully
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    a = lk.queries[0]
+    assert a.tcp is True
+    assert [x.address for x in a.answers] == ["127.10.138.148"]
+    assert lk.reason is None
+
+
+def test_answer_too_big_for_udp_falls_back_to_tcp(server: DnsServer) -> None:
+    many = [f"127.10.{i // 250}.{i % 250 + 1}" for i in range(60)]
+    server.set_records(REGIONAL, many)
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert lk.queries[0].tcp is True
+    assert set(lk.addresses) == set(many)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "rcode"),
+    [
+        ("servfail", "servfail", "SERVFAIL"),
+        ("nxdomain", "nxdomain", "NXDOMAIN"),
+        ("garbage", "malformed", None),
+    ],
+)
+def test_answered_faults_ask_both_types(
+    server: DnsServer, fault: str, reason: str, rcode: str | None
+) -> None:
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    server.fault = fault
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert [q.rdtype for q in lk.queries] == ["A", "AAAA"]
+    assert all(q.reason == reason and q.rcode == rcode for q in lk.queries)
+    assert lk.reason == reason
+    assert lk.addresses == ()
+    assert server.queries == 2
+
+
+@pytest.mark.parametrize("fault", ["refused", "timeout"])
+def test_unreachable_resolver_is_asked_once(server: DnsServer, fault: str) -> None:
+    """When the A question cannot get through, an AAAA question would only double the wait."""
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    server.fault = fault
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert len(lk.queries) == 1
+    assert lk.reason == fault
+    assert server.queries == 1
+
+
+def test_timeout_detail_names_the_resolver(server: DnsServer) -> None:
+    server.fault = "timeout"
+    lk = lookup(REGIONAL, at(server), TIMEOUT)
+    assert at(server).label in lk.queries[0].detail
+
+
+def test_slow_server_within_the_timeout_still_answers(server: DnsServer) -> None:
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    server.delay = 0.05
+    lk = lookup(REGIONAL, at(server), 2.0)
+    assert lk.addresses == ("127.10.138.148",)
+
+
+def test_nobody_listening_is_a_timeout() -> None:
+    """A closed UDP port on loopback gives no error to an unconnected socket: it times out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lk = lookup(REGIONAL, Resolver("127.0.0.1", port), TIMEOUT)
+    assert lk.reason == "timeout"
+
+
+def test_socket_error_is_network() -> None:
+    """The kernel refuses to send to the broadcast address without SO_BROADCAST: nothing leaves."""
+    lk = lookup(REGIONAL, Resolver("255.255.255.255", 53), TIMEOUT)
+    assert lk.reason == "network"
+    assert len(lk.queries) == 1
+
+
+def test_ipv6_resolver() -> None:
+    try:
+        server = DnsServer("::1", 0, ttl=5).start()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        server.set_records(REGIONAL, ["127.10.138.148"])
+        r = Resolver("::1", server.port)
+        lk = lookup(REGIONAL, r, TIMEOUT)
+        assert lk.addresses == ("127.10.138.148",)
+        assert r.label == f"[::1]:{server.port}"
+    finally:
+        server.stop()
+
+
+def test_every_reason_seen_here_is_a_documented_label() -> None:
+    """The reasons provoked above are exactly the metric's reason label values."""
+    provoked = {"timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed"}
+    assert provoked == set(DNS_REASONS)
