@@ -1,0 +1,283 @@
+"""Prometheus scrape configs and alerting rules, checked by promtool and Prometheus.
+
+promtool checks every config and the rules, and runs the rules' unit tests.
+The relabelling of the EC2 and Kubernetes configs is then exercised by a real
+Prometheus: the service-discovery block is swapped for a file holding the
+same `__meta_*` labels that discovery would produce, with loopback addresses,
+and the resulting targets are read back from Prometheus's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, require_binary
+from test_deploy_dashboard import AGENT_METRICS, metric_names
+from test_deploy_systemd import free_port
+
+PROM = ROOT / "deploy" / "prometheus"
+RULES = PROM / "rules" / "sts-agent.rules.yml"
+RULE_TESTS = PROM / "rules" / "sts-agent.rules.test.yml"
+CONFIGS = ["prometheus-static.yml", "prometheus-ec2-sd.yml", "prometheus-kubernetes.yml"]
+NO_K8S_SD = "field kubernetes_sd_configs not found"
+
+
+def promtool(*args: str, cwd: Path = PROM) -> subprocess.CompletedProcess[str]:
+    tool = require_binary("promtool")
+    return subprocess.run([tool, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def alerts() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+
+
+def scrape_config(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((PROM / name).read_text())
+    return doc
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+def test_rules_pass_promtool_check() -> None:
+    out = promtool("check", "rules", str(RULES))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {len(alerts())} rules found" in out.stdout
+
+
+def test_rule_unit_tests_pass() -> None:
+    out = promtool("test", "rules", str(RULE_TESTS))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+def test_rule_unit_tests_can_fail(tmp_path: Path) -> None:
+    """Guards the test above: a wrong expectation must make promtool fail."""
+    shutil.copy(RULES, tmp_path / RULES.name)
+    broken = RULE_TESTS.read_text().replace(
+        'exp_labels: {severity: critical, job: sts-agent, instance: "ip-10-0-1-15:9472", '
+        "endpoint: sts.eu-west-1.amazonaws.com}",
+        'exp_labels: {severity: warning, job: sts-agent, instance: "ip-10-0-1-15:9472", '
+        "endpoint: sts.eu-west-1.amazonaws.com}",
+        1,
+    )
+    assert broken != RULE_TESTS.read_text()
+    (tmp_path / RULE_TESTS.name).write_text(broken)
+    out = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert out.returncode != 0 and "FAILED" in out.stdout + out.stderr
+
+
+def test_every_alert_is_actionable() -> None:
+    names = [a["alert"] for a in alerts()]
+    assert len(names) == len(set(names))
+    for a in alerts():
+        assert a["labels"]["severity"] in ("critical", "warning"), a["alert"]
+        assert a["annotations"]["summary"].strip(), a["alert"]
+        assert len(a["annotations"]["description"].split()) >= 20, f"{a['alert']}: say what to do"
+        assert "for" in a, f"{a['alert']}: a single bad scrape must not page"
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    cases: dict[str, set[bool]] = {}
+    for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for case in test.get("alert_rule_test", []):
+            cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
+    for a in alerts():
+        assert cases.get(a["alert"]) == {True, False}, f"{a['alert']}: needs both cases"
+
+
+def test_rules_use_only_agent_metrics() -> None:
+    for a in alerts():
+        names = metric_names(a["expr"])
+        assert names and names <= AGENT_METRICS | {"up"}, f"{a['alert']}: {names}"
+
+
+@pytest.mark.parametrize(
+    ("alert", "needle"),
+    [
+        ("StsEndpointPathNotAsExpected", "sts_agent_endpoint_expectation_met == 0"),
+        ("StsProbeFailing", "sts_agent_probe_success == 0"),
+        ("StsSdkUsesGlobalEndpoint", 'sts_agent_sdk_endpoint_info{mode="global"} == 1'),
+        ("StsAgentDown", 'up{job="sts-agent"} == 0'),
+        ("StsImdsUnreachable", "sts_agent_imds_available == 0"),
+    ],
+)
+def test_alert_watches_the_documented_condition(alert: str, needle: str) -> None:
+    expr = next(a["expr"] for a in alerts() if a["alert"] == alert)
+    assert needle in " ".join(expr.split())
+
+
+# --- scrape configs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_scrape_config_passes_promtool(name: str, tmp_path: Path) -> None:
+    out = promtool("check", "config", name)
+    if out.returncode != 0 and NO_K8S_SD in out.stdout + out.stderr:
+        # Debian's Prometheus is built without Kubernetes discovery.  Check
+        # everything else with that one block swapped for file discovery;
+        # the relabelling test below runs the relabel rules for real.
+        doc = scrape_config(name)
+        for job in doc["scrape_configs"]:
+            sd = job.pop("kubernetes_sd_configs")
+            assert [c["role"] for c in sd] == ["pod"]
+            job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
+        doc["rule_files"] = [str(PROM / f) for f in doc["rule_files"]]
+        (tmp_path / name).write_text(yaml.safe_dump(doc))
+        out = promtool("check", "config", name, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_scrape_config_feeds_the_alerts(name: str) -> None:
+    doc = scrape_config(name)
+    assert [j["job_name"] for j in doc["scrape_configs"]] == ["sts-agent"]
+    assert (PROM / doc["rule_files"][0]).resolve() == RULES
+
+
+EC2_TARGET = {
+    "targets": ["127.0.0.1:1"],  # discovery's own address; the config must replace it
+    "labels": {
+        "__meta_ec2_private_ip": "127.0.0.7",
+        "__meta_ec2_public_ip": "127.0.0.70",
+        "__meta_ec2_instance_id": "i-0123456789abcdef0",
+        "__meta_ec2_availability_zone": "eu-west-1a",
+        "__meta_ec2_vpc_id": "vpc-0a1b2c3d",
+        "__meta_ec2_tag_Name": "billing-1",
+    },
+}
+
+
+def k8s_pod(ip: str, port: int, port_name: str, scrape: str | None, phase: str) -> dict[str, Any]:
+    labels = {
+        "__meta_kubernetes_namespace": "sts-agent",
+        "__meta_kubernetes_pod_name": f"pod-{ip}-{port_name}",
+        "__meta_kubernetes_pod_node_name": "ip-10-0-1-15.eu-west-1.compute.internal",
+        "__meta_kubernetes_pod_host_ip": ip,
+        "__meta_kubernetes_pod_phase": phase,
+        "__meta_kubernetes_pod_container_port_name": port_name,
+        "__meta_kubernetes_pod_label_app_kubernetes_io_component": "pod-network",
+        "__meta_kubernetes_pod_annotation_prometheus_io_path": "/metrics",
+        "__meta_kubernetes_pod_annotation_prometheus_io_port": "9472",
+    }
+    if scrape is not None:
+        labels["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] = scrape
+    return {"targets": [f"{ip}:{port}"], "labels": labels}
+
+
+K8S_TARGETS = [
+    k8s_pod("127.0.0.8", 9472, "sts-metrics", "true", "Running"),  # the agent: kept
+    k8s_pod("127.0.0.9", 8080, "http", "true", "Running"),  # the app's own port
+    k8s_pod("127.0.0.10", 9472, "sts-metrics", None, "Running"),  # not opted in
+    k8s_pod("127.0.0.11", 9472, "sts-metrics", "true", "Pending"),
+]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus with both discovery configs on file targets and the rules loaded."""
+    binary = require_binary("prometheus")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    jobs = []
+    for name, sd_key, job, targets in (
+        ("prometheus-ec2-sd.yml", "ec2_sd_configs", "sts-agent-ec2", [EC2_TARGET]),
+        ("prometheus-kubernetes.yml", "kubernetes_sd_configs", "sts-agent-k8s", K8S_TARGETS),
+    ):
+        sd_file = tmp / f"{job}.json"
+        sd_file.write_text(json.dumps(targets))
+        cfg = scrape_config(name)["scrape_configs"][0]
+        cfg.pop(sd_key)
+        cfg["file_sd_configs"] = [{"files": [str(sd_file)]}]
+        cfg["job_name"] = job
+        jobs.append(cfg)
+    config = {
+        "global": {"scrape_interval": "1h", "evaluation_interval": "1h"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": jobs,
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (tmp / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        cwd=tmp,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "HOME": str(tmp)},
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def discovered(base: str, expected: int) -> dict[str, Any]:
+    """Active and dropped targets, once Prometheus has taken in every file target."""
+    data: dict[str, Any] = {}
+    for _ in range(120):
+        try:
+            data = get_json(f"{base}/api/v1/targets?state=any")["data"]
+        except OSError:
+            data = {}
+        if len(data.get("activeTargets", [])) + len(data.get("droppedTargets", [])) >= expected:
+            return data
+        time.sleep(0.5)
+    pytest.fail(f"Prometheus did not discover {expected} targets: {data}")
+
+
+def test_relabelling_with_a_real_prometheus(prometheus: str) -> None:
+    data = discovered(prometheus, 1 + len(K8S_TARGETS))
+    active = {t["labels"]["job"]: t for t in data["activeTargets"]}
+    assert set(active) == {"sts-agent-ec2", "sts-agent-k8s"}, data["activeTargets"]
+
+    ec2 = active["sts-agent-ec2"]
+    assert ec2["scrapeUrl"] == "http://127.0.0.7:9472/metrics"  # private IP, agent port
+    assert {k: v for k, v in ec2["labels"].items() if k != "job"} == {
+        "instance": "i-0123456789abcdef0",
+        "instance_id": "i-0123456789abcdef0",
+        "availability_zone": "eu-west-1a",
+        "vpc_id": "vpc-0a1b2c3d",
+        "name": "billing-1",
+    }
+
+    k8s = active["sts-agent-k8s"]
+    assert k8s["scrapeUrl"] == "http://127.0.0.8:9472/metrics"
+    assert k8s["labels"]["namespace"] == "sts-agent"
+    assert k8s["labels"]["node"] == "ip-10-0-1-15.eu-west-1.compute.internal"
+    assert k8s["labels"]["component"] == "pod-network"
+    dropped = {t["discoveredLabels"]["__address__"] for t in data["droppedTargets"]}
+    assert dropped == {"127.0.0.9:8080", "127.0.0.10:9472", "127.0.0.11:9472"}
+
+
+def test_prometheus_loads_every_alert(prometheus: str) -> None:
+    groups = get_json(f"{prometheus}/api/v1/rules?type=alert")["data"]["groups"]
+    loaded = {r["name"] for g in groups for r in g["rules"]}
+    assert loaded == {a["alert"] for a in alerts()}
