@@ -1,0 +1,445 @@
+"""Malformed configuration, through the real CLI and through `agent.config.build`.
+
+A typo must never become a silent default: every bad value, from a file, the
+environment or a flag, ends the command with exit 2 and exactly one line on
+stderr naming the field (or the file) and the bad value.  `serve` must refuse
+to start at all, so a broken rollout fails loudly instead of serving stale or
+default settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent import cli
+from agent.config import ConfigError, build
+from tests.conftest import ROOT, missing
+from tests.support.agent_proc import agent_env, free_port
+
+EXIT_ERROR = 2
+PREFIX = "sts-agent: config error: "
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad configuration: what to write, and what the single error line must say.
+
+    `needles` may contain ``{path}``, replaced by the config file's path.
+    `kind` is "file" (write `text`), "missing" (no file) or "dir" (a directory).
+    """
+
+    name: str
+    text: str | bytes
+    field: str
+    needles: tuple[str, ...]
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    kind: str = "file"
+
+
+CASES = (
+    Case("bad_toml_syntax", "interval = \n", "config", ("{path}", "invalid TOML", "line 1")),
+    Case(
+        "unknown_top_level_key",
+        "intervall = 5\n",
+        "intervall",
+        ("unknown setting", "did you mean 'interval'?", "5"),
+    ),
+    Case(
+        "unknown_key_in_table",
+        '[imds]\nadress = "10.1.2.3"\n',
+        "imds.adress",
+        ("unknown setting", "did you mean 'imds.address'?", "'10.1.2.3'"),
+    ),
+    Case("interval_not_a_number", 'interval = "fast"\n', "interval", ("'fast'", "positive")),
+    Case("regions_not_a_list", "regions = 5\n", "regions", ("must be a list", "got 5")),
+    Case("fips_not_a_bool", '[endpoints]\nfips = "maybe"\n', "endpoints.fips", ("'maybe'", "true")),
+    Case("table_given_a_scalar", 'imds = "off"\n', "imds", ("must be a table", "'off'")),
+    Case(
+        "invalid_cidr",
+        'vpc_cidrs = ["10.0.0.0/16", "10.0.0.0/33"]\n',
+        "vpc_cidrs",
+        ("'10.0.0.0/33'", "CIDR"),
+    ),
+    Case(
+        "region_typo",
+        'regions = ["us-eest-2"]\n',
+        "regions",
+        ("'us-eest-2'", "not a region", "did you mean", "'us-east-2'"),
+    ),
+    Case("negative_interval", "interval = -5\n", "interval", ("got -5", "positive")),
+    Case("zero_timeout", "timeout = 0\n", "timeout", ("got 0", "positive")),
+    Case(
+        "timeout_not_below_interval",
+        "interval = 10\ntimeout = 10\n",
+        "timeout",
+        ("less than interval", "10.0"),
+    ),
+    Case("port_out_of_range", "port = 70000\n", "port", ("70000", "65535")),
+    Case(
+        "expect_value_typo",
+        '[expect]\nregional = "privat"\n',
+        "expect",
+        ("'privat'", "vpce, private, public, any"),
+    ),
+    Case(
+        "resolver_port_out_of_range",
+        'resolvers = ["10.0.0.2:99999"]\n',
+        "resolvers",
+        ("'10.0.0.2:99999'", "65535"),
+    ),
+    Case(
+        "resolver_not_an_ip",
+        'resolvers = ["not-an-ip"]\n',
+        "resolvers",
+        ("'not-an-ip'", "IP address"),
+    ),
+    Case(
+        "listen_address_hostname",
+        '[web]\nlisten_address = "metrics.example.com:9472"\n',
+        "web.listen_address",
+        ("'metrics.example.com:9472'", "IP address"),
+    ),
+    Case(
+        "listen_address_bad_port",
+        '[web]\nlisten_address = "127.0.0.1:http"\n',
+        "web.listen_address",
+        ("'127.0.0.1:http'", "port"),
+    ),
+    Case(
+        "listen_address_no_port",
+        '[web]\nlisten_address = "127.0.0.1"\n',
+        "web.listen_address",
+        ("'127.0.0.1'", "HOST:PORT"),
+    ),
+    Case(
+        "unknown_environment_variable",
+        "interval = 30\n",
+        "STS_AGENT_INTERVL",
+        ("unknown environment setting", "did you mean 'STS_AGENT_INTERVAL'?", "'3'"),
+        env={"STS_AGENT_INTERVL": "3"},
+    ),
+    Case(
+        "bad_environment_value",
+        "interval = 30\n",
+        "interval",
+        ("'abc'", "STS_AGENT_INTERVAL"),
+        env={"STS_AGENT_INTERVAL": "abc"},
+    ),
+    Case("missing_file", "", "config", ("{path}", "not found"), kind="missing"),
+    Case("directory", "", "config", ("{path}", "directory"), kind="dir"),
+    Case(
+        "not_utf8",
+        b'log.level = "info"\n# caf\xe9 \xff\xfe\n',
+        "config",
+        ("{path}", "UTF-8"),
+    ),
+    Case(
+        "missing_ca_bundle",
+        'ca_bundle = "/nonexistent/sts-agent-test/ca.pem"\n',
+        "ca_bundle",
+        ("'/nonexistent/sts-agent-test/ca.pem'", "not found"),
+    ),
+)
+
+
+def materialise(case: Case, where: Path) -> Path:
+    path = where / f"{case.name}.toml"
+    if case.kind == "dir":
+        path.mkdir()
+    elif case.kind == "file":
+        data = case.text if isinstance(case.text, bytes) else case.text.encode()
+        path.write_bytes(data)
+    return path
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "agent", *args],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess[str], case: Case, path: Path, *, prefixed: bool = True
+) -> None:
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == EXIT_ERROR, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
+    if prefixed:
+        assert line.startswith(f"{PREFIX}{case.field}: "), line
+    for needle in case.needles:
+        assert needle.format(path=path) in line, (needle, line)
+    assert proc.stdout == ""
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_config_check_rejects_with_one_line(case: Case, tmp_path: Path) -> None:
+    path = materialise(case, tmp_path)
+    proc = run_cli("config", "check", str(path), env=agent_env(None, **case.env))
+    assert_one_line_error(proc, case, path)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_serve_exits_2_without_starting(case: Case, tmp_path: Path) -> None:
+    """The listen port, set by env when the case does not test it, must stay unbound."""
+    path = materialise(case, tmp_path)
+    env = agent_env(None, **case.env)
+    port = free_port()
+    if case.field != "web.listen_address":
+        # env beats file, so only cases that do not test the listen address get it.
+        env["STS_AGENT_WEB_LISTEN_ADDRESS"] = f"127.0.0.1:{port}"
+    proc = run_cli("serve", "--config", str(path), env=env)
+    assert_one_line_error(proc, case, path)
+    assert "listening" not in proc.stderr and "serving" not in proc.stderr
+    assert _port_is_free(port)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_build_raises_config_error_naming_the_field(case: Case, tmp_path: Path) -> None:
+    path = materialise(case, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        build(file=str(path), environ=dict(case.env))
+    assert err.value.field_path == case.field
+    assert "\n" not in str(err.value)
+    for needle in case.needles:
+        assert needle.format(path=path) in str(err.value), (needle, str(err.value))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field_name"),
+    [
+        ("--interval", "abc", "interval"),
+        ("--port", "0", "port"),
+        ("--regions", "us-eest-2", "regions"),
+        ("--web.listen-address", "localhost", "web.listen_address"),
+        ("--expect", "regional", "expect"),
+    ],
+)
+def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: str) -> None:
+    proc = run_cli("serve", f"{flag}={value}", env=agent_env(None))
+    assert proc.returncode == EXIT_ERROR
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{PREFIX}{field_name}: ")
+    assert repr(value) in lines[0] and f"flag {flag}" in lines[0]
+
+
+def test_unknown_flag_is_a_one_line_usage_error() -> None:
+    proc = run_cli("serve", "--intervall=5", env=agent_env(None))
+    assert proc.returncode == EXIT_ERROR
+    assert len(proc.stderr.splitlines()) == 1 and "--intervall" in proc.stderr
+
+
+# --- a file only root can read ---------------------------------------------------------
+
+
+@pytest.fixture
+def nobody() -> tuple[str, ...]:
+    """setpriv prefix that runs the venv's python as nobody (root reads any file)."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        missing("setpriv (to drop root for the permission test)")
+    prefix = (str(setpriv), "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import agent.config, botocore, tomllib"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=agent_env(None),
+    )
+    if probe.returncode != 0:
+        missing(f"a venv readable by nobody ({probe.stderr.strip().splitlines()[-1:]})")
+    return prefix
+
+
+@pytest.fixture
+def unreadable_file() -> Iterator[Path]:
+    """Mode 000 in a directory nobody may enter, so only the file's own mode is in the way."""
+    d = Path(tempfile.mkdtemp(prefix="sts-agent-cfg-"))
+    try:
+        d.chmod(0o755)
+        path = d / "agent.toml"
+        path.write_text("interval = 30\n")
+        path.chmod(0o000)
+        yield path
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("command", ["config check", "serve --config"])
+def test_unreadable_file_is_one_line(
+    command: str, nobody: tuple[str, ...], unreadable_file: Path
+) -> None:
+    case = Case("unreadable", "", "config", ("{path}", "permission denied"))
+    proc = run_cli(*command.split(), str(unreadable_file), env=agent_env(None), prefix=nobody)
+    assert_one_line_error(proc, case, unreadable_file)
+
+
+# --- the web config file named by web.config_file ------------------------------------
+
+
+BAD_WEB_CONFIGS = (
+    ("unknown_key", "tls_server_config:\n  cert_fil: a.pem\n", "tls_server_config.cert_fil"),
+    ("missing_cert", "tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.key\n", "nope"),
+    ("bad_hash", "basic_auth_users:\n  alice: not-a-bcrypt-hash\n", "basic_auth_users"),
+    ("bad_yaml", "basic_auth_users: [\n", "yaml"),
+)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [(t, n) for _, t, n in BAD_WEB_CONFIGS],
+    ids=[name for name, _, _ in BAD_WEB_CONFIGS],
+)
+@pytest.mark.parametrize("command", ["config check", "serve --config"])
+def test_bad_web_config_file_is_reported(
+    command: str, yaml_text: str, needle: str, tmp_path: Path
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(yaml_text)
+    port = free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[web]\nconfig_file = "{web}"\nlisten_address = "127.0.0.1:{port}"\n')
+    proc = run_cli(*command.split(), str(cfg), env=agent_env(None))
+    case = Case("web", "", "web.config_file", (f"web.config.file {web}", needle))
+    assert_one_line_error(proc, case, cfg, prefixed=False)
+    # serve reports it through its logger: a start-up failure, not a settings parse error.
+    assert proc.stderr.startswith(PREFIX) == (command == "config check")
+    assert _port_is_free(port)
+
+
+def test_web_config_flag_is_checked_by_serve(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: plain-text-password\n")
+    proc = run_cli(
+        "serve",
+        "--web.config.file",
+        str(web),
+        f"--web.listen-address=127.0.0.1:{free_port()}",
+        env=agent_env(None),
+    )
+    assert proc.returncode == EXIT_ERROR
+    assert len(proc.stderr.splitlines()) == 1 and str(web) in proc.stderr
+    assert "plain-text-password" not in proc.stderr  # a secret, even a misplaced one
+
+
+# --- precedence and the effective settings -------------------------------------------
+
+
+def test_flag_beats_environment_beats_file_beats_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real argument parser and `load_settings`, as `serve` and `check` use."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('interval = 40\ntimeout = 4\nport = 8443\n[log]\nlevel = "debug"\n')
+    for name in [n for n in os.environ if n.startswith(("STS_AGENT_", "AWS_CA_BUNDLE"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STS_AGENT_INTERVAL", "20")
+    monkeypatch.setenv("STS_AGENT_PORT", "9443")
+    args = cli._parser().parse_args(["serve", "--config", str(cfg), "--interval", "10"])
+    loaded = cli.load_settings(args)
+    s = loaded.settings
+    assert (s.interval, s.port, s.timeout, s.log_level, s.credentials) == (
+        10.0,
+        9443,
+        4.0,
+        "debug",
+        "chain",
+    )
+    assert loaded.sources == {
+        "interval": "flag",
+        "port": "environment",
+        "timeout": str(cfg),
+        "log.level": str(cfg),
+    }
+
+
+def test_config_file_from_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("interval = 45\n")
+    monkeypatch.setenv("STS_AGENT_CONFIG", str(cfg))
+    args = cli._parser().parse_args(["check"])
+    assert cli.load_settings(args).settings.interval == 45.0
+
+
+def test_aws_ca_bundle_is_used_only_when_ca_bundle_is_unset(tmp_path: Path) -> None:
+    env_ca = tmp_path / "env-ca.pem"
+    env_ca.write_text("placeholder\n")
+    file_ca = tmp_path / "file-ca.pem"
+    file_ca.write_text("placeholder\n")
+    loaded = build(environ={"AWS_CA_BUNDLE": str(env_ca)})
+    assert loaded.settings.ca_bundle == str(env_ca)
+    assert loaded.sources["ca_bundle"] == "environment (AWS_CA_BUNDLE)"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'ca_bundle = "{file_ca}"\n')
+    loaded = build(file=str(cfg), environ={"AWS_CA_BUNDLE": str(env_ca)})
+    assert loaded.settings.ca_bundle == str(file_ca)
+    assert build(environ={}).settings.ca_bundle is None
+    with pytest.raises(ConfigError) as err:
+        build(environ={"AWS_CA_BUNDLE": str(tmp_path / "gone.pem")})
+    assert err.value.field_path == "ca_bundle" and "AWS_CA_BUNDLE" in str(err.value)
+
+
+def test_config_check_json_shows_values_and_sources(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        'regions = ["eu-west-1"]\ninterval = 60\n'
+        '[expect]\nregional = "vpce"\n[imds]\naddress = "127.0.0.1:1338"\n'
+    )
+    proc = run_cli(
+        "config", "check", "--json", str(cfg), env=agent_env(None, STS_AGENT_TIMEOUT="7")
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    settings, sources = doc["settings"], doc["sources"]
+    assert settings["regions"] == ["eu-west-1"]
+    assert settings["interval"] == 60.0 and settings["timeout"] == 7.0
+    assert settings["expect"] == {"regional": "vpce"}
+    assert settings["imds"]["address"] == "127.0.0.1:1338"
+    assert settings["web"]["listen_address"] == ":9472"  # the documented default: all interfaces
+    assert sources["interval"] == str(cfg) and sources["timeout"] == "environment"
+    assert "port" not in sources  # defaults have no source entry
+
+
+def test_config_check_text_lists_every_field_with_its_source(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("interval = 60\n")
+    proc = run_cli("config", "check", str(cfg), env=agent_env(None))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"# {cfg}: OK")
+    assert f"interval = 60.0  # {cfg}" in lines
+    assert "port = 443  # default" in lines
+    assert 'web.listen_address = ":9472"  # default' in lines
