@@ -245,6 +245,7 @@ def probe(
         headers["Content-Length"] = str(len(BODY))
         headers["Connection"] = "close"
         request = "POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        t_sent = time.perf_counter()
         try:
             tls.sendall(request.encode("latin-1") + b"\r\n" + BODY)
             t_sent = time.perf_counter()
@@ -257,6 +258,10 @@ def probe(
             raise _Failed(
                 "connection_reset", f"connection failed mid-response: {_short(e)}"
             ) from None
+        finally:
+            # A first byte that arrived counts even when the rest never does (slow or cut).
+            if first_byte:
+                phases["ttfb"] = first_byte[0] - t_sent
         phases["ttfb"] = (first_byte[0] if first_byte else time.perf_counter()) - t_sent
         phases["total"] = time.perf_counter() - t0
         status, body = _parse_http(raw)
