@@ -1,0 +1,358 @@
+"""The STS probe against a real TLS server on loopback, for every outcome it can report.
+
+The probe is the unit under test, so it runs unchanged with real sockets, real
+TLS verification and real SigV4 signing; the simulated STS server misbehaves on
+request so that each failure reason is produced the way the network would.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.credentials import ReadOnlyCredentials
+
+from agent.probes import sts
+from agent.results import STS_REASONS, StsProbe
+from agent.simulate.ca import Authority
+from agent.simulate.sts_server import StsServer
+
+REGIONAL = "sts.us-east-2.amazonaws.com"
+GLOBAL = "sts.amazonaws.com"
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+CREDS = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", SECRET, None)
+SESSION_CREDS = ReadOnlyCredentials("ASIAIOSFODNN7EXAMPLE", SECRET, "FwoGZXIvYXdzEXAMPLETOKEN")
+TIMEOUT = 0.6
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority.create(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def leaf(authority: Authority) -> tuple[Path, Path]:
+    return authority.issue([REGIONAL, GLOBAL], name="sts")
+
+
+@pytest.fixture(scope="module")
+def context(authority: Authority) -> ssl.SSLContext:
+    return sts.tls_context(str(authority.ca_path))
+
+
+@pytest.fixture
+def server(leaf: tuple[Path, Path]) -> Iterator[StsServer]:
+    with StsServer("127.0.0.1", 0, *leaf) as s:
+        yield s
+
+
+def target(server: StsServer, host: str = REGIONAL, region: str = "us-east-2") -> sts.Target:
+    return sts.Target(host, server.host, server.port, region)
+
+
+def run(
+    server: StsServer,
+    context: ssl.SSLContext,
+    *,
+    credentials: ReadOnlyCredentials | None = CREDS,
+    signed: bool = True,
+    host: str = REGIONAL,
+    timeout: float = TIMEOUT,
+) -> StsProbe:
+    return sts.probe(
+        target(server, host),
+        context=context,
+        credentials=credentials,
+        timeout=timeout,
+        signed=signed,
+    )
+
+
+def assert_no_secrets(p: StsProbe) -> None:
+    text = repr(p)
+    assert SECRET not in text
+    assert "Signature=" not in text
+    assert "EXAMPLETOKEN" not in text
+
+
+# -- success --------------------------------------------------------------------
+def test_signed_call_succeeds_with_identity_and_every_phase(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    p = run(server, context)
+    assert p.success is True
+    assert (p.reason, p.error) == (None, None)
+    assert p.account == server.account
+    assert p.arn == server.arn
+    assert p.http_status == 200
+    assert p.signed is True
+    assert p.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert p.cert_not_after is not None and p.cert_not_after > p.started
+    ph = p.phases
+    assert ph.connect and ph.tls and ph.ttfb and ph.total
+    assert ph.total >= ph.connect + ph.tls + ph.ttfb
+    assert (p.endpoint, p.address, p.port) == (REGIONAL, "127.0.0.1", server.port)
+    assert_no_secrets(p)
+
+
+def test_request_is_addressed_to_the_sts_name_not_the_ip(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    run(server, context)
+    (req,) = server.requests
+    assert req == {
+        "method": "POST",
+        "path": "/",
+        "host": f"{REGIONAL}:{server.port}",
+        "had_authorization": True,
+        "action": "GetCallerIdentity",
+    }
+
+
+def test_session_token_is_sent_and_not_reported(server: StsServer, context: ssl.SSLContext) -> None:
+    p = run(server, context, credentials=SESSION_CREDS)
+    assert p.success
+    assert_no_secrets(p)
+
+
+def test_signature_scope_is_the_endpoint_region() -> None:
+    headers = sts.signed_headers(sts.Target(REGIONAL, "127.0.0.1", 443, "us-east-2"), CREDS)
+    auth = headers["Authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
+    assert "/us-east-2/sts/aws4_request" in auth
+    assert headers["Host"] == REGIONAL  # no :443
+    assert SECRET not in "".join(headers.values())
+    glob = sts.signed_headers(sts.Target(GLOBAL, "127.0.0.1", 8443, "us-east-1"), CREDS)
+    assert "/us-east-1/sts/aws4_request" in glob["Authorization"]
+    assert glob["Host"] == f"{GLOBAL}:8443"
+
+
+def test_unsigned_headers_have_no_authorization() -> None:
+    headers = sts.signed_headers(sts.Target(REGIONAL, "127.0.0.1", 443, "us-east-2"), None)
+    assert "Authorization" not in headers
+
+
+def test_ipv6_address(leaf: tuple[Path, Path], context: ssl.SSLContext) -> None:
+    try:
+        server = StsServer("::1", 0, *leaf).start()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        p = run(server, context)
+        assert p.success and p.address == "::1"
+    finally:
+        server.stop()
+
+
+# -- STS errors -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "reason", "status"),
+    [
+        ("Throttling", "throttled", 400),
+        ("ExpiredToken", "expired_token", 403),
+        ("InvalidClientTokenId", "invalid_token", 403),
+        ("AccessDenied", "access_denied", 403),
+        ("SignatureDoesNotMatch", "signature", 403),
+        ("SomethingNew", "other", 400),
+    ],
+)
+def test_sts_error_codes_map_to_reasons(
+    server: StsServer, context: ssl.SSLContext, code: str, reason: str, status: int
+) -> None:
+    server.fault = f"error:{code}"
+    p = run(server, context)
+    assert p.success is False
+    assert p.reason == reason
+    assert p.sts_error_code == code
+    assert p.http_status == status
+    assert p.error is not None and code in p.error
+    assert p.phases.ttfb is not None  # the path worked; the answer was a refusal
+    assert_no_secrets(p)
+
+
+@pytest.mark.parametrize(("fault", "status"), [("http_503", 503), ("http_500", 500)])
+def test_server_errors_are_http_5xx(
+    server: StsServer, context: ssl.SSLContext, fault: str, status: int
+) -> None:
+    server.fault = fault
+    p = run(server, context)
+    assert (p.success, p.reason, p.http_status) == (False, "http_5xx", status)
+    assert p.error == f"HTTP {status}"
+
+
+def test_unsigned_on_purpose_counts_any_sts_answer_as_success(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    p = run(server, context, credentials=None, signed=False)
+    assert p.success is True
+    assert p.signed is False
+    assert p.sts_error_code == "MissingAuthenticationToken"
+    assert server.requests[0]["had_authorization"] is False
+
+
+def test_unsigned_on_purpose_still_fails_on_5xx(server: StsServer, context: ssl.SSLContext) -> None:
+    server.fault = "http_503"
+    p = run(server, context, credentials=None, signed=False)
+    assert (p.success, p.reason) == (False, "http_5xx")
+
+
+def test_missing_credentials_still_measure_the_transport(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    p = run(server, context, credentials=None, signed=True)
+    assert (p.success, p.reason, p.signed) == (False, "credentials_missing", False)
+    assert p.phases.connect and p.phases.tls and p.phases.ttfb and p.phases.total
+    assert server.requests[0]["had_authorization"] is False
+
+
+# -- TLS ----------------------------------------------------------------------------
+def test_certificate_for_another_name_is_a_hostname_mismatch(
+    authority: Authority, context: ssl.SSLContext
+) -> None:
+    cert, key = authority.issue(["sts.example.org"], name="other")
+    with StsServer("127.0.0.1", 0, cert, key) as other:
+        for creds, signed in ((CREDS, True), (None, True), (None, False)):
+            p = run(other, context, credentials=creds, signed=signed)
+            assert (p.success, p.reason) == (False, "tls_hostname_mismatch")
+            assert p.phases.connect is not None
+            assert p.phases.tls is None and p.phases.ttfb is None
+            assert REGIONAL in (p.error or "")
+        assert other.requests == []  # nothing was sent to the wrong party
+
+
+def test_global_name_on_a_regional_only_certificate(
+    authority: Authority, context: ssl.SSLContext
+) -> None:
+    """What a VPC endpoint does to the global name: its certificate does not cover it."""
+    cert, key = authority.issue([REGIONAL, f"*.{REGIONAL}"], name="vpce")
+    with StsServer("127.0.0.1", 0, cert, key) as vpce:
+        assert run(vpce, context).success
+        p = sts.probe(
+            sts.Target(GLOBAL, "127.0.0.1", vpce.port, "us-east-1"),
+            context=context,
+            credentials=CREDS,
+            timeout=TIMEOUT,
+        )
+        assert p.reason == "tls_hostname_mismatch"
+
+
+def test_untrusted_ca_is_a_tls_error(server: StsServer, tmp_path: Path) -> None:
+    stranger = Authority.create(tmp_path / "stranger")
+    p = run(server, sts.tls_context(str(stranger.ca_path)))
+    assert (p.success, p.reason) == (False, "tls_error")
+    assert server.requests == []
+
+
+def test_expired_certificate_is_a_tls_error(authority: Authority, context: ssl.SSLContext) -> None:
+    cert, key = authority.issue([REGIONAL], name="expired", expired=True)
+    with StsServer("127.0.0.1", 0, cert, key) as old:
+        p = run(old, context)
+    assert (p.success, p.reason) == (False, "tls_error")
+    assert "expired" in (p.error or "")
+
+
+def test_certificate_expiry_is_reported(authority: Authority, context: ssl.SSLContext) -> None:
+    cert, key = authority.issue([REGIONAL], name="short", valid_days=3)
+    with StsServer("127.0.0.1", 0, cert, key) as short:
+        p = run(short, context)
+    assert p.success and p.cert_not_after is not None
+    assert 2 * 86400 < p.cert_not_after - p.started < 4 * 86400
+
+
+# -- transport faults ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fault", "reason", "reached"),
+    [
+        ("hang_accept", "timeout", "connect"),  # TCP accepted, no TLS answer
+        ("reset_handshake", "tls_error", "connect"),
+        ("plain_http", "tls_error", "connect"),
+        ("hang", "timeout", "tls"),
+        # A first byte that arrived is timed even when the rest never comes.
+        ("slow_drip", "timeout", "ttfb"),
+        ("reset_response", "connection_reset", "ttfb"),
+        ("huge_body", "bad_response", "ttfb"),
+        ("malformed", "bad_response", "ttfb"),
+    ],
+)
+def test_transport_faults(
+    server: StsServer, context: ssl.SSLContext, fault: str, reason: str, reached: str
+) -> None:
+    server.fault = fault
+    p = run(server, context)
+    assert (p.success, p.reason) == (False, reason), p.error
+    order = ["connect", "tls", "ttfb"]
+    phases = p.phases.as_dict()
+    for i, name in enumerate(order):
+        measured = phases[name] is not None
+        assert measured == (i <= order.index(reached)), (name, phases)
+    assert p.phases.total is not None
+    assert p.error
+
+
+def test_closed_port_is_connect_refused(context: ssl.SSLContext) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = sts.probe(
+        sts.Target(REGIONAL, "127.0.0.1", port, "us-east-2"),
+        context=context,
+        credentials=CREDS,
+        timeout=TIMEOUT,
+    )
+    assert (p.success, p.reason) == (False, "connect_refused")
+    assert p.phases.connect is None and p.phases.total is not None
+    assert f"127.0.0.1:{port}" in (p.error or "")
+
+
+def test_full_accept_queue_is_connect_timeout(context: ssl.SSLContext) -> None:
+    """A listener that never accepts: once its queue is full, SYNs go unanswered."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers: list[socket.socket] = []
+        try:
+            for _ in range(4):
+                f = socket.socket()
+                f.settimeout(0.2)
+                fillers.append(f)
+                try:
+                    f.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    break
+            else:
+                pytest.skip("the kernel kept accepting connections")
+            p = sts.probe(
+                sts.Target(REGIONAL, "127.0.0.1", port, "us-east-2"),
+                context=context,
+                credentials=CREDS,
+                timeout=0.3,
+            )
+        finally:
+            for f in fillers:
+                f.close()
+    assert (p.success, p.reason) == (False, "connect_timeout")
+
+
+def test_reasons_seen_here_are_documented_labels() -> None:
+    provoked = {
+        "connect_refused",
+        "connect_timeout",
+        "tls_error",
+        "tls_hostname_mismatch",
+        "timeout",
+        "connection_reset",
+        "bad_response",
+        "http_5xx",
+        "throttled",
+        "expired_token",
+        "invalid_token",
+        "signature",
+        "access_denied",
+        "credentials_missing",
+        "other",
+    }
+    assert provoked == set(STS_REASONS)
