@@ -8,6 +8,7 @@ rarely, so it is a separate step the daemon refreshes on its own schedule;
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import threading
@@ -95,7 +96,7 @@ class Credentials:
         self.mode = mode
         self._lock = threading.Lock()
         self._creds: Any = None
-        self._last_try = 0.0
+        self._last_try = -math.inf  # monotonic time starts at boot: a daemon may start < 30 s in
         self.error: str | None = None
 
     def frozen(self) -> Any | None:
