@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, require_binary
+
+from tests.conftest import ROOT, require_binary
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-dashboard.json"
 

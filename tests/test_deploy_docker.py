@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, require_binary
-from test_deploy_systemd import agent_as_the_unit_runs_it, free_port, wait_until_ready
 
 from agent.cli import _parser
 from agent.config import DEFAULT_PORT, build
+from tests.conftest import ROOT, require_binary
+from tests.test_deploy_systemd import agent_as_the_unit_runs_it, free_port, wait_until_ready
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -457,3 +457,11 @@ def test_no_policy_grants_sts() -> None:
     """GetCallerIdentity needs no permission; granting sts:* would only widen the role."""
     for f in IAM.glob("*.json"):
         assert not any(a.startswith("sts:") for a in policy_actions(f.name)), f.name
+
+
+def test_deploy_guide_names_only_files_that_exist() -> None:
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text()
+    named = set(re.findall(r"`((?:deploy|systemd)/[\w./-]+|Dockerfile)`", doc))
+    assert len(named) >= 10
+    missing = sorted(n for n in named if not (ROOT / n.rstrip("/")).exists())
+    assert not missing, missing

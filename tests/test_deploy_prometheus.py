@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, require_binary
-from test_deploy_dashboard import AGENT_METRICS, metric_names
-from test_deploy_systemd import free_port
+
+from tests.conftest import ROOT, require_binary
+from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
+from tests.test_deploy_systemd import free_port
 
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "sts-agent.rules.yml"
@@ -281,3 +282,10 @@ def test_prometheus_loads_every_alert(prometheus: str) -> None:
     groups = get_json(f"{prometheus}/api/v1/rules?type=alert")["data"]["groups"]
     loaded = {r["name"] for g in groups for r in g["rules"]}
     assert loaded == {a["alert"] for a in alerts()}
+
+
+def test_every_alert_is_documented() -> None:
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text()
+    for a in alerts():
+        row = next((line for line in doc.splitlines() if f"| `{a['alert']}` |" in line), "")
+        assert f"| {a['labels']['severity']} |" in row, f"{a['alert']} missing from DEPLOY.md"

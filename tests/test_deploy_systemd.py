@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require_binary
 
 from agent.cli import _parser
 from agent.config import build, read_env
+from tests.conftest import ROOT, require_binary
 
 UNIT = ROOT / "systemd" / "sts-agent.service"
 DROP_IN = ROOT / "systemd" / "sts-agent-process-audit.conf"
