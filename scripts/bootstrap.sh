@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_apt="${1:-test}"   # "demo" needs no system packages; "test" needs the real servers
-apt_pkgs=(dnsmasq-base prometheus iproute2 chromium ca-certificates)
+apt_pkgs=(dnsmasq-base prometheus iproute2 chromium ca-certificates systemd)
 py_extra="[test]"
 if [ "$want_apt" = "demo" ]; then apt_pkgs=(); py_extra=""; fi
 
