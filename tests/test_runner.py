@@ -1,0 +1,316 @@
+"""One probe round end to end in-process: real DNS, real TLS, real signing on loopback.
+
+The runner decides which addresses get probed (every resolver's answer, plus
+addresses still cached by clients until their TTL runs out, up to a cap) and
+where the region comes from.  Those choices are checked here against real
+servers; the CLI around them is covered by the check end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.config import Settings
+from agent.results import DnsAnswer, DnsLookup, DnsQuery, Report, Resolver
+from agent.runner import AddressBook, Credentials, Prober, discover, run_round
+from agent.simulate.ca import Authority
+from agent.simulate.dns_server import DnsServer
+from agent.simulate.imds_server import ImdsServer
+from agent.simulate.sts_server import StsServer
+from agent.surfaces.report_json import to_json
+
+REGION = "us-east-2"
+REGIONAL = f"sts.{REGION}.amazonaws.com"
+GLOBAL = "sts.amazonaws.com"
+VPC = "127.10.0.0/16"
+ENIS = ("127.10.138.148", "127.10.139.20", "127.10.140.7")
+PUBLIC = "127.20.0.20"
+ENV = {"AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/dev/null"}
+
+
+# -- AddressBook, with explicit clocks ----------------------------------------------
+def answer(host: str, *addrs: tuple[str, int]) -> DnsLookup:
+    q = DnsQuery("A", 0.001, "NOERROR", tuple(DnsAnswer(a, ttl) for a, ttl in addrs))
+    return DnsLookup(host, Resolver("127.0.0.1"), (q,))
+
+
+def test_rotated_out_address_is_kept_until_its_ttl_expires() -> None:
+    book = AddressBook()
+    assert book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.1", 60), ("10.0.0.2", 30))], 0.0) == [
+        "10.0.0.1",
+        "10.0.0.2",
+    ]
+    # .2 rotated out of the answer, but clients may still hold it for its 30 s TTL.
+    assert book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.1", 60))], 10.0) == [
+        "10.0.0.1",
+        "10.0.0.2",
+    ]
+    assert book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.1", 60))], 30.0) == [
+        "10.0.0.1",
+        "10.0.0.2",
+    ]
+    assert book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.1", 60))], 30.5) == ["10.0.0.1"]
+    assert "10.0.0.2" not in book.expiry[REGIONAL]
+
+
+def test_a_longer_ttl_seen_later_extends_the_expiry() -> None:
+    book = AddressBook()
+    book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.2", 5))], 0.0)
+    book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.2", 100))], 1.0)
+    assert book.update(REGIONAL, [], 50.0) == ["10.0.0.2"]
+    assert book.update(REGIONAL, [], 101.5) == []
+
+
+def test_zero_ttl_is_held_for_one_second() -> None:
+    book = AddressBook()
+    book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.3", 0))], 0.0)
+    assert book.update(REGIONAL, [], 0.9) == ["10.0.0.3"]
+    assert book.update(REGIONAL, [], 1.1) == []
+
+
+def test_current_answers_come_first_and_endpoints_are_separate() -> None:
+    book = AddressBook()
+    book.update(REGIONAL, [answer(REGIONAL, ("10.0.0.9", 60), ("10.0.0.5", 60))], 0.0)
+    got = book.update(
+        REGIONAL,
+        [answer(REGIONAL, ("10.0.0.7", 60)), answer(REGIONAL, ("10.0.0.7", 60), ("10.0.0.1", 60))],
+        1.0,
+    )
+    assert got == ["10.0.0.7", "10.0.0.1", "10.0.0.5", "10.0.0.9"]
+    assert book.update(GLOBAL, [answer(GLOBAL, ("127.20.0.10", 60))], 1.0) == ["127.20.0.10"]
+
+
+# -- real rounds --------------------------------------------------------------------
+@dataclass
+class Vpc:
+    dns: DnsServer
+    sts: dict[str, StsServer]
+    port: int
+    ca: Path
+
+    def settings(self, **kw: object) -> Settings:
+        base: dict[str, object] = {
+            "regions": (REGION,),
+            "endpoints_global": False,
+            "port": self.port,
+            "ca_bundle": str(self.ca),
+            "resolvers": (f"{self.dns.address}:{self.dns.port}",),
+            "vpc_cidrs": (VPC,),
+            "imds_enabled": False,
+            "credentials": "none",
+            "timeout": 1.0,
+            "expect": (("regional", "vpce"),),
+        }
+        base.update(kw)
+        return Settings(**base)  # type: ignore[arg-type]
+
+
+def _start_sts(
+    addresses: tuple[str, ...], cert: Path, key: Path
+) -> tuple[dict[str, StsServer], int]:
+    for _ in range(20):
+        servers: dict[str, StsServer] = {}
+        try:
+            first = StsServer(addresses[0], 0, cert, key).start()
+            servers[addresses[0]] = first
+            for a in addresses[1:]:
+                servers[a] = StsServer(a, first.port, cert, key).start()
+            return servers, first.port
+        except OSError:
+            for s in servers.values():
+                s.stop()
+    raise OSError("no port free on every address")
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority.create(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def vpc(authority: Authority) -> Iterator[Vpc]:
+    cert, key = authority.issue([REGIONAL, GLOBAL], name="sts")
+    with contextlib.ExitStack() as stack:
+        servers, port = _start_sts((*ENIS, PUBLIC), cert, key)
+        for s in servers.values():
+            stack.callback(s.stop)
+        dns = stack.enter_context(DnsServer("127.10.0.2", 0, ttl=30))
+        dns.set_records(REGIONAL, ENIS[:2])
+        yield Vpc(dns, servers, port, authority.ca_path)
+
+
+def one_round(
+    settings: Settings, prober: Prober | None = None, env: Mapping[str, str] = ENV
+) -> Report:
+    return run_round(settings, discover(settings, env), prober or Prober(settings))
+
+
+def probed(r: Report, host: str = REGIONAL) -> list[str]:
+    (ep,) = [e for e in r.endpoints if e.endpoint.hostname == host]
+    return [p.address for p in ep.probes]
+
+
+def test_healthy_round(vpc: Vpc) -> None:
+    r = one_round(vpc.settings())
+    (ep,) = r.endpoints
+    assert ep.path == "vpce"
+    assert ep.expectation_met is True
+    assert sorted(probed(r)) == sorted(ENIS[:2])
+    assert all(p.success for p in ep.probes)
+    # IMDS is off on purpose (info); the DNS server sits at VPC base + 2: Amazon-provided.
+    assert [f.code for f in r.findings] == ["IMDS_DISABLED"]
+    assert r.resolvers[0].amazon_provided is True
+    assert r.region == REGION and r.region_source == "config"
+
+
+def test_rotated_out_address_is_probed_until_its_ttl_expires(vpc: Vpc) -> None:
+    vpc.dns.ttl = 2
+    settings = vpc.settings()
+    prober = Prober(settings)
+    assert sorted(probed(one_round(settings, prober))) == sorted(ENIS[:2])
+    vpc.dns.set_records(REGIONAL, ENIS[:1])
+    second = one_round(settings, prober)
+    assert probed(second) == [ENIS[0], ENIS[1]]  # current answer first, then the cached one
+    assert second.endpoints[0].lookups[0].addresses == ENIS[:1]
+    time.sleep(2.3)
+    assert probed(one_round(settings, prober)) == [ENIS[0]]
+
+
+def test_cap_limits_probes_and_counts_the_rest(vpc: Vpc) -> None:
+    vpc.dns.set_records(REGIONAL, ENIS)
+    r = one_round(vpc.settings(max_addresses_per_endpoint=2))
+    (ep,) = r.endpoints
+    got = probed(r)
+    assert len(got) == 2 and set(got) < set(ENIS)
+    assert ep.dropped_addresses == 1
+    assert [f.code for f in r.findings] == ["IMDS_DISABLED", "ADDRESSES_DROPPED"]
+    assert to_json(r)["endpoints"][0]["dropped_addresses"] == 1
+    untouched = [a for a in ENIS if not vpc.sts[a].requests]
+    assert untouched == [a for a in ENIS if a not in got]  # the dropped ENI was left alone
+
+
+def test_resolvers_that_disagree_give_mixed_and_every_address_is_probed(vpc: Vpc) -> None:
+    with DnsServer("127.0.0.1", 0, ttl=30) as other:
+        other.set_records(REGIONAL, [PUBLIC])
+        settings = vpc.settings(resolvers=(f"127.10.0.2:{vpc.dns.port}", f"127.0.0.1:{other.port}"))
+        r = one_round(settings)
+    (ep,) = r.endpoints
+    assert ep.path == "mixed"
+    assert {v.path for v in ep.verdicts} == {"vpce", "public"}
+    assert sorted(probed(r)) == sorted([*ENIS[:2], PUBLIC])
+    codes = {f.code for f in r.findings}
+    assert {"RESOLVERS_DISAGREE", "ENDPOINT_PATH_UNEXPECTED"} <= codes
+
+
+def test_signed_probes_use_the_credential_chain(vpc: Vpc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    r = one_round(vpc.settings(credentials="chain"))
+    assert all(p.success and p.signed and p.account for p in r.endpoints[0].probes)
+    assert all(s.requests[0]["had_authorization"] for s in list(vpc.sts.values())[:2])
+
+
+def test_no_credentials_in_the_chain_still_probes_unsigned(
+    vpc: Vpc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    r = one_round(vpc.settings(credentials="chain"))
+    assert {p.reason for p in r.endpoints[0].probes} == {"credentials_missing"}
+    assert "CREDENTIALS_MISSING" in {f.code for f in r.findings}
+
+
+def test_credentials_none_never_reads_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert Credentials("none").frozen() is None
+    chain = Credentials("chain").frozen()
+    assert chain is not None and chain.access_key == "AKIAIOSFODNN7EXAMPLE"
+
+
+def test_only_endpoint_limits_the_round(vpc: Vpc) -> None:
+    vpc.dns.set_records(GLOBAL, [PUBLIC])
+    settings = vpc.settings(endpoints_global=True)
+    prober = Prober(settings)
+    disc = discover(settings, ENV)
+    assert [e.endpoint.hostname for e in run_round(settings, disc, prober).endpoints] == [
+        REGIONAL,
+        GLOBAL,
+    ]
+    only = run_round(settings, disc, prober, only_endpoint="global")
+    assert [e.endpoint.hostname for e in only.endpoints] == [GLOBAL]
+
+
+def test_endpoints_are_not_repeated_across_regions(vpc: Vpc) -> None:
+    settings = vpc.settings(regions=(REGION, "us-west-2"), endpoints_global=True)
+    r = one_round(settings)
+    hosts = [e.endpoint.hostname for e in r.endpoints]
+    assert hosts == [REGIONAL, GLOBAL, "sts.us-west-2.amazonaws.com"]
+    west = r.endpoints[2]
+    assert west.path == "unresolved"  # the DNS server does not know it: NXDOMAIN
+    assert west.lookups[0].reason == "nxdomain"
+    assert west.probes == ()
+
+
+# -- discovery ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("regions", "env", "region", "source"),
+    [
+        (
+            ("eu-west-1",),
+            {"AWS_DEFAULT_REGION": "us-west-2", "AWS_REGION": "ap-south-1"},
+            "eu-west-1",
+            "config",
+        ),
+        (
+            (),
+            {"AWS_DEFAULT_REGION": "us-west-2", "AWS_REGION": "ap-south-1"},
+            "us-west-2",
+            "AWS_DEFAULT_REGION",
+        ),
+        ((), {"AWS_REGION": "ap-south-1"}, "ap-south-1", "AWS_REGION"),
+        ((), {}, None, "none"),
+    ],
+)
+def test_region_precedence_without_imds(
+    regions: tuple[str, ...], env: dict[str, str], region: str | None, source: str
+) -> None:
+    d = discover(Settings(regions=regions, imds_enabled=False, resolvers=("127.0.0.1",)), env)
+    assert (d.regions[0] if d.regions else None, d.region_source) == (region, source)
+    assert d.imds.reason == "disabled"
+
+
+def test_region_and_vpc_from_imds() -> None:
+    with ImdsServer(region="ca-central-1", az="ca-central-1b", vpc_cidrs=(VPC,)) as imds:
+        settings = Settings(imds_address=f"127.0.0.1:{imds.port}", resolvers=("127.10.0.2",))
+        d = discover(settings, {"AWS_CONFIG_FILE": "/dev/null"})
+        assert imds.token_requests >= 1
+    assert (d.regions, d.region_source) == (("ca-central-1",), "imds")
+    assert d.vpc_cidrs == (VPC,)
+    assert d.resolvers[0].amazon_provided is True  # base + 2 of the VPC IMDS reported
+
+
+def test_configured_vpc_cidrs_win_over_imds() -> None:
+    with ImdsServer(vpc_cidrs=(VPC,)) as imds:
+        settings = Settings(
+            imds_address=f"127.0.0.1:{imds.port}",
+            vpc_cidrs=("10.99.0.0/16",),
+            resolvers=("127.0.0.1",),
+        )
+        d = discover(settings, {})
+    assert d.vpc_cidrs == ("10.99.0.0/16",)
+    assert d.imds.vpc_cidrs == (VPC,)
+
+
+def test_unreadable_resolver_source_is_reported_not_raised(tmp_path: Path) -> None:
+    missing = tmp_path / "resolv.conf"
+    d = discover(Settings(imds_enabled=False, resolv_conf=str(missing)), ENV)
+    assert d.resolvers == ()
+    assert d.resolver_error is not None and str(missing) in d.resolver_error
