@@ -266,7 +266,13 @@ def probe(
         phases["total"] = time.perf_counter() - t0
         status, body = _parse_http(raw)
         info["http_status"] = status
-        code, message, account, arn = _parse_sts(status, body)
+        try:
+            code, message, account, arn = _parse_sts(status, body)
+        except _Failed:
+            if not (signed and credentials is None):
+                raise
+            # Unsigned by necessity: the body cannot be judged, but the path was measured.
+            code = message = account = arn = None
     except _Failed as f:
         return result(False, f.reason, str(f))
     finally:
