@@ -208,6 +208,16 @@ def test_missing_credentials_still_measure_the_transport(
     assert server.requests[0]["had_authorization"] is False
 
 
+def test_missing_credentials_win_over_an_unjudgeable_body(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    """Without credentials no answer can be judged; the finding must name the real cause."""
+    server.fault = "malformed"
+    p = run(server, context, credentials=None, signed=True)
+    assert (p.success, p.reason, p.http_status) == (False, "credentials_missing", 200)
+    assert p.phases.ttfb is not None
+
+
 # -- TLS ----------------------------------------------------------------------------
 def test_certificate_for_another_name_is_a_hostname_mismatch(
     authority: Authority, context: ssl.SSLContext
