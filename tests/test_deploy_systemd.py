@@ -9,6 +9,8 @@ installed next to this Python; every other line is checked as shipped.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import re
 import shlex
@@ -189,6 +191,32 @@ def test_every_example_environment_line_is_valid() -> None:
     assert settings.regions == ("eu-west-1", "eu-central-1")
 
 
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # Linux 6.3+
+
+
+def _kernel_has_mdwe() -> bool:
+    probe = f"import ctypes,sys; sys.exit(ctypes.CDLL(None).prctl({PR_SET_MDWE},1,0,0,0) != 0)"
+    return subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+MDWE = _kernel_has_mdwe()
+
+
+def _as_the_unit_restricts() -> None:
+    """NoNewPrivileges= and, where the kernel offers it, MemoryDenyWriteExecute=.
+
+    Newer systemd implements MemoryDenyWriteExecute= with this same prctl, so
+    a dependency that needs writable+executable memory fails here as it would
+    under the unit.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    if MDWE and libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,7 +283,9 @@ def agent_as_the_unit_runs_it(tmp_path: Path) -> Iterator[RunningAgent]:
     env.pop("WATCHDOG_PID", None)
     cmd = [sys.executable, "-m", "agent", "serve", "--config", str(EXAMPLE_TOML)]
     log = (tmp_path / "agent.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=log)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stderr=log, preexec_fn=_as_the_unit_restricts
+    )
     try:
         yield RunningAgent(proc, port, notifications)
     finally:
@@ -271,6 +301,8 @@ def test_daemon_honours_the_units_notify_reload_and_stop_contract(tmp_path: Path
     stop_budget = int(values("TimeoutStopSec")[0])
     with agent_as_the_unit_runs_it(tmp_path) as agent:
         assert "READY=1" in agent.wait_for("READY=1")
+        status = Path(f"/proc/{agent.proc.pid}/status").read_text()
+        assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
         assert agent.get("/-/healthy") == 200
         assert wait_until_ready(agent), "/-/ready never turned 200 after the first round"
         assert "WATCHDOG=1" in agent.wait_for("WATCHDOG=1")
@@ -284,3 +316,36 @@ def test_daemon_honours_the_units_notify_reload_and_stop_contract(tmp_path: Path
         agent.wait_for("STOPPING=1")
         # systemd would SIGKILL after TimeoutStopSec; the daemon must be gone before.
         assert agent.proc.wait(timeout=stop_budget) == 0
+
+
+def restricted_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_as_the_unit_restricts,
+        timeout=120,
+    )
+
+
+def test_write_execute_memory_is_really_refused(tmp_path: Path) -> None:
+    """Guards the test below: the restriction must bite where the kernel has it."""
+    if not MDWE:
+        pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
+    rwx = "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)"
+    out = restricted_python(rwx, tmp_path)
+    assert out.returncode != 0 and "PermissionError" in out.stderr, out.stderr
+
+
+def test_a_full_round_works_under_the_units_memory_and_privilege_limits(tmp_path: Path) -> None:
+    """DNS, TLS and SigV4 against the built-in simulated VPC, with NNP and MDWE set."""
+    out = restricted_python(
+        "import sys; from agent.cli import main; sys.exit(main(['demo', '--once', '--json']))",
+        tmp_path,
+    )
+    assert out.returncode in (0, 1), out.stderr
+    report = json.loads(out.stdout)
+    probes = [p for e in report["endpoints"] for p in e["probes"]]
+    assert probes and all(p["success"] for p in probes), probes
