@@ -18,7 +18,12 @@ def exit_code(report: Report) -> int:
 
 
 def run_check(settings: Settings, *, as_json: bool) -> int:
-    report = run_round(settings, discover(settings), Prober(settings))
+    disc = discover(settings)
+    if disc.resolver_error:
+        # Without resolvers every endpoint would look unresolved; name the real cause instead.
+        print(f"sts-agent: config error: {disc.resolver_error}", file=sys.stderr)
+        return 2
+    report = run_round(settings, disc, Prober(settings))
     if as_json:
         json.dump(to_json(report), sys.stdout, indent=2)
         sys.stdout.write("\n")
