@@ -178,10 +178,11 @@ def in_context(rel: str) -> bool:
 
 
 def context_files() -> Iterator[Path]:
+    exceptions = [line for line in DOCKERIGNORE.read_text().split() if line.startswith("!")]
     for top in ROOT.iterdir():
-        if top.name in (".git", ".venv"):
-            assert not in_context(top.name + "/x")
-            continue
+        named = any(e.lstrip("!").startswith(top.name) for e in exceptions)
+        if top.is_dir() and not named and not in_context(top.name + "/x"):
+            continue  # excluded as a whole (.git, .venv, tests, ...): no need to walk it
         paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         for p in paths:
             if in_context(p.relative_to(ROOT).as_posix()):
