@@ -109,6 +109,9 @@ def cleanup_stale(prefix: str = PREFIX) -> list[str]:
             continue  # a concurrent run's namespaces
         remove_namespace(name)
         removed.append(name)
+    if removed:
+        with contextlib.suppress(OSError):
+            NETNS_ETC.rmdir()  # only if empty: a crashed run may have created it
     return removed
 
 
