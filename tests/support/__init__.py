@@ -1,0 +1,1 @@
+"""Real servers (dnsmasq, moto STS over TLS) that tests run on loopback."""
