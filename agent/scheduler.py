@@ -50,7 +50,7 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 4.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
