@@ -8,7 +8,9 @@ verifies the server, just as the agent is given a CA bundle.
 moto answers GetCallerIdentity for any access key with account 123456789012 (or
 `account_id`) and the ARN `arn:aws:sts::<account>:user/moto`. With `enforce_auth`, moto
 checks each request against its own IAM, so an unknown access key gets a 403
-InvalidClientTokenId; other STS error codes need the project's fault STS server.
+InvalidClientTokenId. Its error body nests the error as
+`<ErrorResponse><Errors><Error>`, unlike real STS's `<ErrorResponse><Error>`; other STS
+error codes, and the exact real shape, need the project's fault STS server.
 """
 
 from __future__ import annotations
