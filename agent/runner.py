@@ -172,6 +172,7 @@ def run_round(
         for ep in settings.endpoints(region):
             if all(e.hostname != ep.hostname for e in endpoints):
                 endpoints.append(ep)
+    endpoints.sort(key=lambda e: e.kind == "global")  # stable: every region's names, then global
     if only_endpoint is not None:
         endpoints = [e for e in endpoints if e.hostname == only_endpoint or e.kind == only_endpoint]
 

@@ -2,7 +2,7 @@
 
 `vpce` means inside this VPC's own CIDRs (an interface endpoint here);
 `private` means a private range outside them, which is legitimate for a
-centralised endpoint in a hub VPC; everything else is `public`.
+centralised endpoint in a hub VPC, or link-local; everything else is `public`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from agent.results import AddressClass, AddressVerdict, Path
 
 PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",  # link-local: never routed off the host's link
+        "fc00::/7",
+        "fe80::/10",
+    )
 )
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
