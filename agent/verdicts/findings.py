@@ -157,6 +157,15 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 "regions and vpc_cidrs, or set imds.enabled = false.",
             )
         )
+    elif imds.available and imds.reason and not report.vpc_cidrs:
+        # Without VPC CIDRs no address can be classed vpce, so say why before the path does.
+        out.append(
+            _f(
+                "IMDS_UNREACHABLE",
+                f"IMDS answered without usable VPC CIDRs ({imds.reason}): {imds.detail}",
+                "Configure vpc_cidrs so addresses are classified without IMDS.",
+            )
+        )
     sdk = report.sdk
     if sdk is not None:
         if sdk.error:
