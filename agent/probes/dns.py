@@ -36,14 +36,17 @@ def _query_once(
     request = dns.message.make_query(hostname, rdtype)
     request.flags |= dns.flags.RD
     started = time.perf_counter()
+    took: float | None = None
 
     def done(**kw: object) -> DnsQuery:
-        return DnsQuery(rdtype=rdtype, duration=time.perf_counter() - started, **kw)  # type: ignore[arg-type]
+        duration = time.perf_counter() - started if took is None else took
+        return DnsQuery(rdtype=rdtype, duration=duration, **kw)  # type: ignore[arg-type]
 
     try:
         response, used_tcp = dns.query.udp_with_fallback(
             request, resolver.address, timeout=timeout, port=resolver.port
         )
+        took = _wire_time(response, used_tcp, time.perf_counter() - started)
     except dns.exception.Timeout:
         return done(reason="timeout", detail=f"no answer from {resolver.label} in {timeout:g}s")
     except (dns.exception.FormError, dns.message.ShortHeader, dns.message.TrailingJunk) as e:
@@ -81,6 +84,19 @@ def _query_once(
             tcp=used_tcp,
         )
     return done(rcode=rcode_text, answers=tuple(answers), cnames=tuple(cnames), tcp=used_tcp)
+
+
+def _wire_time(response: dns.message.Message, used_tcp: bool, elapsed: float) -> float:
+    """Send-to-receive time, leaving out parsing the reply (about 0.3 ms of Python).
+
+    dnspython stamps the UDP or TCP exchange on the wall clock; after a fallback
+    to TCP the UDP attempt counts too, and a stamp the clock stepped under is
+    not trusted, so both of those keep the whole elapsed time.
+    """
+    stamped = getattr(response, "time", None)
+    if used_tcp or not isinstance(stamped, float) or not 0.0 <= stamped <= elapsed:
+        return elapsed
+    return stamped
 
 
 def lookup(hostname: str, resolver: Resolver, timeout: float = 2.0) -> DnsLookup:
