@@ -456,6 +456,11 @@ def build(
                 raise ConfigError(path, raw, str(e), where.get(source, source)) from None
             sources[path] = source
     settings = replace(Settings(), **values)
+    if "timeout" not in sources and settings.timeout >= settings.interval / 2:
+        # A short interval alone should just work: a round can spend a DNS timeout
+        # and then an STS timeout, so the default shrinks to fit half the interval.
+        settings = replace(settings, timeout=settings.interval / 2)
+        sources["timeout"] = "default, shrunk to interval / 2"
     if settings.timeout >= settings.interval:
         src = sources.get("timeout") or sources.get("interval") or "defaults"
         raise ConfigError("timeout", settings.timeout, "must be less than interval", src)
