@@ -28,6 +28,7 @@ from tests.support.faults import (
     live_agent,
 )
 
+RESOLVER_INFO = "sts_agent_resolver_info"
 IMDS_FAST: dict[str, Any] = {"discovery_interval": 1, "imds__timeout": 0.5}
 
 
@@ -69,6 +70,10 @@ def test_imds_fault_is_named_survived_and_recovered(
         # outside every private range, so the simulated endpoint now looks public.
         s = live.wait(lambda s: s.path(REGIONAL) == {"public"}, "the fallback address class")
         assert _all_enis_answer(s)  # STS itself is unaffected
+        assert s.finding("PRIVATE_DNS_NOT_RESOLVING") == 1
+        # Nor can the VPC resolver (CIDR base + 2) be recognised as Amazon's any more.
+        assert s.value(RESOLVER_INFO, resolver=live.resolver, amazon_provided="false") == 1
+        assert s.finding("RESOLVER_NOT_AMAZON") == available  # said only when IMDS answered
         status, page = live.agent.get("/")
         assert status == 200 and status_text in page, page[:2000]
     finally:
@@ -78,6 +83,7 @@ def test_imds_fault_is_named_survived_and_recovered(
             s.value("sts_agent_imds_available") == 1
             and s.finding("IMDS_UNREACHABLE") == 0
             and live.healthy(s)
+            and s.value(RESOLVER_INFO, resolver=live.resolver, amazon_provided="true") == 1
         ),
         "IMDS back and the vpce path restored",
     )
