@@ -24,7 +24,7 @@ from tests.support.faults import (
     ContainerCredentials,
     CountingImds,
     LiveAgent,
-    Scrape,
+    all_enis_answer,
     live_agent,
 )
 
@@ -37,11 +37,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
     with live_agent(tmp_path_factory.mktemp("imds"), **IMDS_FAST) as la:
         la.wait_healthy("a healthy start")
         yield la
-
-
-def _all_enis_answer(s: Scrape) -> bool:
-    ok = {x.labels["address"] for x in s.find(SUCCESS, endpoint=REGIONAL) if x.value == 1}
-    return ok == set(ENI_ADDRESSES)
 
 
 @pytest.mark.parametrize(
@@ -68,8 +63,10 @@ def test_imds_fault_is_named_survived_and_recovered(
         )
         # Without VPC CIDRs the ENI addresses fall back to range classes: 127.10/16 is
         # outside every private range, so the simulated endpoint now looks public.
-        s = live.wait(lambda s: s.path(REGIONAL) == {"public"}, "the fallback address class")
-        assert _all_enis_answer(s)  # STS itself is unaffected
+        s = live.wait(
+            lambda s: s.path(REGIONAL) == {"public"} and all_enis_answer(s),
+            "the fallback address class, with STS itself unaffected",
+        )
         assert s.finding("PRIVATE_DNS_NOT_RESOLVING") == 1
         # Nor can the VPC resolver (CIDR base + 2) be recognised as Amazon's any more.
         assert s.value(RESOLVER_INFO, resolver=live.resolver, amazon_provided="false") == 1
@@ -142,11 +139,14 @@ def test_instance_profile_credentials_expiring_mid_run(tmp_path: Path) -> None:
         ) as live:
             live.wait_healthy("signed calls with the short-lived credentials")
             assert creds.credential_fetches >= 1
+            rounds = 0
             while dt.datetime.now(dt.UTC) < creds.credentials_expiration + dt.timedelta(seconds=2):
                 s = live.wait_rounds(1)
-                assert live.healthy(s), "a probe failed around the credentials' expiry"
-            s = live.wait_rounds(2)
-            assert live.healthy(s)
+                rounds += 1
+                assert s.total(REQ_FAILURES, reason="credentials_missing") == 0
+                assert s.total(SUCCESS, endpoint=REGIONAL) >= 1, "no signed call succeeded"
+            assert rounds >= 2
+            s = live.wait_healthy("every ENI answering after the expiry")
             assert s.total(REQ_FAILURES, endpoint=REGIONAL) == 0
     finally:
         creds.stop()

@@ -82,6 +82,20 @@ class Scrape:
         return {s.labels["path"] for s in self.find(PATH, endpoint=endpoint, **labels) if s.value}
 
 
+def grown(before: Scrape, after: Scrape, metric: str, *, besides: str, **labels: str) -> set[str]:
+    """Reasons other than `besides` whose counters grew between two scrapes."""
+    return {
+        x.labels["reason"]
+        for x in after.find(metric, **labels)
+        if x.labels["reason"] != besides and x.value > before.total(metric, **x.labels)
+    }
+
+
+def all_enis_answer(s: Scrape) -> bool:
+    ok = {x.labels["address"] for x in s.find(SUCCESS, endpoint=REGIONAL) if x.value == 1}
+    return ok == set(ENI_ADDRESSES)
+
+
 @dataclass
 class LiveAgent:
     """A running agent and the simulated VPC it watches."""
