@@ -9,7 +9,6 @@ the resolver is pointed there, as a hijacked or misconfigured name would be.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -31,14 +30,8 @@ ENI = ENI_ADDRESSES[0]
 SPARE = {"wrong_hostname": "127.10.250.1", "expired": "127.10.250.2", "untrusted": "127.10.250.3"}
 
 
-@dataclass
-class TlsLab:
-    live: LiveAgent
-    servers: dict[str, StsServer]
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
     tmp = tmp_path_factory.mktemp("tcp_tls")
     trusted = Authority.create(tmp / "trusted-ca")
     untrusted = Authority.create(tmp / "untrusted-ca")
@@ -60,7 +53,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
     try:
         with live_agent(tmp, before_start=prepare) as live:
             live.wait_healthy("a healthy start")
-            yield TlsLab(live, servers)
+            yield live
     finally:
         for s in servers.values():
             s.stop()
@@ -84,8 +77,7 @@ def _failed(s: Scrape, address: str, reason: str, before: float) -> bool:
         ("plain_http", "tls_error"),
     ],
 )
-def test_transport_fault_on_one_eni(lab: TlsLab, fault: str, reason: str) -> None:
-    live = lab.live
+def test_transport_fault_on_one_eni(live: LiveAgent, fault: str, reason: str) -> None:
     live.wait_healthy("a healthy baseline")
     start = live.scrape()
     before = start.total(REQ_FAILURES, endpoint=REGIONAL, address=ENI, reason=reason)
@@ -110,8 +102,7 @@ def test_transport_fault_on_one_eni(lab: TlsLab, fault: str, reason: str) -> Non
     live.assert_alive()
 
 
-def test_connection_refused_when_an_eni_is_down(lab: TlsLab) -> None:
-    live = lab.live
+def test_connection_refused_when_an_eni_is_down(live: LiveAgent) -> None:
     live.wait_healthy("a healthy baseline")
     before = live.scrape().total(REQ_FAILURES, endpoint=REGIONAL, reason="connect_refused")
     live.vpc.sts[ENI].stop()
@@ -139,8 +130,9 @@ def test_connection_refused_when_an_eni_is_down(lab: TlsLab) -> None:
         ("untrusted", "tls_error", "STS_CALL_FAILED"),
     ],
 )
-def test_bad_certificate_behind_the_name(lab: TlsLab, kind: str, reason: str, finding: str) -> None:
-    live = lab.live
+def test_bad_certificate_behind_the_name(
+    live: LiveAgent, kind: str, reason: str, finding: str
+) -> None:
     address = SPARE[kind]
     live.wait_healthy("a healthy baseline")
     before = live.scrape().total(REQ_FAILURES, endpoint=REGIONAL, address=address, reason=reason)
