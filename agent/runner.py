@@ -7,10 +7,13 @@ rarely, so it is a separate step the daemon refreshes on its own schedule;
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -66,7 +69,56 @@ def _regions(
     return (), "none"
 
 
-def discover(settings: Settings, environ: Mapping[str, str] | None = None) -> Discovery:
+# Never sent to the SDK-view child: it reads no credentials, so they need not cross the pipe.
+_SECRET_ENV = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+)
+
+
+def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkView:
+    """botocore's SDK view, asked in a short-lived `python -m agent.probes.sdk`.
+
+    The parsed endpoint data behind an STS client (about 8 MB) leaves with the
+    child instead of staying in a long-running daemon; the child costs about
+    0.3 s of CPU once per discovery_interval.
+    """
+    env = {
+        k: v
+        for k, v in environ.items()
+        if k.startswith(("AWS_", "BOTOCORE_")) and k not in _SECRET_ENV
+    }
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.probes.sdk"],
+            input=json.dumps(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        doc = json.loads(out.stdout) if out.returncode == 0 else None
+        if not isinstance(doc, dict):
+            raise ValueError(f"exited {out.returncode}")
+        return SdkView(
+            endpoint_url=doc["endpoint_url"],
+            mode=doc["mode"],
+            region=doc["region"],
+            reasons=tuple(doc["reasons"]),
+            error=doc["error"],
+        )
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as e:
+        return SdkView(
+            endpoint_url=None,
+            mode="unknown",
+            region=None,
+            error=f"SDK view child failed: {type(e).__name__}: {e}"[:200],
+        )
+
+
+def discover(
+    settings: Settings, environ: Mapping[str, str] | None = None, *, sdk_in_child: bool = False
+) -> Discovery:
+    """Region, IMDS, resolvers and the SDK view; `sdk_in_child` keeps botocore's data out."""
     environ = os.environ if environ is None else environ
     if settings.imds_enabled:
         imds = imds_discover(settings.imds_address, settings.imds_timeout, environ)
@@ -81,9 +133,12 @@ def discover(settings: Settings, environ: Mapping[str, str] | None = None) -> Di
         resolvers, resolver_error = (), str(e)
     sdk: SdkView | None
     try:
-        from agent.probes.sdk import sdk_view
+        if sdk_in_child:
+            sdk = sdk_view_in_child(environ)
+        else:
+            from agent.probes.sdk import sdk_view
 
-        sdk = sdk_view(environ)
+            sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = SdkView(endpoint_url=None, mode="unknown", region=None, error=str(e)[:200])
     return Discovery(regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time())

@@ -262,3 +262,31 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
         )
     except Exception as exc:
         return SdkView(endpoint_url=None, mode="unknown", region=None, error=_one_line(exc))
+
+
+def main() -> int:
+    """`python -m agent.probes.sdk`: a JSON environment on stdin, the view as JSON on stdout.
+
+    The daemon asks through this short-lived child: creating an STS client
+    parses botocore's endpoint data, about 8 MB that CPython would otherwise
+    keep in the daemon for good.
+    """
+    import dataclasses
+    import json
+    import sys
+
+    try:
+        doc = json.load(sys.stdin)
+    except ValueError as exc:
+        print(f"agent.probes.sdk: stdin: not JSON ({exc})", file=sys.stderr)
+        return 2
+    if not isinstance(doc, dict):
+        print("agent.probes.sdk: stdin: expected a JSON object of variables", file=sys.stderr)
+        return 2
+    view = sdk_view({str(k): str(v) for k, v in doc.items()})
+    json.dump(dataclasses.asdict(view), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
