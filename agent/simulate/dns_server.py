@@ -13,7 +13,6 @@ import socket
 import socketserver
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import cast
 
 import dns.exception
@@ -24,6 +23,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from agent.lifecycle import Service
 
 FAULTS = ("timeout", "servfail", "nxdomain", "refused", "truncate", "garbage")
 _RCODES = {
@@ -46,7 +47,7 @@ def _absolute(name: str) -> dns.name.Name:
         raise ValueError(f"DnsServer: name {name!r} is not a valid DNS name ({exc})") from None
 
 
-class DnsServer:
+class DnsServer(Service):
     """Answers A/AAAA/CNAME from an in-memory zone over UDP and TCP on one port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, ttl: int = 60) -> None:
@@ -147,17 +148,6 @@ class DnsServer:
         for t in self._threads:
             t.join(timeout=1)
         self._servers, self._threads = [], []
-
-    def __enter__(self) -> DnsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- answering -----------------------------------------------------------
     def _count(self) -> None:

@@ -19,10 +19,11 @@ import threading
 import uuid
 from email.utils import formatdate
 from pathlib import Path
-from types import TracebackType
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
+
+from agent.lifecycle import Service
 
 NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 FAULTS = (
@@ -64,7 +65,7 @@ _ACCOUNT = re.compile(r"\d{12}")
 _ERROR_FAULT = re.compile(r"error:[A-Za-z][A-Za-z0-9.]*")
 
 
-class StsServer:
+class StsServer(Service):
     """GetCallerIdentity over TLS on one address, with switchable faults and delays."""
 
     def __init__(
@@ -148,17 +149,6 @@ class StsServer:
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
         self._server, self._thread = None, None
-
-    def __enter__(self) -> StsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- one connection ------------------------------------------------------
     def _track(self, sock: socket.socket, add: bool) -> None:

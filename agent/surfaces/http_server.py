@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agent.lifecycle import Service
 from agent.surfaces.webconfig import WebConfig, WebConfigError
 
 log = logging.getLogger("agent.http")
@@ -348,7 +348,7 @@ def _check_headers(headers: tuple[tuple[str, str], ...]) -> None:
             raise ValueError(f"response header {name!r} contains a line break")
 
 
-class HttpServer:
+class HttpServer(Service):
     """A threaded HTTP(S) server for the given routes; start() binds, stop() closes."""
 
     def __init__(
@@ -367,7 +367,7 @@ class HttpServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self) -> HttpServer:
         if self._server is not None:
             raise RuntimeError("server already started")
         bind, family, dual = self._bind_target()
@@ -394,6 +394,7 @@ class HttpServer:
             "on" if self._web_config.tls_enabled else "off",
             "on" if self._web_config.auth_enabled else "off",
         )
+        return self
 
     def _bind_target(self) -> tuple[tuple[str, int], socket.AddressFamily, bool]:
         host, port = self._host, self._port
@@ -448,15 +449,3 @@ class HttpServer:
         elif ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{self.port}"
-
-    def __enter__(self) -> HttpServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.message
@@ -25,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from agent.lifecycle import Service
 from tests.support.ports import family_of, free_port
 
 Records = Mapping[str, Sequence[str]]
@@ -78,7 +78,7 @@ def _run_as() -> list[str]:
     return ["--user=root"] if os.geteuid() == 0 else []
 
 
-class Dnsmasq:
+class Dnsmasq(Service):
     """dnsmasq listening on one loopback address; use as a context manager.
 
     `records` maps names to IPv4/IPv6 addresses, `cnames` maps alias -> target (the target
@@ -316,14 +316,3 @@ class Dnsmasq:
             tmp, self._tmp = self._tmp, None
             if tmp is not None:
                 tmp.cleanup()
-
-    def __enter__(self) -> Dnsmasq:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

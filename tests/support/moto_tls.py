@@ -27,9 +27,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import trustme
+
+from agent.lifecycle import Service
 
 STS_REGIONS = (
     "us-east-1",
@@ -63,7 +64,7 @@ def _check_host(host: str) -> str:
         raise ValueError(f"host: {host!r} is not an IP address") from None
 
 
-class MotoStsTls:
+class MotoStsTls(Service):
     """A moto server speaking HTTPS on `host:port` (port 0 picks a free one).
 
     Several instances can run at once on different loopback addresses; pass one
@@ -209,17 +210,6 @@ class MotoStsTls:
             tmp, self._tmp = self._tmp, None
             if tmp is not None:
                 tmp.cleanup()
-
-    def __enter__(self) -> MotoStsTls:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _serve(argv: Sequence[str]) -> None:
