@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from agent.audit.host import HostAudits
 from agent.config import Settings
 from agent.results import Report
 from agent.runner import Prober, discover, run_round
@@ -23,7 +24,7 @@ def run_check(settings: Settings, *, as_json: bool) -> int:
         # Without resolvers every endpoint would look unresolved; name the real cause instead.
         print(f"sts-agent: config error: {disc.resolver_error}", file=sys.stderr)
         return 2
-    report = run_round(settings, disc, Prober(settings))
+    report = HostAudits().apply(settings, run_round(settings, disc, Prober(settings)))
     if as_json:
         json.dump(to_json(report), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -70,6 +70,7 @@ def render(report: Report) -> str:
             out.extend(_probe_line(p) for p in ep.probes)
         if ep.dropped_addresses:
             out.append(f"    ({ep.dropped_addresses} more addresses not probed: cap reached)")
+    out.extend(_audit_lines(report.extras.get("audit")))
     out.append("")
     if not report.findings:
         out.append("No findings: STS traffic takes the expected path.")
@@ -80,3 +81,42 @@ def render(report: Report) -> str:
             if f.advice:
                 out.append(f"      -> {f.advice}")
     return "\n".join(out)
+
+
+def _audit_lines(audit: object) -> list[str]:
+    """The optional host audits, in the report only when they ran."""
+    if not isinstance(audit, dict):
+        return []
+    out: list[str] = []
+    conns = audit.get("connections") or {}
+    counts = {k: n for k, n in conns.get("counts", {}).items() if n}
+    if counts or conns.get("error"):
+        out += ["", "Live connections from this host to STS addresses:"]
+        owners = conns.get("owners", {})
+        for key, n in sorted(counts.items()):
+            who = ", ".join(owners.get(key, []))
+            out.append(f"  {key:<20} {n}" + (f"  ({who})" if who else ""))
+        if conns.get("error"):
+            out.append(f"  error: {conns['error']}")
+    procs = audit.get("processes")
+    if isinstance(procs, dict):
+        out += ["", "Processes and the STS endpoint their AWS settings resolve to:"]
+        if not procs.get("permitted"):
+            out.append("  not permitted (needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, or root)")
+        elif not procs.get("processes"):
+            out.append(f"  none of {procs.get('inspected', 0)} inspected processes uses AWS")
+        for p in procs.get("processes", []):
+            why = f"  ({', '.join(p['reasons'])})" if p.get("reasons") else ""
+            out.append(f"  {p['pid']:>7} {p['name']:<20} {p['mode']:<9} {p['endpoint_url']}{why}")
+    vpce = audit.get("vpc_endpoints")
+    if isinstance(vpce, dict):
+        out += ["", "STS interface endpoints (EC2 API):"]
+        if vpce.get("error"):
+            out.append(f"  error: {vpce['error']}")
+        for e in vpce.get("endpoints", []):
+            dns = "private DNS on" if e.get("private_dns_enabled") else "private DNS OFF"
+            addrs = ", ".join(e.get("addresses", []))
+            out.append(f"  {e['id']} in {e['vpc_id']} ({e['state']}, {dns}): {addrs}")
+        for host, ok in vpce.get("confirmed", {}).items():
+            out.append(f"  {host}: {'confirmed' if ok else 'NOT confirmed'}")
+    return out
