@@ -1,12 +1,11 @@
 """Process audit against real child processes with chosen environments.
 
 The children are plain sleeping programs; what matters is what /proc shows
-of them.  The unprivileged case runs the audit as `nobody` through setpriv.
+of them.  The unprivileged case runs the audit as `nobody` in a forked child.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.audit.processes import ProcessAudit, ProcessSdk, audit_processes
-from tests.conftest import ROOT, missing, require_binary
+from tests.conftest import missing, require_binary
+from tests.support.privileges import run_as_nobody
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(30)"]
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPROCzz"
@@ -152,45 +152,21 @@ def test_root_may_read_every_process(spawn: Spawn) -> None:
     assert audit_processes().permitted
 
 
-AS_NOBODY = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from agent.audit.processes import audit_processes
-a = audit_processes()
-pids = [p.pid for p in a.processes]
-print(json.dumps({"permitted": a.permitted, "denied": a.denied, "pids": pids}))
-"""
-
-
 def test_unprivileged_audit_says_not_permitted(spawn: Spawn) -> None:
+    child = spawn({"AWS_DEFAULT_REGION": "eu-west-1", "AWS_CONFIG_FILE": os.devnull})
     if os.geteuid() != 0:
         missing("root (to switch to an unprivileged user)")
-    setpriv = require_binary("setpriv")
-    child = spawn({"AWS_DEFAULT_REGION": "eu-west-1", "AWS_CONFIG_FILE": os.devnull})
-    out = subprocess.run(
-        [
-            setpriv,
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-c",
-            AS_NOBODY,
-            str(ROOT),
-        ],
+    # As root first: root sees the child, and the run loads the botocore data the
+    # forked child could no longer read from a checkout or interpreter it cannot enter.
+    assert child.pid in {p.pid for p in audit_processes().processes}
+    audit = run_as_nobody(
+        audit_processes,
         env={
             "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": os.devnull,
             "HOME": "/nonexistent",
         },
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
     )
-    result = json.loads(out.stdout)
-    assert result["permitted"] is False
-    assert result["denied"] > 0
-    assert child.pid not in result["pids"]
+    assert audit.permitted is False
+    assert audit.denied > 0
+    assert child.pid not in {p.pid for p in audit.processes}

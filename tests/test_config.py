@@ -17,16 +17,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from agent import cli
-from agent.config import ConfigError, build
-from tests.conftest import ROOT, missing
+from agent.config import ConfigError, build, known_regions
+from tests.conftest import ROOT
 from tests.support.agent_proc import agent_env, free_port
+from tests.support.privileges import cli_as_nobody
 
 EXIT_ERROR = 2
 PREFIX = "sts-agent: config error: "
@@ -164,11 +165,9 @@ def materialise(case: Case, where: Path) -> Path:
     return path
 
 
-def run_cli(
-    *args: str, env: Mapping[str, str], prefix: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "agent", *args],
         env=dict(env),
         cwd=ROOT,
         capture_output=True,
@@ -261,25 +260,27 @@ def test_unknown_flag_is_a_one_line_usage_error() -> None:
 # --- a file only root can read ---------------------------------------------------------
 
 
+RunCli = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
+
+
 @pytest.fixture
-def nobody() -> tuple[str, ...]:
-    """setpriv prefix that runs the venv's python as nobody (root reads any file)."""
+def nobody() -> RunCli:
+    """Runs the CLI as nobody, since root reads any file; other users run it as they are."""
     if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        missing("setpriv (to drop root for the permission test)")
-    prefix = (str(setpriv), "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
-    probe = subprocess.run(
-        [*prefix, sys.executable, "-c", "import agent.config, botocore, tomllib"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=agent_env(None),
-    )
-    if probe.returncode != 0:
-        missing(f"a venv readable by nobody ({probe.stderr.strip().splitlines()[-1:]})")
-    return prefix
+        return lambda argv: run_cli(*argv, env=agent_env(None))
+    # The forked child cannot load anything from disk: the modules the CLI imports
+    # lazily, and botocore's region list, are loaded here first.
+    import agent.daemon
+    import agent.discovery.imds
+    import agent.surfaces.webconfig  # noqa: F401
+
+    known_regions()
+
+    def run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        code, out, err = cli_as_nobody(argv, env=agent_env(None))
+        return subprocess.CompletedProcess(list(argv), code, out, err)
+
+    return run
 
 
 @pytest.fixture
@@ -297,11 +298,9 @@ def unreadable_file() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("command", ["config check", "serve --config"])
-def test_unreadable_file_is_one_line(
-    command: str, nobody: tuple[str, ...], unreadable_file: Path
-) -> None:
+def test_unreadable_file_is_one_line(command: str, nobody: RunCli, unreadable_file: Path) -> None:
     case = Case("unreadable", "", "config", ("{path}", "permission denied"))
-    proc = run_cli(*command.split(), str(unreadable_file), env=agent_env(None), prefix=nobody)
+    proc = nobody([*command.split(), str(unreadable_file)])
     assert_one_line_error(proc, case, unreadable_file)
 
 
