@@ -301,6 +301,14 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         "info",
     ),
     "REGION_UNKNOWN": (lambda: report(region=None), "warning"),
+    "RESOLVERS_UNAVAILABLE": (
+        lambda: report(
+            endpoint(lookups=()),
+            resolvers=(),
+            extras={"resolver_error": "/etc/resolv.conf: file not found"},
+        ),
+        "critical",
+    ),
     "ADDRESSES_DROPPED": (lambda: report(endpoint(dropped=3)), "info"),
 }
 

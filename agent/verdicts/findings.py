@@ -30,6 +30,7 @@ CODES = {
     "IMDS_UNREACHABLE": "warning",
     "IMDS_DISABLED": "info",
     "REGION_UNKNOWN": "warning",
+    "RESOLVERS_UNAVAILABLE": "critical",
     "ADDRESSES_DROPPED": "info",
 }
 
@@ -41,7 +42,9 @@ def _f(code: str, message: str, advice: str, endpoint: str | None = None) -> Fin
 def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> Iterator[Finding]:
     host = ep.endpoint.hostname
     expected = ep.endpoint.expected
-    if ep.path == "unresolved":
+    if ep.path == "unresolved" and not ep.lookups:
+        pass  # no resolver was asked: RESOLVERS_UNAVAILABLE names the cause
+    elif ep.path == "unresolved":
         reasons = sorted({lk.reason or "?" for lk in ep.lookups})
         yield _f(
             "ENDPOINT_UNRESOLVED",
@@ -143,6 +146,15 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 "no region configured or discovered: only the global endpoint is watched",
                 "Set regions in the config (or STS_AGENT_REGIONS), or allow IMDS (hop limit 2 in "
                 "containers).",
+            )
+        )
+    resolver_error = report.extras.get("resolver_error")
+    if resolver_error:
+        out.append(
+            _f(
+                "RESOLVERS_UNAVAILABLE",
+                f"no resolver to ask: {resolver_error}",
+                "Fix resolv_conf (or the file it names), or list resolvers explicitly.",
             )
         )
     imds = report.imds
