@@ -1,0 +1,104 @@
+"""Starting the agent as a real process and reading its CPU and memory from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psutil
+
+from tests.support.agent_proc import AgentProcess, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+__all__ = [
+    "REPO",
+    "AgentProcess",
+    "cpu_seconds",
+    "free_port",
+    "rss_mib",
+    "running_agent",
+    "settle",
+    "wait_http",
+]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> float:
+    """Poll `url` until it answers 200; returns the seconds that took."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: {proc.args!r} exited {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - started
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.005)
+    raise SystemExit(f"bench: {url} not ready after {timeout:g}s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def running_agent(
+    config: Path,
+    env: Mapping[str, str],
+    port: int,
+    workdir: Path,
+    *,
+    prefix: tuple[str, ...] = (),
+) -> Iterator[AgentProcess]:
+    """`sts-agent serve --config FILE`, optionally under a prefix such as taskset."""
+    log = workdir / f"agent-{port}.log"
+    cmd = [*prefix, sys.executable, "-m", "agent", "serve", "--config", str(config)]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            cmd, env=dict(env), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, text=True
+        )
+    agent = AgentProcess(proc, port, log)
+    try:
+        yield agent
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def rss_mib(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
+
+
+def settle(pid: int, quiet: float = 0.2, threshold: float = 0.002, limit: float = 10.0) -> float:
+    """Wait until the process burns < `threshold` CPU seconds in `quiet` seconds; its CPU then."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now - last < threshold:
+            return now
+        last = now
+    return last
