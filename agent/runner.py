@@ -7,6 +7,7 @@ rarely, so it is a separate step the daemon refreshes on its own schedule;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -115,13 +116,35 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
         )
 
 
+def _keep_last_good(imds: ImdsInfo, previous: Discovery | None) -> ImdsInfo:
+    """A passing IMDS failure must not reclassify every address for a whole discovery
+    interval: region and VPC facts last answered are kept (the failure is still reported)."""
+    if previous is None or imds.reason == "disabled":
+        return imds
+    last = previous.imds
+    return dataclasses.replace(
+        imds,
+        region=imds.region or last.region,
+        availability_zone=imds.availability_zone or last.availability_zone,
+        instance_id=imds.instance_id or last.instance_id,
+        vpc_id=imds.vpc_id or last.vpc_id,
+        subnet_id=imds.subnet_id or last.subnet_id,
+        vpc_cidrs=imds.vpc_cidrs or last.vpc_cidrs,
+    )
+
+
 def discover(
-    settings: Settings, environ: Mapping[str, str] | None = None, *, sdk_in_child: bool = False
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    sdk_in_child: bool = False,
+    previous: Discovery | None = None,
 ) -> Discovery:
     """Region, IMDS, resolvers and the SDK view; `sdk_in_child` keeps botocore's data out."""
     environ = os.environ if environ is None else environ
     if settings.imds_enabled:
         imds = imds_discover(settings.imds_address, settings.imds_timeout, environ)
+        imds = _keep_last_good(imds, previous)
     else:
         imds = ImdsInfo(available=False, reason="disabled", detail="imds.enabled = false")
     regions, source = _regions(settings, environ, imds)

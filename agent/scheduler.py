@@ -78,7 +78,7 @@ class Scheduler:
     def _discovery(self) -> Discovery:
         d = self.discovery
         if d is None or time.time() - d.at > self.settings.discovery_interval:
-            d = discover(self.settings, sdk_in_child=True)
+            d = discover(self.settings, sdk_in_child=True, previous=d)
             self.discovery = d
             log.info(
                 "discovery: regions=%s (from %s) imds=%s resolvers=%s vpc_cidrs=%s",

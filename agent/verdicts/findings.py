@@ -169,12 +169,13 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 "regions and vpc_cidrs, or set imds.enabled = false.",
             )
         )
-    elif imds.available and imds.reason and not report.vpc_cidrs:
+    elif imds.available and imds.reason and not settings.vpc_cidrs:
         # Without VPC CIDRs no address can be classed vpce, so say why before the path does.
+        kept = " (using the VPC CIDRs it last reported)" if report.vpc_cidrs else ""
         out.append(
             _f(
                 "IMDS_UNREACHABLE",
-                f"IMDS answered without usable VPC CIDRs ({imds.reason}): {imds.detail}",
+                f"IMDS answered without usable VPC CIDRs{kept} ({imds.reason}): {imds.detail}",
                 "Configure vpc_cidrs so addresses are classified without IMDS.",
             )
         )
