@@ -37,7 +37,7 @@ from bench.machine import describe
 from bench.procs import REPO, free_port, running_agent
 from bench.promtext import Samples, parse, value, values
 from bench.report import Goal, Result, cli, emit
-from bench.stats import median, ms, percentile, ratio, table
+from bench.stats import median, median_diff_ci, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, GLOBAL, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
 
@@ -240,15 +240,35 @@ def run(quick: bool) -> Result:
             why,
         )
     )
-    worse = [p for p in PHASES if agent[p] > box[p]]
+    ci = {
+        p: median_diff_ci(
+            [abs(x) for x in errors[AGENT].get(p, [])], [abs(x) for x in errors[BOX].get(p, [])]
+        )
+        for p in PHASES
+    }
+    worse = [p for p in PHASES if ci[p][0] > 0]
+    noise = [p for p in PHASES if agent[p] > box[p] and p not in worse]
+    why = (
+        "the agent's median error is at or below blackbox's, or within noise, in every phase"
+        if not worse
+        else "worse beyond noise in "
+        + ", ".join(
+            f"{p} by {ms(agent[p] - box[p], 2)} ms (95% CI {ms(ci[p][0], 2)}…{ms(ci[p][1], 2)})"
+            for p in worse
+        )
+        + "; the agent reads its clock in Python, after taking the interpreter back from "
+        "each blocking call, blackbox in Go"
+    )
+    if noise:
+        why += "; higher but within noise in " + ", ".join(
+            f"{p} (95% CI {ms(ci[p][0], 2)}…{ms(ci[p][1], 2)} ms)" for p in noise
+        )
     result.goals.append(
         Goal(
             "no worse than blackbox_exporter (median error, per phase)",
             not worse,
             ", ".join(f"{p} {ms(agent[p], 3)} vs {ms(box[p], 3)} ms" for p in PHASES),
-            "the agent's median error is at or below blackbox's in every phase"
-            if not worse
-            else "worse in " + ", ".join(f"{p} by {ms(agent[p] - box[p], 3)} ms" for p in worse),
+            why,
         )
     )
     result.notes.append(

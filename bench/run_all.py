@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.hostcost import socket_count
 from bench.procs import REPO
 from bench.report import Result, load, machine_markdown
 from bench.stats import table
@@ -74,6 +75,17 @@ Each was measured before and after; the commit messages carry the figures.
 """
 
 
+def _quiet_sockets(baseline: int, limit: float = 65.0) -> None:
+    """Wait for the last run's TIME_WAIT sockets to expire (60 s on Linux).
+
+    The connection audit reads the whole socket table every round, so leftovers
+    from one benchmark would bill the next for work that is not its own.
+    """
+    deadline = time.monotonic() + limit
+    while socket_count() > baseline + 50 and time.monotonic() < deadline:
+        time.sleep(1.0)
+
+
 def _run(name: str, quick: bool, out: Path) -> Result | None:
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out)]
     if quick:
@@ -119,8 +131,10 @@ def main() -> int:
     args = p.parse_args()
     results: list[Result] = []
     failed: list[str] = []
+    baseline = socket_count()
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as d:
         for name in args.only or BENCHMARKS:
+            _quiet_sockets(baseline)
             res = _run(name, args.quick, Path(d) / f"{name}.json")
             if res is None:
                 failed.append(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 
@@ -36,3 +37,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"
     body = ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join([head, rule, *body])
+
+
+def median_diff_ci(
+    a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 1
+) -> tuple[float, float]:
+    """95% bootstrap interval of median(a) - median(b): is a difference more than noise?"""
+    rng = random.Random(seed)
+    xs, ys = list(a), list(b)
+    if not xs or not ys:
+        return math.nan, math.nan
+    diffs = sorted(
+        median(rng.choices(xs, k=len(xs))) - median(rng.choices(ys, k=len(ys))) for _ in range(n)
+    )
+    return diffs[int(0.025 * n)], diffs[int(0.975 * n) - 1]
