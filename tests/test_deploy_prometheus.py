@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, require_binary
+from tests.support.procs import stop_process
 from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
 from tests.test_deploy_systemd import free_port
 
@@ -231,12 +232,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
 
 

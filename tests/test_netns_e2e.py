@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from tests.support.netns import (
     namespaces,
     topology,
 )
+from tests.support.procs import stop_process
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -146,13 +146,7 @@ def _agent(topo: Topology, binary: Path, config: Path, log: Path) -> Iterator[No
     try:
         yield
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def _scrape(topo: Topology) -> list[Sample]:

@@ -38,6 +38,7 @@ from tests.support.agent_proc import (
     vpc_config,
     wait_for,
 )
+from tests.support.procs import stop_process
 
 USER = "prometheus"
 PASSWORD = "correct horse battery staple"
@@ -316,9 +317,4 @@ def test_default_listen_address_is_port_9472_on_all_interfaces(
             assert namespace.status(url, auth) == 200, url
             assert namespace.status(url) == 401, url  # the web config applies on every address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.simulate.demo import SimulatedVpc
+from tests.support.procs import stop_process
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,10 +156,4 @@ def running_agent(
     try:
         yield agent
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)

@@ -26,6 +26,7 @@ import dns.resolver
 
 from agent.lifecycle import Service
 from tests.support.ports import family_of, free_port
+from tests.support.procs import stop_process
 
 Records = Mapping[str, Sequence[str]]
 """Name -> addresses (IPv4 and IPv6 mixed) that dnsmasq answers for A and AAAA."""
@@ -301,13 +302,7 @@ class Dnsmasq(Service):
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=5)
 
     def stop(self) -> None:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.conftest import require_binary
 from tests.support.agent_proc import free_port, http_get, wait_for
+from tests.support.procs import stop_process
 
 
 class Prometheus:
@@ -61,10 +62,5 @@ def prometheus_scraping(
         wait_for(lambda: http_get(prom.base + "/-/ready", 1)[0] == 200, 30, "prometheus ready")
         yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
