@@ -24,7 +24,8 @@ def run_check(settings: Settings, *, as_json: bool) -> int:
         # Without resolvers every endpoint would look unresolved; name the real cause instead.
         print(f"sts-agent: config error: {disc.resolver_error}", file=sys.stderr)
         return 2
-    report = HostAudits().apply(settings, run_round(settings, disc, Prober(settings)))
+    report = run_round(settings, disc, Prober(settings))
+    report = HostAudits(with_owners=True).apply(settings, report)
     if as_json:
         json.dump(to_json(report), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -11,8 +11,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import psutil
 import pytest
@@ -140,3 +140,45 @@ def test_counts_work_without_privileges() -> None:
         assert count_connections(known, ports=(port,)).counts == {VPCE: 1}
         audit = run_as_nobody(lambda: count_connections(known, ports=(port,)))
     assert (audit.counts, audit.owners, audit.error) == ({VPCE: 1}, {}, None)
+
+
+@contextmanager
+def connection_v6() -> Iterator[int]:
+    """One established connection over ::1; yields the listener's port."""
+    try:
+        server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        server.bind(("::1", 0))
+    except OSError:
+        missing("IPv6 loopback")
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("::1", port))
+    accepted, _ = server.accept()
+    try:
+        yield port
+    finally:
+        client.close()
+        accepted.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("opened", "known"),
+    [
+        (lambda: connection(), "127.0.0.1"),
+        (lambda: connection(client_family=socket.AF_INET6), "127.0.0.1"),  # mapped, in tcp6
+        (connection_v6, "::1"),
+    ],
+    ids=["ipv4", "ipv4-mapped", "ipv6"],
+)
+def test_counts_without_owners_read_proc_net_and_agree_with_psutil(
+    opened: Callable[[], AbstractContextManager[int]], known: str
+) -> None:
+    """The daemon's per-round path decodes /proc/net/tcp{,6} itself; it must count the same."""
+    with opened() as port:
+        fast = count_connections({known: VPCE}, ports=(port,), with_owners=False)
+        slow = count_connections({known: VPCE}, ports=(port,), with_owners=True)
+        assert fast.error is None and fast.owners == {}
+        assert fast.counts == slow.counts == {VPCE: 1}
+        other_port = count_connections({known: VPCE}, ports=(port + 1,), with_owners=False)
+        assert other_port.counts == {VPCE: 0}

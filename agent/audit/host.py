@@ -19,7 +19,10 @@ log = logging.getLogger("agent.audit")
 
 
 class HostAudits:
-    def __init__(self) -> None:
+    """`with_owners` names the processes behind connections: for `check`, not each round."""
+
+    def __init__(self, *, with_owners: bool = False) -> None:
+        self.with_owners = with_owners
         self._procs: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
         self._vpce: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
 
@@ -27,7 +30,7 @@ class HostAudits:
         audit: dict[str, Any] = {}
         findings: list[Finding] = []
         if settings.audit_connections:
-            audit["connections"] = _connections(settings, report)
+            audit["connections"] = _connections(settings, report, self.with_owners)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
                 self._procs = (time.time(), *_processes())
@@ -46,7 +49,7 @@ class HostAudits:
         )
 
 
-def _connections(settings: Settings, report: Report) -> dict[str, Any]:
+def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[str, Any]:
     from agent.audit.connections import count_connections
 
     known: dict[str, tuple[str, str]] = {}
@@ -55,7 +58,7 @@ def _connections(settings: Settings, report: Report) -> dict[str, Any]:
             for a in v.addresses:
                 known.setdefault(a.address, (ep.endpoint.kind, a.klass))
     try:
-        result = count_connections(known, ports=(settings.port,))
+        result = count_connections(known, ports=(settings.port,), with_owners=with_owners)
     except Exception as e:  # an audit must never cost the round
         return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
     return {
