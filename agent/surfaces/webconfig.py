@@ -40,10 +40,12 @@ import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-import bcrypt
-import yaml
+if TYPE_CHECKING:
+    import yaml
+
 
 CLIENT_AUTH_TYPES: Mapping[str, ssl.VerifyMode] = {
     "NoClientCert": ssl.CERT_NONE,
@@ -136,6 +138,9 @@ class _BasicAuth:
     """
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
+        import bcrypt  # only when basic auth is configured
+
+        self._bcrypt = bcrypt
         self._users = dict(users)
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
@@ -149,7 +154,9 @@ class _BasicAuth:
         # response time does not reveal which user names exist.
         if self._decoy is None:
             cost = max(int(h[4:6]) for h in self._users.values())
-            self._decoy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+            self._decoy = self._bcrypt.hashpw(
+                secrets.token_bytes(16), self._bcrypt.gensalt(rounds=cost)
+            )
         return self._decoy
 
     def _digest(self, user: str, password: bytes) -> bytes:
@@ -170,7 +177,7 @@ class _BasicAuth:
         stored = self._users.get(user)
         with self._bcrypt_lock:
             candidate = stored if stored is not None else self._decoy_hash()
-            ok = len(password) <= _MAX_BCRYPT_PASSWORD and bcrypt.checkpw(password, candidate)
+            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
         if not ok or stored is None:
             return False
         with self._cache_lock:
@@ -253,8 +260,10 @@ def load_web_config(path: str) -> WebConfig:
         raise WebConfigError(path, "file", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise WebConfigError(path, "file", "not UTF-8 text") from None
+    import yaml
+
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        doc = yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -264,23 +273,31 @@ def load_web_config(path: str) -> WebConfig:
     return _Parser(path).parse(doc)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which Go's strict decoder also refuses."""
+@lru_cache(maxsize=1)
+def _strict_loader() -> type[yaml.SafeLoader]:
+    """SafeLoader that refuses duplicate keys, which Go's strict decoder also refuses.
 
+    Built on first use: PyYAML (and bcrypt) cost about 1.7 MB that a daemon
+    without a web config file never needs.
+    """
+    import yaml
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node)
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
 
 
 class _Parser:
