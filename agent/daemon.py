@@ -56,7 +56,7 @@ class Agent:
         }
 
     def _metrics(self, _: Request) -> Response:
-        return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry))
+        return Response(200, CONTENT_TYPE_LATEST, self.metrics.registry.exposition())
 
     def _ready(self, _: Request) -> Response:
         if self.scheduler.ready:

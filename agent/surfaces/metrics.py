@@ -18,7 +18,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +52,8 @@ class _SnapshotRegistry(CollectorRegistry):
         super().__init__(auto_describe=True)
         self._snapshot_lock = threading.Lock()
         self._snapshot: list[Metric] | None = None
+        self._text: bytes | None = None
+        self._generation = 0  # bumped by every write
 
     def collect(self) -> Iterator[Metric]:
         with self._snapshot_lock:
@@ -53,9 +61,22 @@ class _SnapshotRegistry(CollectorRegistry):
                 self._snapshot = list(super().collect())
             return iter(self._snapshot)
 
+    def exposition(self) -> bytes:
+        """The text format, rendered once per change like the snapshot it comes from."""
+        with self._snapshot_lock:
+            text, generation = self._text, self._generation
+        if text is None:
+            text = generate_latest(self)
+            with self._snapshot_lock:
+                if self._generation == generation:  # no write landed while rendering
+                    self._text = text
+        return text
+
     def invalidate(self) -> None:
         with self._snapshot_lock:
             self._snapshot = None
+            self._text = None
+            self._generation += 1
 
 
 class Metrics:
