@@ -33,10 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.blackbox import modules_for, running_blackbox
-from bench.machine import describe
 from bench.procs import REPO, free_port, running_agent
 from bench.promtext import Samples, parse, value, values
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, main_for
 from bench.stats import median, median_diff_ci, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, GLOBAL, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -297,12 +296,7 @@ def run(quick: bool) -> Result:
 
 
 def main() -> None:
-    args = cli("accuracy", __doc__)
-    started = time.monotonic()
-    machine = describe()
-    result = run(args.quick)
-    result.machine = machine
-    emit(result, args, started)
+    main_for("accuracy", __doc__, run)
 
 
 if __name__ == "__main__":

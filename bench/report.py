@@ -61,6 +61,16 @@ def cli(
     return p.parse_args()
 
 
+def main_for(key: str, doc: str | None, run: Callable[[bool], Result]) -> None:
+    """The scripts' shared entry point: flags, the machine (noted before the load), run, print."""
+    args = cli(key, doc)
+    started = time.monotonic()
+    machine = describe()
+    result = run(args.quick)
+    result.machine = machine
+    emit(result, args, started)
+
+
 def machine_markdown(machine: dict[str, str]) -> str:
     return table(("Machine", ""), list(machine.items()))
 

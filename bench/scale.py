@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 from bench.hostcost import audit_cpu_ms, socket_count
-from bench.machine import describe
 from bench.procs import cpu_seconds, free_port, running_agent, settle
 from bench.promtext import parse, value, values
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, main_for
 from bench.stats import median, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
@@ -231,12 +230,7 @@ def run(quick: bool) -> Result:
 
 
 def main() -> None:
-    args = cli("scale", __doc__)
-    started = time.monotonic()
-    machine = describe()
-    result = run(args.quick)
-    result.machine = machine
-    emit(result, args, started)
+    main_for("scale", __doc__, run)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ import urllib.parse
 from pathlib import Path
 
 from bench.blackbox import modules_for, running_blackbox
-from bench.machine import describe
 from bench.procs import free_port, running_agent
 from bench.promtext import parse, value
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, main_for
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -160,12 +159,7 @@ def run(quick: bool) -> Result:
 
 
 def main() -> None:
-    args = cli("scrape_latency", __doc__)
-    started = time.monotonic()
-    machine = describe()
-    result = run(args.quick)
-    result.machine = machine
-    emit(result, args, started)
+    main_for("scrape_latency", __doc__, run)
 
 
 if __name__ == "__main__":

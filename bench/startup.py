@@ -20,9 +20,8 @@ import urllib.parse
 from pathlib import Path
 
 from bench.blackbox import binary, modules_for
-from bench.machine import describe
 from bench.procs import REPO, free_port, wait_http
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, main_for
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -159,12 +158,7 @@ def run(quick: bool) -> Result:
 
 
 def main() -> None:
-    args = cli("startup", __doc__)
-    started = time.monotonic()
-    machine = describe()
-    result = run(args.quick)
-    result.machine = machine
-    emit(result, args, started)
+    main_for("startup", __doc__, run)
 
 
 if __name__ == "__main__":
