@@ -8,13 +8,12 @@ dial exactly the same sockets and see exactly the same injected delays.
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.simulate.ca import Authority
-from agent.simulate.demo import SimulatedVpc
+from agent.simulate.demo import SimulatedVpc, start_sts_servers
 from agent.simulate.dns_server import DnsServer
 from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
@@ -65,23 +64,6 @@ class Targets:
         return sum(len(s.requests) for s in self.servers())
 
 
-def _start_sts(addresses: Sequence[str], cert: Path, key: Path) -> tuple[dict[str, StsServer], int]:
-    for _ in range(20):
-        servers: dict[str, StsServer] = {}
-        try:
-            first = StsServer(addresses[0], 0, cert, key).start()
-            servers[addresses[0]] = first
-            for addr in addresses[1:]:
-                servers[addr] = StsServer(addr, first.port, cert, key).start()
-            return servers, first.port
-        except OSError as e:
-            for s in servers.values():
-                s.stop()
-            if e.errno != errno.EADDRINUSE:
-                raise
-    raise OSError(f"no port free on all of {len(addresses)} STS addresses")
-
-
 @contextlib.contextmanager
 def simulated_targets(
     workdir: Path, layout: Mapping[str, Sequence[str]] = DEFAULT_LAYOUT, ttl: int = 30
@@ -91,7 +73,7 @@ def simulated_targets(
     ca = Authority.create(workdir)
     cert, key = ca.issue(sorted(layout), name="sts")
     addresses = list(dict.fromkeys(a for addrs in layout.values() for a in addrs))
-    sts, port = _start_sts(addresses, cert, key)
+    sts, port = start_sts_servers(addresses, cert, key)
     dns = DnsServer(DNS_ADDRESS, 0, ttl=ttl).start()
     imds = ImdsServer("127.0.0.1", 0, region=REGION, az=f"{REGION}a", vpc_cidrs=(VPC_CIDR,)).start()
     for name, addrs in layout.items():

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +66,10 @@ class SimulatedVpc:
         )
 
 
-def _start_sts(
-    addresses: tuple[str, ...], cert: Path, key: Path
+def start_sts_servers(
+    addresses: Sequence[str], cert: Path, key: Path
 ) -> tuple[dict[str, StsServer], int]:
     """One server per address, all on one port (the agent dials every address on one port)."""
-    last: OSError | None = None
     for _ in range(20):
         servers: dict[str, StsServer] = {}
         try:
@@ -79,17 +79,18 @@ def _start_sts(
                 servers[addr] = StsServer(addr, first.port, cert, key).start()
             return servers, first.port
         except OSError as e:
-            last = e
             for s in servers.values():
                 s.stop()
-    raise OSError(f"demo: no free port shared by {', '.join(addresses)}: {last}")
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(f"no port free on all of {', '.join(addresses)}")
 
 
 @contextlib.contextmanager
 def simulated_vpc(workdir: Path) -> Iterator[SimulatedVpc]:
     ca = Authority.create(workdir)
     cert, key = ca.issue([REGIONAL, GLOBAL], name="sts")
-    sts, port = _start_sts((*ENI_ADDRESSES, PUBLIC_GLOBAL, PUBLIC_REGIONAL), cert, key)
+    sts, port = start_sts_servers((*ENI_ADDRESSES, PUBLIC_GLOBAL, PUBLIC_REGIONAL), cert, key)
     dns = DnsServer(DNS_ADDRESS, 0, ttl=30).start()
     imds = ImdsServer("127.0.0.1", 0, region=REGION, az=f"{REGION}a", vpc_cidrs=(VPC_CIDR,)).start()
     vpc = SimulatedVpc(dns, imds, sts, ca.ca_path, port)
