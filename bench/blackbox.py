@@ -25,6 +25,7 @@ import yaml
 from bench.procs import free_port, wait_http
 from bench.promtext import Samples, parse
 from bench.targets import Targets
+from tests.support.procs import stop_process
 
 BINARY = "prometheus-blackbox-exporter"
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
@@ -144,12 +145,7 @@ def running_blackbox(
         wait_http(f"{box.base}/-/healthy", proc, workdir / "blackbox.log")
         yield box
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

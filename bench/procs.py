@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 
 from tests.support.agent_proc import AgentProcess, free_port
+from tests.support.agent_proc import running_agent as _running_agent
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +52,6 @@ def _tail(log: Path) -> str:
         return "(no log)"
 
 
-@contextlib.contextmanager
 def running_agent(
     config: Path,
     env: Mapping[str, str],
@@ -61,25 +59,9 @@ def running_agent(
     workdir: Path,
     *,
     prefix: tuple[str, ...] = (),
-) -> Iterator[AgentProcess]:
+) -> contextlib.AbstractContextManager[AgentProcess]:
     """`sts-agent serve --config FILE`, optionally under a prefix such as taskset."""
-    log = workdir / f"agent-{port}.log"
-    cmd = [*prefix, sys.executable, "-m", "agent", "serve", "--config", str(config)]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            cmd, env=dict(env), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, text=True
-        )
-    agent = AgentProcess(proc, port, log)
-    try:
-        yield agent
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return _running_agent(config, env, port, tmp=workdir, prefix=prefix)
 
 
 def cpu_seconds(pid: int) -> float:

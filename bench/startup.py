@@ -25,17 +25,9 @@ from bench.report import Goal, Result, main_for
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
+from tests.support.procs import stop_process
 
 GOAL_S = 1.5
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def agent_once(t: Targets, tmp: Path) -> tuple[float, float]:
@@ -58,7 +50,7 @@ def agent_once(t: Targets, tmp: Path) -> tuple[float, float]:
         wait_http(f"http://127.0.0.1:{port}/-/ready", proc, log)
         ready = time.perf_counter() - started
     finally:
-        _stop(proc)
+        stop_process(proc)
     return healthy, ready
 
 
@@ -86,7 +78,7 @@ def blackbox_once(t: Targets, tmp: Path) -> tuple[float, float]:
         wait_http(f"http://127.0.0.1:{port}/probe?{query}", proc, log)
         first = time.perf_counter() - started
     finally:
-        _stop(proc)
+        stop_process(proc)
     return ready, first
 
 

@@ -10,13 +10,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agent.simulate.demo import SimulatedVpc
 from tests.support.procs import stop_process
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -144,14 +146,22 @@ class AgentProcess:
 
 @contextmanager
 def running_agent(
-    config: Path | None, env: Mapping[str, str], port: int, *args: str, tmp: Path
+    config: Path | None,
+    env: Mapping[str, str],
+    port: int,
+    *args: str,
+    tmp: Path,
+    prefix: Sequence[str] = (),
 ) -> Iterator[AgentProcess]:
+    """`sts-agent serve` as a child process (under `prefix`, e.g. taskset), stopped on exit."""
     log = tmp / f"agent-{port}.log"
-    cmd = [sys.executable, "-m", "agent", "serve", *args]
+    cmd = [*prefix, sys.executable, "-m", "agent", "serve", *args]
     if config is not None:
         cmd += ["--config", str(config)]
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, env=dict(env), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True
+        )
     agent = AgentProcess(proc, port, log)
     try:
         yield agent
