@@ -18,7 +18,8 @@ import pytest
 from agent.audit import cloudtrail_read
 from agent.audit.cloudtrail import BoundedCounter, Summary, normal_host, queries, summarise
 from agent.audit.cloudtrail_read import Source, SourceError, read_records
-from tests.conftest import ROOT, missing
+from tests.conftest import ROOT
+from tests.support.moto_http import moto_http_server
 from tests.support.privileges import cli_as_nobody
 
 ACCOUNT = "123456789012"
@@ -498,18 +499,8 @@ def test_peak_memory_stays_flat_on_a_100mb_file(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def s3_endpoint() -> Iterator[str]:
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        missing("moto[server]")
-        raise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_http_server() as url:
+        yield url
 
 
 def test_s3_prefix_is_listed_and_streamed(s3_endpoint: str) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from agent.audit.vpc_endpoints import NOT_PERMITTED, VpceConfirmation, confirm_vpc_endpoints
+from tests.support.moto_http import moto_http_server
 
 REGION = "us-east-2"
 REGIONAL = f"sts.{REGION}.amazonaws.com"
@@ -28,13 +28,8 @@ FOREIGN = "192.168.77.5"  # moto only hands out 10.x addresses
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_http_server() as url:
+        yield url
 
 
 def _moto_api(url: str, path: str, body: bytes = b"") -> None:

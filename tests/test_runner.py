@@ -20,6 +20,7 @@ from agent.config import Settings
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, Report, Resolver
 from agent.runner import AddressBook, Credentials, Prober, discover, run_round
 from agent.simulate.ca import Authority
+from agent.simulate.demo import start_sts_servers
 from agent.simulate.dns_server import DnsServer
 from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
@@ -111,23 +112,6 @@ class Vpc:
         return Settings(**base)  # type: ignore[arg-type]
 
 
-def _start_sts(
-    addresses: tuple[str, ...], cert: Path, key: Path
-) -> tuple[dict[str, StsServer], int]:
-    for _ in range(20):
-        servers: dict[str, StsServer] = {}
-        try:
-            first = StsServer(addresses[0], 0, cert, key).start()
-            servers[addresses[0]] = first
-            for a in addresses[1:]:
-                servers[a] = StsServer(a, first.port, cert, key).start()
-            return servers, first.port
-        except OSError:
-            for s in servers.values():
-                s.stop()
-    raise OSError("no port free on every address")
-
-
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     return Authority.create(tmp_path_factory.mktemp("ca"))
@@ -137,7 +121,7 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
 def vpc(authority: Authority) -> Iterator[Vpc]:
     cert, key = authority.issue([REGIONAL, GLOBAL], name="sts")
     with contextlib.ExitStack() as stack:
-        servers, port = _start_sts((*ENIS, PUBLIC), cert, key)
+        servers, port = start_sts_servers((*ENIS, PUBLIC), cert, key)
         for s in servers.values():
             stack.callback(s.stop)
         dns = stack.enter_context(DnsServer("127.10.0.2", 0, ttl=30))
