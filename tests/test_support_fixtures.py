@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import socket
 import ssl
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,37 +254,3 @@ def test_private_dns_points_the_sts_name_at_the_tls_server(sts: MotoStsTls) -> N
         status, body = signed_call(address, sts.port, REGIONAL, sts.ca_path)
         assert address == "127.10.138.148"
         assert status == 200 and "<Account>123456789012</Account>" in body
-
-
-def test_fixtures_load_as_a_pytest_plugin(tmp_path: Path) -> None:
-    (tmp_path / "test_plugin_use.py").write_text(
-        textwrap.dedent(
-            """
-            def test_uses(dnsmasq_factory, moto_sts, moto_sts_factory):
-                dns = dnsmasq_factory({"sts.us-east-2.amazonaws.com": [moto_sts.host]})
-                assert dns.resolver().resolve("sts.us-east-2.amazonaws.com", "A")
-                other = moto_sts_factory("127.10.140.1")
-                assert other.ca_path.read_bytes() == moto_sts.ca_path.read_bytes()
-            """
-        )
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "tests.support.fixtures",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "1 passed" in run.stdout
