@@ -19,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent import __version__, logs
 from agent.audit.host import HostAudits
 from agent.config import ConfigError, Loaded, Settings
-from agent.results import Report
 from agent.scheduler import Scheduler
 from agent.sdnotify import notify, watchdog_interval
 from agent.surfaces import status_page
@@ -166,7 +165,3 @@ def _reload(
     agent.scheduler.reload(new)
     log.info("configuration reloaded")
     notify("READY=1")
-
-
-def latest_report(agent: Agent) -> Report | None:
-    return agent.scheduler.latest

@@ -29,14 +29,22 @@ PUBLIC = ("global", "public")
 def connection(
     server_ip: str = "127.0.0.1", client_family: socket.AddressFamily = socket.AF_INET
 ) -> Iterator[int]:
-    """One established connection to a fresh listener; yields the listener's port."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind((server_ip, 0))
+    """One established connection to a fresh listener; yields the listener's port.
+
+    An IPv6 client to an IPv4 listener dials the IPv4-mapped form of its address.
+    """
+    v6_server = ":" in server_ip
+    server = socket.socket(socket.AF_INET6 if v6_server else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind((server_ip, 0))
+    except OSError:
+        server.close()
+        missing(f"a listener on {server_ip}")
     server.listen(1)
     port = server.getsockname()[1]
     client = socket.socket(client_family, socket.SOCK_STREAM)
-    target = server_ip if client_family == socket.AF_INET else f"::ffff:{server_ip}"
-    client.connect((target, port))
+    mapped = client_family == socket.AF_INET6 and not v6_server
+    client.connect((f"::ffff:{server_ip}" if mapped else server_ip, port))
     accepted, _ = server.accept()
     try:
         yield port
@@ -142,32 +150,12 @@ def test_counts_work_without_privileges() -> None:
     assert (audit.counts, audit.owners, audit.error) == ({VPCE: 1}, {}, None)
 
 
-@contextmanager
-def connection_v6() -> Iterator[int]:
-    """One established connection over ::1; yields the listener's port."""
-    try:
-        server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        server.bind(("::1", 0))
-    except OSError:
-        missing("IPv6 loopback")
-    server.listen(1)
-    port = server.getsockname()[1]
-    client = socket.create_connection(("::1", port))
-    accepted, _ = server.accept()
-    try:
-        yield port
-    finally:
-        client.close()
-        accepted.close()
-        server.close()
-
-
 @pytest.mark.parametrize(
     ("opened", "known"),
     [
         (lambda: connection(), "127.0.0.1"),
         (lambda: connection(client_family=socket.AF_INET6), "127.0.0.1"),  # mapped, in tcp6
-        (connection_v6, "::1"),
+        (lambda: connection("::1", socket.AF_INET6), "::1"),
     ],
     ids=["ipv4", "ipv4-mapped", "ipv6"],
 )

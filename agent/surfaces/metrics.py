@@ -33,7 +33,6 @@ from agent.results import PATHS, Report
 
 # 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-PHASES = ("connect", "tls", "ttfb", "total")
 
 # `_created` series double the output and no dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -88,7 +87,6 @@ class Metrics:
         self.latest: Report | None = None
         self.rounds = 0
         self.rounds_skipped = 0
-        self.round_failures = 0
         r = self.registry
         self.dns_duration = Histogram(
             "sts_agent_dns_lookup_duration_seconds",
@@ -176,11 +174,6 @@ class Metrics:
     def count_skipped(self, n: int = 1) -> None:
         with self._lock:
             self.rounds_skipped += n
-        self.registry.invalidate()
-
-    def count_failed_round(self) -> None:
-        with self._lock:
-            self.round_failures += 1
         self.registry.invalidate()
 
 
