@@ -136,7 +136,9 @@ def config(
         tables["imds"] = {"enabled": False}
     else:
         addr = imds if isinstance(imds, str) else f"127.0.0.1:{imds.port}"
-        tables["imds"] = {"address": addr, "timeout": 1.0}
+        # Generous: several agents share one IMDS on a loaded CI host; tests of
+        # IMDS trouble set their own budget.
+        tables["imds"] = {"address": addr, "timeout": 5.0}
     for key, value in top.items():
         table, _, sub = key.partition("__")
         if sub:

@@ -59,7 +59,7 @@ def vpc_config(vpc: SimulatedVpc, path: Path, port: int, **overrides: Any) -> Pa
     }
     tables: dict[str, dict[str, Any]] = {
         "expect": {"regional": "vpce", "global": "public"},
-        "imds": {"address": f"127.0.0.1:{vpc.imds.port}", "timeout": 1.0},
+        "imds": {"address": f"127.0.0.1:{vpc.imds.port}", "timeout": 3.0},
         "web": {"listen_address": f"127.0.0.1:{port}"},
     }
     for key, value in overrides.items():
