@@ -10,19 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from agent.config import Settings
+from agent.credentials import Credentials
 from agent.discovery.imds import discover as imds_discover
 from agent.discovery.resolvers import resolvers_from_specs
 from agent.probes import dns as dns_probe
@@ -167,39 +165,6 @@ def discover(
     return Discovery(regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time())
 
 
-class Credentials:
-    """botocore's default chain, resolved lazily and kept (it refreshes itself)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self._lock = threading.Lock()
-        self._creds: Any = None
-        self._last_try = -math.inf  # monotonic time starts at boot: a daemon may start < 30 s in
-        self.error: str | None = None
-
-    def frozen(self) -> Any | None:
-        if self.mode == "none":
-            return None
-        with self._lock:
-            if self._creds is None and time.monotonic() - self._last_try > 30:
-                self._last_try = time.monotonic()
-                try:
-                    import botocore.session
-
-                    self._creds = botocore.session.Session().get_credentials()
-                    self.error = None if self._creds else "no credentials in the default chain"
-                except Exception as e:
-                    self.error = f"{type(e).__name__}: {e}"[:200]
-            creds = self._creds
-        if creds is None:
-            return None
-        try:
-            return creds.get_frozen_credentials()
-        except Exception as e:  # refresh failed (e.g. IMDS gone); report as missing
-            self.error = f"credential refresh failed: {type(e).__name__}"
-            return None
-
-
 @dataclass
 class AddressBook:
     """Addresses seen per endpoint, kept until their DNS TTL runs out.
@@ -229,10 +194,10 @@ class AddressBook:
 class Prober:
     """What probes reuse across rounds: the TLS context and the credentials."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, credentials_in_child: bool = False) -> None:
         self.settings = settings
         self.context: ssl.SSLContext = sts_probe.tls_context(settings.ca_bundle)
-        self.credentials = Credentials(settings.credentials)
+        self.credentials = Credentials(settings.credentials, in_child=credentials_in_child)
         self.book = AddressBook()
 
 

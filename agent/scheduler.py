@@ -33,7 +33,7 @@ class Scheduler:
         extras: Callable[[Settings, Report], Report] | None = None,
     ) -> None:
         self.settings = settings
-        self.prober = Prober(settings)
+        self.prober = Prober(settings, credentials_in_child=True)
         self.on_report = on_report
         self.on_skip = on_skip
         self.extras = extras
@@ -60,7 +60,7 @@ class Scheduler:
         """Swap settings; the next round rediscovers with them."""
         with self._lock:
             self.settings = settings
-            self.prober = Prober(settings)
+            self.prober = Prober(settings, credentials_in_child=True)
             self.discovery = None
         self._wake.set()
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import Settings
+from agent.credentials import Credentials
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, Report, Resolver
-from agent.runner import AddressBook, Credentials, Prober, discover, run_round
+from agent.runner import AddressBook, Prober, discover, run_round
 from agent.simulate.ca import Authority
 from agent.simulate.demo import start_sts_servers
 from agent.simulate.dns_server import DnsServer
