@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent import __version__, logs
 from agent.audit.host import HostAudits
 from agent.config import ConfigError, Loaded, Settings
+from agent.memory import limit_malloc_arenas
 from agent.scheduler import Scheduler
 from agent.sdnotify import notify, watchdog_interval
 from agent.surfaces import status_page
@@ -103,6 +104,7 @@ def _text(status: int, body: str) -> Response:
 def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]) -> int:
     settings = load(args).settings
     logs.setup(settings.log_format, settings.log_level)
+    limit_malloc_arenas()  # before the first thread
     try:
         agent = Agent(settings)
         agent.start()
