@@ -35,7 +35,7 @@ from bench.stats import median, ratio, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
 
-RSS_GOAL_MIB = 40.0
+RSS_GOAL_MIB = 40e6 / (1 << 20)  # the goal is 40 MB: 38.1 MiB
 CPU_GOAL_MS = 20.0
 
 
@@ -95,14 +95,14 @@ def _drive(box: Blackbox, jobs: list[tuple[str, str]], seconds: float) -> tuple[
 
 
 def _import_rss() -> tuple[float, float, float]:
-    """RSS of a bare interpreter, after the daemon's imports, and after botocore's too."""
+    """RSS of a bare interpreter, after the daemon's imports, and after its botocore signer."""
     code = (
         "import psutil\n"
         "p=psutil.Process()\n"
         "a=p.memory_info().rss\n"
         "import agent.daemon\n"
         "b=p.memory_info().rss\n"
-        "import botocore.session, botocore.auth, botocore.awsrequest\n"
+        "import botocore.auth, botocore.awsrequest\n"
         "print(a, b, p.memory_info().rss)\n"
     )
     out = subprocess.run(
@@ -222,7 +222,7 @@ def run(quick: bool, overrides: dict[str, Any] | None = None) -> Result:
             [
                 ["bare Python interpreter (with psutil)", f"{bare:.1f}"],
                 ["+ the daemon's modules (dnspython, ssl, prometheus_client…)", f"{imported:.1f}"],
-                ["+ botocore for SigV4 and the credential chain", f"{boto:.1f}"],
+                ["+ botocore's SigV4 signer (the credential chain runs in a child)", f"{boto:.1f}"],
                 ["steady, serving", f"{m['agent_rss']:.1f}"],
             ],
         )
@@ -245,11 +245,11 @@ def run(quick: bool, overrides: dict[str, Any] | None = None) -> Result:
     rss_ok = m["agent_rss"] <= RSS_GOAL_MIB
     result.goals.append(
         Goal(
-            f"RSS ≤ {RSS_GOAL_MIB:.0f} MB (agent, steady)",
+            f"RSS ≤ 40 MB ({RSS_GOAL_MIB:.1f} MiB) (agent, steady)",
             rss_ok,
             f"{m['agent_rss']:.1f} MiB (blackbox {m['blackbox_rss']:.1f} MiB)",
             f"the interpreter is {bare:.1f} MiB, the daemon's modules {imported - bare:.1f} MiB "
-            f"and botocore (signing, credentials) {boto - imported:.1f} MiB before any work; "
+            f"and botocore's signer {boto - imported:.1f} MiB before any work; "
             f"runtime state adds {m['agent_rss'] - boto:.1f} MiB",
         )
     )
