@@ -187,6 +187,7 @@ class SdkView:
     region: str | None
     reasons: tuple[str, ...] = ()
     error: str | None = None
+    proxy: str | None = None  # the proxy botocore would send STS calls through, no userinfo
 
 
 @dataclass(frozen=True)

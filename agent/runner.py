@@ -84,7 +84,9 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
     env = {
         k: v
         for k, v in environ.items()
-        if k.startswith(("AWS_", "BOTOCORE_")) and k not in _SECRET_ENV
+        # agent.probes.sdk reads these, plus HTTPS_PROXY / NO_PROXY in either case
+        if (k.startswith(("AWS_", "BOTOCORE_")) or k.lower() in ("https_proxy", "no_proxy"))
+        and k not in _SECRET_ENV
     }
     try:
         out = subprocess.run(
@@ -104,6 +106,7 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
             region=doc["region"],
             reasons=tuple(doc["reasons"]),
             error=doc["error"],
+            proxy=doc["proxy"],
         )
     except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as e:
         return SdkView(

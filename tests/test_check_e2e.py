@@ -391,6 +391,9 @@ def test_certificate_for_another_name(tmp_path: Path, sts: Sts, imds: ImdsServer
 
 
 # -- the SDK's view --------------------------------------------------------------------------
+PROXY_PASSWORD = "Pr0xyPassw0rdEXAMPLE"
+PROXY_URL = f"http://ops:{PROXY_PASSWORD}@127.0.0.1:{closed_port()}"
+
 SDK_CASES: dict[str, tuple[dict[str, str | None], str, str, set[str]]] = {
     # name: (environment changes, mode, endpoint host, SDK findings at warning)
     "default_region": ({}, "regional", REGIONAL, set()),
@@ -431,6 +434,14 @@ SDK_CASES: dict[str, tuple[dict[str, str | None], str, str, set[str]]] = {
         VPCE_NAME,
         set(),
     ),
+    # A proxy nobody listens on: the agent's own probes must not use it.
+    "https_proxy": ({"HTTPS_PROXY": PROXY_URL}, "regional", REGIONAL, {"SDK_USES_PROXY"}),
+    "no_proxy_exempts_sts": (
+        {"https_proxy": PROXY_URL, "no_proxy": "169.254.169.254,.amazonaws.com"},
+        "regional",
+        REGIONAL,
+        set(),
+    ),
 }
 
 
@@ -441,7 +452,12 @@ def test_sdk_view_for_each_setup(
     cfg = config(tmp_path, sts, healthy_dns, imds, regions=[REGION])
     procs = {name: start(cfg, environment(imds, **env)) for name, (env, *_) in SDK_CASES.items()}
     runs = {name: finish(p) for name, p in procs.items()}
-    sdk_codes = {"SDK_USES_GLOBAL_ENDPOINT", "SDK_REGION_MISSING", "SDK_ENDPOINT_OVERRIDE"}
+    sdk_codes = {
+        "SDK_USES_GLOBAL_ENDPOINT",
+        "SDK_REGION_MISSING",
+        "SDK_ENDPOINT_OVERRIDE",
+        "SDK_USES_PROXY",
+    }
     for name, (_, mode, host, expected) in SDK_CASES.items():
         run = runs[name]
         sdk = run.doc["sdk"]
@@ -457,6 +473,12 @@ def test_sdk_view_for_each_setup(
     override = runs["endpoint_url_sts"]
     assert "endpoint_url_sts_env" in override.doc["sdk"]["reasons"]
     assert override.codes()["SDK_ENDPOINT_OVERRIDE"] == "info"
+    proxied = runs["https_proxy"]
+    assert proxied.doc["sdk"]["proxy"] == PROXY_URL.replace(f"ops:{PROXY_PASSWORD}@", "")
+    assert "https_proxy" in proxied.doc["sdk"]["reasons"]
+    assert PROXY_PASSWORD not in proxied.stdout + proxied.stderr
+    exempt = runs["no_proxy_exempts_sts"].doc["sdk"]
+    assert exempt["proxy"] is None and "no_proxy_bypass" in exempt["reasons"]
 
 
 # -- IMDS trouble ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ AGENT_METRICS = frozenset(
         "sts_agent_probe_success",
         "sts_agent_tls_certificate_expiry_timestamp_seconds",
         "sts_agent_sdk_endpoint_info",
+        "sts_agent_sdk_proxied",
         "sts_agent_imds_available",
         "sts_agent_resolver_info",
         "sts_agent_build_info",

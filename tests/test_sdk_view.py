@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from botocore.args import LEGACY_GLOBAL_STS_REGIONS
+from botocore.utils import get_environ_proxies
 
-from agent.probes.sdk import REASONS, RELEVANT_ENV, classify_url, sdk_view
+from agent.probes.sdk import REASONS, RELEVANT_ENV, classify_url, proxy_for, sdk_view
 from agent.results import SdkView
+from agent.runner import sdk_view_in_child
 
 # The list in the design notes; checked against botocore below.
 LEGACY_REGIONS = (
@@ -351,3 +353,72 @@ def test_reasons_are_documented(tmp_path: Path) -> None:
     ):
         assert v.reasons
         assert_known_reasons(v)
+
+
+# -- proxies: botocore sends an https endpoint through HTTPS_PROXY unless NO_PROXY matches
+REGIONAL_URL = "https://sts.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "proxy", "reason"),
+    [
+        ({}, None, None),
+        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, "http://proxy.corp:3128", "https_proxy"),
+        ({"https_proxy": "proxy.corp:3128"}, "http://proxy.corp:3128", "https_proxy"),
+        # urllib's rule: lower case wins, and set-but-empty turns the proxy off
+        ({"HTTPS_PROXY": "http://a:1", "https_proxy": "http://b:2"}, "http://b:2", "https_proxy"),
+        ({"HTTPS_PROXY": "http://a:1", "https_proxy": ""}, None, None),
+        ({"HTTP_PROXY": "http://a:1"}, None, None),  # http only: not used for https
+        ({"HTTPS_PROXY": "http://[fd00::1]:3128"}, "http://[fd00::1]:3128", "https_proxy"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".amazonaws.com"}, None, "no_proxy_bypass"),
+        (
+            {"HTTPS_PROXY": "http://p:1", "no_proxy": "sts.eu-west-1.amazonaws.com"},
+            None,
+            "no_proxy_bypass",
+        ),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, None, "no_proxy_bypass"),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "s3.amazonaws.com"},
+            "http://p:1",
+            "https_proxy",
+        ),
+    ],
+)
+def test_proxy_choice_is_botocores(
+    env: dict[str, str], proxy: str | None, reason: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert proxy_for(REGIONAL_URL, env) == (proxy, reason)
+    # botocore's own choice, which reads os.environ, agrees.
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    chosen = get_environ_proxies(REGIONAL_URL).get("https")
+    assert (chosen is None) == (proxy is None), chosen
+
+
+def test_proxy_password_never_reaches_the_result(tmp_path: Path) -> None:
+    v = view(
+        tmp_path,
+        AWS_DEFAULT_REGION="eu-west-1",
+        HTTPS_PROXY="http://svc-user:hunter2EXAMPLE@proxy.corp:8080",
+    )
+    assert (v.endpoint_url, v.proxy) == (REGIONAL_URL, "http://proxy.corp:8080")
+    assert "https_proxy" in v.reasons and "hunter2EXAMPLE" not in repr(v)
+    assert_known_reasons(v)
+
+
+def test_the_daemons_child_sees_the_proxy_variables(tmp_path: Path) -> None:
+    """The daemon asks in a child; the proxy variables must cross with the AWS ones."""
+    cfg = tmp_path / "config"
+    cfg.write_text("")
+    env = {
+        "AWS_CONFIG_FILE": str(cfg),
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "https_proxy": "http://proxy.corp:3128",
+        "NO_PROXY": "169.254.169.254",
+    }
+    v = sdk_view_in_child(env)
+    assert v.error is None, v.error
+    assert (v.endpoint_url, v.proxy) == (REGIONAL_URL, "http://proxy.corp:3128")

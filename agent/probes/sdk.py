@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,11 +56,20 @@ REASONS: dict[str, str] = {
     "dualstack_enabled": "use_dualstack_endpoint is on (an endpoint URL, if configured, wins)",
     "config_file_missing": "AWS_CONFIG_FILE names a file that does not exist",
     "config_file_unreadable": "the AWS config file exists but cannot be read",
+    "https_proxy": "HTTPS_PROXY sends STS calls through a proxy, which resolves and connects",
+    "no_proxy_bypass": "a proxy is set, but NO_PROXY exempts the STS endpoint from it",
 }
+
+#: What botocore's proxy choice for an https endpoint reads, through urllib.
+PROXY_ENV: frozenset[str] = frozenset({"HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"})
+#: The NO_PROXY matcher botocore reaches through urllib's proxy_bypass on
+#: Linux; this one takes the table as an argument instead of reading
+#: os.environ.  Missing from typeshed, present since Python 3.0.
+_bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 
 def _env_names() -> frozenset[str]:
-    names = {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "AWS_REGION"}
+    names = {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "AWS_REGION", *PROXY_ENV}
     for spec in BOTOCORE_DEFAUT_SESSION_VARIABLES.values():
         env = spec[1]
         if isinstance(env, str):
@@ -69,9 +79,9 @@ def _env_names() -> frozenset[str]:
     return frozenset(names)
 
 
-#: The only variables the view ever looks at.  None of them holds a secret
-#: (credentials are resolved by a different botocore chain), so secrets in
-#: the caller's mapping never reach the session.
+#: The only variables the view ever looks at.  None holds an AWS secret
+#: (credentials are resolved by a different botocore chain); a proxy URL may
+#: carry a password, which `proxy_for` drops before anything is reported.
 RELEVANT_ENV: frozenset[str] = _env_names()
 
 
@@ -239,6 +249,42 @@ def _reasons(session: Any, environ: Mapping[str, str], mode: str) -> tuple[str, 
     return tuple(out)
 
 
+def _env_var(environ: Mapping[str, str], lower: str) -> tuple[str, str] | None:
+    """urllib's rule: the lower-case name wins, and set but empty means unset."""
+    if lower in environ:
+        return (lower, environ[lower]) if environ[lower] else None
+    upper = lower.upper()
+    return (upper, environ[upper]) if environ.get(upper) else None
+
+
+def _without_userinfo(proxy: str) -> str:
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def proxy_for(url: str | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(the proxy botocore would use for `url`, minus any password; the reason).
+
+    botocore asks urllib for the environment's proxies and skips them when
+    NO_PROXY matches the endpoint's host; the same urllib function decides
+    here, fed `environ` instead of os.environ.
+    """
+    proxy = _env_var(environ, "https_proxy")
+    if not url or urlsplit(url).scheme != "https" or proxy is None:
+        return None, None
+    no_proxy = _env_var(environ, "no_proxy")
+    table = {"https": proxy[1], **({"no": no_proxy[1]} if no_proxy else {})}
+    if _bypass(urlsplit(url).netloc, table):
+        return None, "no_proxy_bypass"
+    return _without_userinfo(proxy[1]), "https_proxy"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     detail = text[0][:200] if text else ""
@@ -254,11 +300,13 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
         client = session.create_client("sts", aws_access_key_id="x", aws_secret_access_key="x")
         url = client.meta.endpoint_url
         mode = classify_url(url)
+        proxy, proxy_reason = proxy_for(url, env)
         return SdkView(
             endpoint_url=url,
             mode=mode,
             region=client.meta.region_name,
-            reasons=_reasons(session, env, mode),
+            reasons=_reasons(session, env, mode) + ((proxy_reason,) if proxy_reason else ()),
+            proxy=proxy,
         )
     except Exception as exc:
         return SdkView(endpoint_url=None, mode="unknown", region=None, error=_one_line(exc))

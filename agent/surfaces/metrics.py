@@ -291,6 +291,14 @@ def _report_families(report: Report) -> Iterator[Metric]:
         )
         sdk.add_metric([report.sdk.endpoint_url or "", report.sdk.mode], 1)
         yield sdk
+        proxied = _g(
+            "sts_agent_sdk_proxied",
+            "1 if boto3 on this host would send STS calls through an HTTPS proxy (the proxy "
+            "then decides the path); the proxy itself is in check output and the status page.",
+            [],
+        )
+        proxied.add_metric([], 1 if report.sdk.proxy else 0)
+        yield proxied
     findings = _g(
         "sts_agent_findings",
         "Active findings by stable code and severity (see the README for each code).",

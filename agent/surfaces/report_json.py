@@ -104,6 +104,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "region": sdk.region,
             "reasons": list(sdk.reasons),
             "error": sdk.error,
+            "proxy": sdk.proxy,
         },
         "endpoints": [_endpoint(ep) for ep in report.endpoints],
         "findings": [

@@ -46,6 +46,8 @@ def render(report: Report) -> str:
             out.append(f"  sdk         unknown: {s.error}")
         else:
             out.append(f"  sdk         boto3 here would call {s.endpoint_url} ({s.mode}){why}")
+            if s.proxy:
+                out.append(f"  sdk proxy   {s.proxy}")
     for ep in report.endpoints:
         e = ep.endpoint
         exp = ""

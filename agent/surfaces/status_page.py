@@ -52,7 +52,8 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
         s = report.sdk
         parts.append(
             f"<p>boto3 on this host would call <code>{_e(s.endpoint_url)}</code> "
-            f"(<b>{_e(s.mode)}</b>){' — ' + _e('; '.join(s.reasons)) if s.reasons else ''}</p>"
+            f"(<b>{_e(s.mode)}</b>){' — ' + _e('; '.join(s.reasons)) if s.reasons else ''}"
+            f"{', through the proxy <code>' + _e(s.proxy) + '</code>' if s.proxy else ''}.</p>"
         )
     parts.append(
         "<h2>Endpoints</h2><table id=endpoints><tr><th>Endpoint</th><th>Kind</th>"

@@ -25,6 +25,7 @@ CODES = {
     "SDK_USES_GLOBAL_ENDPOINT": "warning",
     "SDK_REGION_MISSING": "warning",
     "SDK_ENDPOINT_OVERRIDE": "info",
+    "SDK_USES_PROXY": "warning",
     "SDK_VIEW_FAILED": "warning",
     "RESOLVER_NOT_AMAZON": "info",
     "IMDS_UNREACHABLE": "warning",
@@ -218,6 +219,17 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                     "SDK_ENDPOINT_OVERRIDE",
                     f"boto3's STS endpoint is overridden to {sdk.endpoint_url}",
                     "Make sure the override is a VPC endpoint DNS name on purpose.",
+                )
+            )
+        if sdk.proxy:
+            out.append(
+                _f(
+                    "SDK_USES_PROXY",
+                    f"boto3 on this host would send STS calls for {sdk.endpoint_url} through "
+                    f"the proxy {sdk.proxy} (HTTPS_PROXY): the proxy resolves the name and "
+                    "connects, so this host's path to the endpoint is not the one used",
+                    "Add the STS names (or .amazonaws.com) to NO_PROXY so calls go to the VPC "
+                    "endpoint directly, or make sure the proxy resolves them with Amazon DNS.",
                 )
             )
     if report.resolvers and not any(r.amazon_provided for r in report.resolvers) and imds.available:
