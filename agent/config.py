@@ -48,6 +48,8 @@ class Settings:
     vpc_cidrs: tuple[str, ...] = ()
     resolvers: tuple[str, ...] = ("system",)
     resolv_conf: str = "/etc/resolv.conf"
+    hosts_file: str | None = "/etc/hosts"  # "" in the file / env turns the check off
+    nsswitch_conf: str = "/etc/nsswitch.conf"
     max_addresses_per_endpoint: int = 8
     endpoints_regional: bool = True
     endpoints_global: bool = True
@@ -333,6 +335,8 @@ FIELDS: tuple[Field, ...] = (
     Field("vpc_cidrs", "vpc_cidrs", _list(_cidr), "this VPC's CIDRs (default: from IMDS)"),
     Field("resolvers", "resolvers", _list(_resolver), "'system' or address[:port] list"),
     Field("resolv_conf", "resolv_conf", _str, "resolv.conf to read for 'system'"),
+    Field("hosts_file", "hosts_file", _opt_path, "hosts file checked for pinned STS names"),
+    Field("nsswitch_conf", "nsswitch_conf", _str, "says whether the hosts file precedes DNS"),
     Field(
         "max_addresses_per_endpoint",
         "max_addresses_per_endpoint",

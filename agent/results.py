@@ -15,6 +15,8 @@ Severity = Literal["info", "warning", "critical"]
 EndpointKind = Literal["regional", "global", "fips", "dualstack", "custom"]
 
 PATHS: tuple[Path, ...] = ("vpce", "private", "public", "mixed", "unresolved")
+#: The `resolver` a hosts-file pin is reported under: it answers before any DNS server.
+HOSTS_FILE_RESOLVER = "hosts_file"
 
 DNS_REASONS = ("timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed")
 STS_REASONS = (
@@ -225,6 +227,29 @@ class EndpointReport:
     verdicts: tuple[PathVerdict, ...] = ()
     probes: tuple[StsProbe, ...] = ()
     dropped_addresses: int = 0  # beyond the per-endpoint cap
+    pinned: tuple[AddressVerdict, ...] = ()  # hosts-file addresses that take precedence over DNS
+
+    @property
+    def effective_path(self) -> Path:
+        """The path programs take: a hosts-file pin wins over whatever DNS says."""
+        if not self.pinned:
+            return self.path
+        classes = {v.klass for v in self.pinned}
+        return next(iter(classes)) if len(classes) == 1 else "mixed"
+
+    @property
+    def classes(self) -> dict[str, AddressClass]:
+        """Every address seen for the endpoint (DNS answers, then pins) and its class."""
+        found = [a for v in self.verdicts for a in v.addresses] + list(self.pinned)
+        return {a.address: a.klass for a in found}
+
+    @property
+    def paths_by_source(self) -> dict[str, Path]:
+        """Path per resolver, plus HOSTS_FILE_RESOLVER when the hosts file pins the name."""
+        out = {v.resolver: v.path for v in self.verdicts}
+        if self.pinned:
+            out[HOSTS_FILE_RESOLVER] = self.effective_path
+        return out
 
     @property
     def expectation_met(self) -> bool | None:
@@ -232,8 +257,8 @@ class EndpointReport:
         if exp is None:
             return None
         if exp == "any":
-            return self.path != "unresolved"
-        return self.path == exp
+            return self.effective_path != "unresolved"
+        return self.effective_path == exp
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from agent.config import Settings
 from agent.credentials import Credentials
+from agent.discovery.hosts_file import HostsPins, read_pins
 from agent.discovery.imds import discover as imds_discover
 from agent.discovery.resolvers import resolvers_from_specs
 from agent.probes import dns as dns_probe
@@ -52,6 +53,7 @@ class Discovery:
     sdk: SdkView | None
     resolver_error: str | None = None
     at: float = 0.0
+    hosts: HostsPins | None = None
 
 
 def _regions(
@@ -165,7 +167,24 @@ def discover(
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = SdkView(endpoint_url=None, mode="unknown", region=None, error=str(e)[:200])
-    return Discovery(regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time())
+    hosts = None
+    if settings.hosts_file:
+        names = [ep.hostname for ep in watched_endpoints(settings, regions)]
+        hosts = read_pins(settings.hosts_file, settings.nsswitch_conf, names)
+    return Discovery(
+        regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time(), hosts
+    )
+
+
+def watched_endpoints(settings: Settings, regions: Sequence[str]) -> list[Endpoint]:
+    """Every region's names once, then the global one."""
+    endpoints: list[Endpoint] = []
+    for region in regions or (None,):
+        for ep in settings.endpoints(region):
+            if all(e.hostname != ep.hostname for e in endpoints):
+                endpoints.append(ep)
+    endpoints.sort(key=lambda e: e.kind == "global")  # stable sort keeps the region order
+    return endpoints
 
 
 @dataclass
@@ -213,12 +232,7 @@ def run_round(
     pool: ThreadPoolExecutor | None = None,
 ) -> Report:
     started = time.time()
-    endpoints: list[Endpoint] = []
-    for region in disc.regions or (None,):
-        for ep in settings.endpoints(region):
-            if all(e.hostname != ep.hostname for e in endpoints):
-                endpoints.append(ep)
-    endpoints.sort(key=lambda e: e.kind == "global")  # stable: every region's names, then global
+    endpoints = watched_endpoints(settings, disc.regions)
     if only_endpoint is not None:
         endpoints = [e for e in endpoints if e.hostname == only_endpoint or e.kind == only_endpoint]
 
@@ -239,6 +253,9 @@ def run_round(
             candidates = prober.book.update(
                 ep.hostname, [lookups[(ep.hostname, r)] for r in disc.resolvers], now
             )
+            # Pinned addresses are what programs here connect to: probe them first.
+            pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
+            candidates = [*pins, *(a for a in candidates if a not in pins)]
             cap = settings.max_addresses_per_endpoint
             plans.append((ep, candidates[:cap], max(0, len(candidates) - cap)))
         probe_futs = {
@@ -278,6 +295,9 @@ def run_round(
                 verdicts=verdicts,
                 probes=tuple(probes[(ep.hostname, a)] for a in addrs),
                 dropped_addresses=dropped,
+                pinned=classify_all(
+                    disc.hosts.pinned(ep.hostname) if disc.hosts else (), disc.vpc_cidrs
+                ),
             )
         )
     report = Report(

@@ -241,6 +241,27 @@ def _assert_public_path(topo: Topology, log: Path) -> None:
     assert klass == 1
 
 
+def _assert_hosts_pin_wins(topo: Topology, binary: Path, config: Path) -> None:
+    """The common workaround: pin the regional name to the ENI in the instance's /etc/hosts.
+
+    `ip netns exec` bind-mounts /etc/netns/<instance>/hosts over /etc/hosts, as a
+    real instance's own file would be; DNS still says public.
+    """
+    (NETNS_ETC / topo.instance / "hosts").write_text(
+        f"127.0.0.1 localhost\n{ENI_IP}  {REGIONAL}  # pinned by hand\n"
+    )
+    doc = _check_json(topo, binary, config)
+    (ep,) = [e for e in doc["endpoints"] if e["hostname"] == REGIONAL]
+    assert (ep["path"], ep["effective_path"]) == ("public", "vpce"), ep
+    assert ep["hosts_file"] == [{"address": ENI_IP, "class": "vpce"}]
+    assert ep["expectation_met"] is True
+    assert ep["paths_by_resolver"] == {DNS_IP: "public", "hosts_file": "vpce"}
+    by_address = {p["address"]: p for p in ep["probes"]}
+    assert by_address[ENI_IP]["success"] is True, by_address
+    codes = {f["code"] for f in doc["findings"] if f.get("endpoint") == REGIONAL}
+    assert {"HOSTS_FILE_OVERRIDE", "PRIVATE_DNS_NOT_RESOLVING"} <= codes, codes
+
+
 def test_agent_on_an_instance_sees_vpce_then_public_when_private_dns_is_off(
     tmp_path: Path,
 ) -> None:
@@ -261,6 +282,7 @@ def test_agent_on_an_instance_sees_vpce_then_public_when_private_dns_is_off(
             # answers the regional name with the public front door.
             vpc.command({"records": {REGIONAL: [PUBLIC_IP], GLOBAL: [PUBLIC_IP]}})
             _assert_public_path(topo, log)
+            _assert_hosts_pin_wins(topo, binary, config)
     secret = DEFAULT_CREDENTIALS["SecretAccessKey"]
     assert secret not in log.read_text(), "the agent logged a secret"
 

@@ -299,3 +299,27 @@ def test_unreadable_resolver_source_is_reported_not_raised(tmp_path: Path) -> No
     d = discover(Settings(imds_enabled=False, resolv_conf=str(missing)), ENV)
     assert d.resolvers == ()
     assert d.resolver_error is not None and str(missing) in d.resolver_error
+
+
+def test_a_stale_hosts_pin_is_probed_first_and_named(vpc: Vpc, tmp_path: Path) -> None:
+    """A pin left behind after the endpoint moved: DNS is right, every program is not."""
+    gone = "127.10.141.99"  # in the VPC, but no ENI answers there any more
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{gone} {REGIONAL}\n")
+    nsswitch = tmp_path / "nsswitch.conf"
+    nsswitch.write_text("hosts: files dns\n")
+    settings = vpc.settings(hosts_file=str(hosts), nsswitch_conf=str(nsswitch))
+    r = one_round(settings)
+    (ep,) = r.endpoints
+    assert probed(r)[0] == gone and sorted(probed(r)[1:]) == sorted(ENIS[:2])
+    first = ep.probes[0]
+    assert not first.success and first.reason == "connect_refused"
+    assert (ep.path, ep.effective_path, ep.expectation_met) == ("vpce", "vpce", True)
+    codes = {f.code for f in r.findings}
+    assert {"HOSTS_FILE_OVERRIDE", "STS_CALL_FAILED"} <= codes
+    doc = to_json(r)["endpoints"][0]
+    assert doc["hosts_file"] == [{"address": gone, "class": "vpce"}]
+    # With DNS asked first the file is a fallback only: no pin, nothing probed there.
+    nsswitch.write_text("hosts: dns files\n")
+    r = one_round(settings)
+    assert gone not in probed(r) and not r.endpoints[0].pinned

@@ -310,7 +310,34 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         "critical",
     ),
     "ADDRESSES_DROPPED": (lambda: report(endpoint(dropped=3)), "info"),
+    "SDK_USES_PROXY": (
+        lambda: report(
+            sdk=SdkView(
+                "https://sts.us-east-2.amazonaws.com",
+                "regional",
+                "us-east-2",
+                ("https_proxy",),
+                proxy="http://proxy.corp:3128",
+            )
+        ),
+        "warning",
+    ),
+    # Pinned to the endpoint's own ENI: on the designed path, but DNS is bypassed.
+    "HOSTS_FILE_OVERRIDE": (
+        lambda: report(replace(endpoint(), pinned=classify_all(["127.10.138.148"], VPC))),
+        "warning",
+    ),
 }
+
+
+def test_a_pin_off_the_designed_path_fails_the_expectation_dns_meets() -> None:
+    ep = replace(endpoint(), pinned=classify_all(["127.20.0.20"], VPC))
+    assert (ep.path, ep.effective_path, ep.expectation_met) == ("vpce", "public", False)
+    assert ep.paths_by_source == {AMAZON_DNS.label: "vpce", "hosts_file": "public"}
+    found = {f.code: f for f in evaluate(report(ep), Settings())}
+    assert set(found) == {"ENDPOINT_PATH_UNEXPECTED", "HOSTS_FILE_OVERRIDE"}
+    assert "public path (pinned in the hosts file)" in found["ENDPOINT_PATH_UNEXPECTED"].message
+    assert "127.20.0.20 (public)" in found["HOSTS_FILE_OVERRIDE"].message
 
 
 def test_every_code_has_a_round() -> None:

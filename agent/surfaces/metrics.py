@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.results import PATHS, Report
+from agent.results import HOSTS_FILE_RESOLVER, PATHS, Report
 
 # 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -223,7 +223,7 @@ def _report_families(report: Report) -> Iterator[Metric]:
     path = _g(
         "sts_agent_endpoint_path",
         "Path an STS name takes per resolver: exactly one of vpce, private, public, mixed, "
-        "unresolved is 1.",
+        'unresolved is 1. resolver="hosts_file" when the hosts file pins the name ahead of DNS.',
         ["endpoint", "resolver", "path"],
     )
     addr_info = _g(
@@ -253,13 +253,16 @@ def _report_families(report: Report) -> Iterator[Metric]:
     )
     for ep in report.endpoints:
         host = ep.endpoint.hostname
-        for v in ep.verdicts:
+        per_source = [(v.resolver, v.path, v.addresses) for v in ep.verdicts]
+        if ep.pinned:
+            per_source.append((HOSTS_FILE_RESOLVER, ep.effective_path, ep.pinned))
+        for resolver, p_now, _ in per_source:
             for p in PATHS:
-                path.add_metric([host, v.resolver, p], 1.0 if v.path == p else 0.0)
+                path.add_metric([host, resolver, p], 1.0 if p_now == p else 0.0)
         probed = {p.address for p in ep.probes}
         seen: set[str] = set()
-        for v in ep.verdicts:
-            for a in v.addresses:
+        for _, _, addresses in per_source:
+            for a in addresses:
                 if a.address in probed and a.address not in seen:
                     seen.add(a.address)
                     addr_info.add_metric([host, a.address, a.klass], 1)

@@ -53,7 +53,6 @@ def _probe(p: StsProbe) -> dict[str, Any]:
 
 
 def _endpoint(ep: EndpointReport) -> dict[str, Any]:
-    classes = {a.address: a.klass for v in ep.verdicts for a in v.addresses}
     return {
         "hostname": ep.endpoint.hostname,
         "kind": ep.endpoint.kind,
@@ -61,8 +60,10 @@ def _endpoint(ep: EndpointReport) -> dict[str, Any]:
         "path": ep.path,
         "expected": ep.endpoint.expected,
         "expectation_met": ep.expectation_met,
-        "addresses": [{"address": a, "class": c} for a, c in classes.items()],
-        "paths_by_resolver": {v.resolver: v.path for v in ep.verdicts},
+        "effective_path": ep.effective_path,
+        "addresses": [{"address": a, "class": c} for a, c in ep.classes.items()],
+        "paths_by_resolver": ep.paths_by_source,
+        "hosts_file": [{"address": a.address, "class": a.klass} for a in ep.pinned],
         "dns": [_lookup(lk) for lk in ep.lookups],
         "probes": [_probe(p) for p in ep.probes],
         "dropped_addresses": ep.dropped_addresses,

@@ -54,7 +54,10 @@ def render(report: Report) -> str:
         if e.expected:
             exp = f", expected {e.expected}: " + ("OK" if ep.expectation_met else "NOT MET")
         out.append("")
-        out.append(f"{e.hostname}  [{e.kind}]  path {ep.path.upper()}{exp}")
+        path = ep.path.upper()
+        if ep.pinned:
+            path += f" in DNS, {ep.effective_path.upper()} pinned in the hosts file"
+        out.append(f"{e.hostname}  [{e.kind}]  path {path}{exp}")
         for lk, v in zip(ep.lookups, ep.verdicts, strict=True):
             out.append(f"  Server: {lk.resolver.label}")
             if lk.cnames:
@@ -67,6 +70,9 @@ def render(report: Report) -> str:
                 out.append(
                     f"    Address: {a.address:<39} {a.klass:<8} ttl {ttl.get(a.address, 0)}s"
                 )
+        if ep.pinned:
+            out.append("  Hosts file (answers before DNS):")
+            out.extend(f"    Address: {a.address:<39} {a.klass}" for a in ep.pinned)
         if ep.probes:
             out.append("    GetCallerIdentity per address:")
             out.extend(_probe_line(p) for p in ep.probes)

@@ -60,7 +60,7 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
         "<th>Path</th><th>Expected</th><th>Per resolver</th></tr>"
     )
     for ep in report.endpoints:
-        per = ", ".join(f"{_e(v.resolver)}: {_e(v.path)}" for v in ep.verdicts)
+        per = ", ".join(f"{_e(src)}: {_e(p)}" for src, p in ep.paths_by_source.items())
         exp = ep.endpoint.expected or "–"
         met = "" if ep.expectation_met is None else (" ✓" if ep.expectation_met else " ✗")
         parts.append(
@@ -74,7 +74,7 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
         "<th>first byte</th><th>total</th><th>Detail</th></tr>"
     )
     for ep in report.endpoints:
-        classes = {a.address: a.klass for v in ep.verdicts for a in v.addresses}
+        classes = ep.classes
         for p in ep.probes:
             ok = "ok" if p.success else "fail"
             detail = (f"account {p.account}" if p.account else "") if p.success else p.error

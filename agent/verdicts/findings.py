@@ -26,6 +26,7 @@ CODES = {
     "SDK_REGION_MISSING": "warning",
     "SDK_ENDPOINT_OVERRIDE": "info",
     "SDK_USES_PROXY": "warning",
+    "HOSTS_FILE_OVERRIDE": "warning",
     "SDK_VIEW_FAILED": "warning",
     "RESOLVER_NOT_AMAZON": "info",
     "IMDS_UNREACHABLE": "warning",
@@ -66,8 +67,20 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
     elif ep.expectation_met is False:
         yield _f(
             "ENDPOINT_PATH_UNEXPECTED",
-            f"{host} takes the {ep.path} path; expected {expected}",
+            f"{host} takes the {ep.effective_path} path"
+            + (" (pinned in the hosts file)" if ep.pinned else "")
+            + f"; expected {expected}",
             "Compare the resolved addresses with the VPC endpoint's ENIs and the expect setting.",
+            host,
+        )
+    if ep.pinned:
+        pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
+        yield _f(
+            "HOSTS_FILE_OVERRIDE",
+            f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on "
+            "this host never ask DNS for it",
+            "Remove the entry (an endpoint with private DNS needs none), or keep it in step with "
+            "the endpoint's ENIs: a stale pin fails every SDK call.",
             host,
         )
     paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
