@@ -256,6 +256,20 @@ def test_untrusted_ca_is_a_tls_error(server: StsServer, tmp_path: Path) -> None:
     assert server.requests == []
 
 
+def test_without_a_bundle_the_probe_trusts_what_botocore_trusts(server: StsServer) -> None:
+    """botocore's bundle (certifi's, or its own), not the system store: a private CA fails."""
+    from botocore.httpsession import where
+
+    default = sts.tls_context(None)
+    botocores = ssl.create_default_context(cafile=where())
+    subjects = {str(c["subject"]) for c in default.get_ca_certs()}
+    assert subjects == {str(c["subject"]) for c in botocores.get_ca_certs()} and subjects
+    p = run(server, default)
+    assert (p.success, p.reason) == (False, "tls_error")
+    assert "unable to get local issuer certificate" in (p.error or ""), p.error
+    assert server.requests == []
+
+
 def test_expired_certificate_is_a_tls_error(authority: Authority, context: ssl.SSLContext) -> None:
     cert, key = authority.issue([REGIONAL], name="expired", expired=True)
     with StsServer("127.0.0.1", 0, cert, key) as old:

@@ -73,9 +73,21 @@ def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
     return {k: str(v) for k, v in request.headers.items()}
 
 
+def default_ca_bundle() -> str:
+    """The bundle botocore verifies STS against when nothing is configured.
+
+    That is certifi's (or a distribution's patched botocore's), not the
+    system store: a TLS-inspecting proxy whose CA is only in the system store
+    breaks boto3, so it must break the probe too.
+    """
+    from botocore.httpsession import get_cert_path
+
+    return str(get_cert_path(True))
+
+
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     """One verifying context per CA bundle; build it once and reuse it across probes."""
-    ctx = ssl.create_default_context(cafile=ca_bundle)
+    ctx = ssl.create_default_context(cafile=ca_bundle or default_ca_bundle())
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
