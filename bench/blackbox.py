@@ -88,7 +88,7 @@ def modules_for(targets: Targets, timeout: float = 5.0) -> dict[str, dict[str, A
     """`sts:<name>` and `dns:<name>` for every simulated STS name."""
     mods: dict[str, dict[str, Any]] = {}
     for name in targets.names:
-        mods[f"sts:{name}"] = sts_module(name, targets.port, targets.vpc.ca_path, timeout)
+        mods[f"sts:{name}"] = sts_module(name, targets.port, targets.sim_ca, timeout)
         mods[f"dns:{name}"] = dns_module(name, timeout)
     return mods
 

@@ -2,7 +2,8 @@
 
 The agent runs its default configuration (regional + global names, three
 addresses each behind the simulated DNS, signed calls with instance-profile
-credentials from the simulated IMDS, the connection audit on); its CPU per
+credentials from the simulated IMDS, the connection audit on, and botocore's
+default CA bundle with the simulated CA added to it); its CPU per
 round is its own work, with no scrapes in the window (one scrape's cost is
 measured separately).  blackbox_exporter does the equivalent work: once a second a loop fires its
 six https probes (one per address, unsigned) and two dns probes in parallel,

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.probes.sts import default_ca_bundle
 from agent.simulate.ca import Authority
 from agent.simulate.demo import SimulatedVpc, start_sts_servers
 from agent.simulate.dns_server import DnsServer
@@ -34,8 +35,11 @@ DEFAULT_LAYOUT: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class Targets:
-    vpc: SimulatedVpc
+    vpc: SimulatedVpc  # its ca_path is the agent's bundle: botocore's roots + the simulated CA
     names: dict[str, tuple[str, ...]]
+    #: The simulated CA alone, for blackbox_exporter: it parses a `ca_file` on every
+    #: probe, where in production it would load the system roots once.
+    sim_ca: Path
 
     @property
     def dns(self) -> DnsServer:
@@ -78,9 +82,13 @@ def simulated_targets(
     imds = ImdsServer("127.0.0.1", 0, region=REGION, az=f"{REGION}a", vpc_cidrs=(VPC_CIDR,)).start()
     for name, addrs in layout.items():
         dns.set_records(name, addrs)
+    # What a deployed agent trusts by default (botocore's bundle) plus the simulated CA,
+    # so the footprint includes the real trust store and not a one-certificate one.
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_text(Path(default_ca_bundle()).read_text() + ca.ca_path.read_text())
     try:
-        vpc = SimulatedVpc(dns, imds, sts, ca.ca_path, port)
-        yield Targets(vpc, {name: tuple(addrs) for name, addrs in layout.items()})
+        vpc = SimulatedVpc(dns, imds, sts, bundle, port)
+        yield Targets(vpc, {name: tuple(addrs) for name, addrs in layout.items()}, ca.ca_path)
     finally:
         for s in sts.values():
             s.stop()
