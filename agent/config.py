@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.results import Endpoint
 
@@ -473,7 +474,35 @@ def build(
         sources["ca_bundle"] = "environment (AWS_CA_BUNDLE)"
     if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
         raise ConfigError("ca_bundle", settings.ca_bundle, "file not found", sources["ca_bundle"])
+    if "imds.address" not in sources:
+        derived = _imds_address_from_env(environ)
+        if derived is not None:
+            settings = replace(settings, imds_address=derived[0])
+            sources["imds.address"] = f"environment ({derived[1]})"
     return Loaded(settings, sources)
+
+
+def _imds_address_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """botocore's IMDS endpoint variables, so discovery asks where the SDK asks.
+
+    On an IPv6-only instance the SDK is told AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6
+    (or a full endpoint); an agent still asking 169.254.169.254 would only time out.
+    """
+    var = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+    url = environ.get(var, "").strip()
+    if url:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host = None
+        if not host:
+            raise ConfigError("imds.address", url, "is not a URL like http://[fd00:ec2::254]", var)
+        host = f"[{host}]" if ":" in host else host
+        return (f"{host}:{port}" if port else host), var
+    if environ.get(f"{var}_MODE", "").strip().lower() == "ipv6":
+        return "fd00:ec2::254", f"{var}_MODE=IPv6"
+    return None
 
 
 def as_toml_dict(settings: Settings) -> dict[str, Any]:

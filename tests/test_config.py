@@ -411,6 +411,35 @@ def test_aws_ca_bundle_is_used_only_when_ca_bundle_is_unset(tmp_path: Path) -> N
     assert err.value.field_path == "ca_bundle" and "AWS_CA_BUNDLE" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "address"),
+    [
+        ({}, "169.254.169.254"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://[fd00:ec2::254]/"}, "[fd00:ec2::254]"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:8080"}, "127.0.0.1:8080"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6"}, "fd00:ec2::254"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4"}, "169.254.169.254"),
+    ],
+)
+def test_imds_address_follows_botocores_variables(
+    environ: dict[str, str], address: str, tmp_path: Path
+) -> None:
+    loaded = build(environ=environ)
+    assert loaded.settings.imds_address == address
+    assert ("imds.address" in loaded.sources) is (address != "169.254.169.254")
+    # A configured address wins over the SDK's variables.
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[imds]\naddress = "10.0.0.9"\n')
+    assert build(file=str(cfg), environ=environ).settings.imds_address == "10.0.0.9"
+
+
+def test_a_bad_imds_endpoint_variable_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        build(environ={"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://:99999"})
+    assert err.value.field_path == "imds.address"
+    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_config_check_json_shows_values_and_sources(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
