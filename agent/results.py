@@ -6,6 +6,7 @@ status page and `check` at once without locks or copies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -198,6 +199,16 @@ class AddressVerdict:
     klass: AddressClass
 
 
+def path_of(verdicts: Sequence[AddressVerdict]) -> Path:
+    """The path a set of answers gives: their one class, mixed, or unresolved if none."""
+    classes = {v.klass for v in verdicts}
+    if not classes:
+        return "unresolved"
+    if len(classes) == 1:
+        return next(iter(classes))
+    return "mixed"
+
+
 @dataclass(frozen=True)
 class PathVerdict:
     """The path one resolver's answer puts an endpoint on."""
@@ -232,10 +243,7 @@ class EndpointReport:
     @property
     def effective_path(self) -> Path:
         """The path programs take: a hosts-file pin wins over whatever DNS says."""
-        if not self.pinned:
-            return self.path
-        classes = {v.klass for v in self.pinned}
-        return next(iter(classes)) if len(classes) == 1 else "mixed"
+        return path_of(self.pinned) if self.pinned else self.path
 
     @property
     def classes(self) -> dict[str, AddressClass]:

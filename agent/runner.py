@@ -36,8 +36,9 @@ from agent.results import (
     Resolver,
     SdkView,
     StsProbe,
+    path_of,
 )
-from agent.verdicts.classify import classify_all, combine_paths, path_of
+from agent.verdicts.classify import classify_all, combine_paths
 from agent.verdicts.findings import evaluate
 
 log = logging.getLogger("agent.runner")
@@ -248,7 +249,7 @@ def run_round(
         lookups = {k: f.result() for k, f in lookup_futs.items()}
         creds = prober.credentials.frozen() if settings.credentials == "chain" else None
         now = time.time()
-        plans: list[tuple[Endpoint, list[str], int]] = []
+        plans: list[tuple[Endpoint, tuple[str, ...], list[str], int]] = []
         for ep in endpoints:
             candidates = prober.book.update(
                 ep.hostname, [lookups[(ep.hostname, r)] for r in disc.resolvers], now
@@ -257,7 +258,7 @@ def run_round(
             pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
             candidates = [*pins, *(a for a in candidates if a not in pins)]
             cap = settings.max_addresses_per_endpoint
-            plans.append((ep, candidates[:cap], max(0, len(candidates) - cap)))
+            plans.append((ep, pins, candidates[:cap], max(0, len(candidates) - cap)))
         probe_futs = {
             (ep.hostname, addr): executor.submit(
                 sts_probe.probe,
@@ -267,7 +268,7 @@ def run_round(
                 timeout=settings.timeout,
                 signed=settings.credentials == "chain",
             )
-            for ep, addrs, _ in plans
+            for ep, _, addrs, _ in plans
             for addr in addrs
         }
         probes: dict[tuple[str, str], StsProbe] = {k: f.result() for k, f in probe_futs.items()}
@@ -276,7 +277,7 @@ def run_round(
             executor.shutdown(wait=False)
 
     reports = []
-    for ep, addrs, dropped in plans:
+    for ep, pins, addrs, dropped in plans:
         eps_lookups = tuple(lookups[(ep.hostname, r)] for r in disc.resolvers)
         verdicts = tuple(
             PathVerdict(
@@ -295,9 +296,7 @@ def run_round(
                 verdicts=verdicts,
                 probes=tuple(probes[(ep.hostname, a)] for a in addrs),
                 dropped_addresses=dropped,
-                pinned=classify_all(
-                    disc.hosts.pinned(ep.hostname) if disc.hosts else (), disc.vpc_cidrs
-                ),
+                pinned=classify_all(pins, disc.vpc_cidrs),
             )
         )
     report = Report(

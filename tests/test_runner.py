@@ -25,6 +25,7 @@ from agent.simulate.demo import start_sts_servers
 from agent.simulate.dns_server import DnsServer
 from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
+from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
 
 REGION = "us-east-2"
@@ -319,6 +320,13 @@ def test_a_stale_hosts_pin_is_probed_first_and_named(vpc: Vpc, tmp_path: Path) -
     assert {"HOSTS_FILE_OVERRIDE", "STS_CALL_FAILED"} <= codes
     doc = to_json(r)["endpoints"][0]
     assert doc["hosts_file"] == [{"address": gone, "class": "vpce"}]
+    metrics = Metrics()
+    metrics.observe(r)
+    text = metrics.registry.exposition().decode()
+    pinned = f'endpoint="{REGIONAL}",path="vpce",resolver="hosts_file"'
+    assert f"sts_agent_endpoint_path{{{pinned}}} 1.0" in text, text
+    address = f'address="{gone}",class="vpce",endpoint="{REGIONAL}"'
+    assert f"sts_agent_endpoint_address_info{{{address}}} 1.0" in text
     # With DNS asked first the file is a fallback only: no pin, nothing probed there.
     nsswitch.write_text("hosts: dns files\n")
     r = one_round(settings)

@@ -29,8 +29,9 @@ from agent.results import (
     Resolver,
     SdkView,
     StsProbe,
+    path_of,
 )
-from agent.verdicts.classify import classify, classify_all, combine_paths, path_of
+from agent.verdicts.classify import classify, classify_all, combine_paths
 from agent.verdicts.findings import CODES, evaluate
 
 VPC = ("127.10.0.0/16",)

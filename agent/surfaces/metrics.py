@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.results import HOSTS_FILE_RESOLVER, PATHS, Report
+from agent.results import PATHS, Report
 
 # 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -253,19 +253,13 @@ def _report_families(report: Report) -> Iterator[Metric]:
     )
     for ep in report.endpoints:
         host = ep.endpoint.hostname
-        per_source = [(v.resolver, v.path, v.addresses) for v in ep.verdicts]
-        if ep.pinned:
-            per_source.append((HOSTS_FILE_RESOLVER, ep.effective_path, ep.pinned))
-        for resolver, p_now, _ in per_source:
+        for resolver, p_now in ep.paths_by_source.items():
             for p in PATHS:
                 path.add_metric([host, resolver, p], 1.0 if p_now == p else 0.0)
         probed = {p.address for p in ep.probes}
-        seen: set[str] = set()
-        for _, _, addresses in per_source:
-            for a in addresses:
-                if a.address in probed and a.address not in seen:
-                    seen.add(a.address)
-                    addr_info.add_metric([host, a.address, a.klass], 1)
+        for address, klass in ep.classes.items():
+            if address in probed:
+                addr_info.add_metric([host, address, klass], 1)
         if ep.expectation_met is not None:
             met.add_metric([host], 1.0 if ep.expectation_met else 0.0)
         dropped.add_metric([host], ep.dropped_addresses)

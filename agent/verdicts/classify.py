@@ -49,15 +49,6 @@ def classify_all(addresses: Iterable[str], vpc_cidrs: Sequence[str]) -> tuple[Ad
     return tuple(AddressVerdict(a, classify(a, vpc_cidrs)) for a in addresses)
 
 
-def path_of(verdicts: Sequence[AddressVerdict]) -> Path:
-    classes = {v.klass for v in verdicts}
-    if not classes:
-        return "unresolved"
-    if len(classes) == 1:
-        return next(iter(classes))
-    return "mixed"
-
-
 def combine_paths(paths: Sequence[Path]) -> Path:
     """One endpoint, several resolvers: agreeing resolvers give their path, else mixed."""
     resolved = {p for p in paths if p != "unresolved"}
