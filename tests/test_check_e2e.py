@@ -139,13 +139,7 @@ def config(
         # Generous: several agents share one IMDS on a loaded CI host; tests of
         # IMDS trouble set their own budget.
         tables["imds"] = {"address": addr, "timeout": 5.0}
-    for key, value in top.items():
-        table, _, sub = key.partition("__")
-        if sub:
-            tables.setdefault(table, {})[sub] = value
-        else:
-            settings[key] = value
-    return write_config(tmp / name, settings, tables)
+    return write_config(tmp / name, settings, tables, top)
 
 
 def environment(imds: ImdsServer | str | None, **extra: str | None) -> dict[str, str]:

@@ -38,10 +38,21 @@ def toml_value(v: Any) -> str:
 
 
 def write_config(
-    path: Path, top: Mapping[str, Any], tables: Mapping[str, Mapping[str, Any]]
+    path: Path,
+    top: Mapping[str, Any],
+    tables: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
-    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
-    for name, table in tables.items():
+    """A TOML file; an override `table__key=value` sets `key` in `[table]`, else a top key."""
+    plain, merged = dict(top), {name: dict(table) for name, table in tables.items()}
+    for key, value in (overrides or {}).items():
+        table, _, sub = key.partition("__")
+        if sub:
+            merged.setdefault(table, {})[sub] = value
+        else:
+            plain[key] = value
+    lines = [f"{k} = {toml_value(v)}" for k, v in plain.items()]
+    for name, table in merged.items():
         lines.append(f"[{name}]")
         lines.extend(f'"{k}" = {toml_value(v)}' for k, v in table.items())
     path.write_text("\n".join(lines) + "\n")
@@ -62,13 +73,7 @@ def vpc_config(vpc: SimulatedVpc, path: Path, port: int, **overrides: Any) -> Pa
         "imds": {"address": f"127.0.0.1:{vpc.imds.port}", "timeout": 3.0},
         "web": {"listen_address": f"127.0.0.1:{port}"},
     }
-    for key, value in overrides.items():
-        table, _, sub = key.partition("__")
-        if sub:
-            tables.setdefault(table, {})[sub] = value
-        else:
-            top[key] = value
-    return write_config(path, top, tables)
+    return write_config(path, top, tables, overrides)
 
 
 def agent_env(vpc: SimulatedVpc | None, **extra: str) -> dict[str, str]:
