@@ -30,28 +30,34 @@ from tests.support.procs import stop_process
 GOAL_S = 1.5
 
 
+def _time_to(
+    argv: list[str], log: Path, urls: tuple[str, str], env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Start a fresh process; seconds from its start until each URL answers 200, in turn."""
+    started = time.perf_counter()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_http(urls[0], proc, log)
+        first = time.perf_counter() - started
+        wait_http(urls[1], proc, log)
+        second = time.perf_counter() - started
+    finally:
+        stop_process(proc)
+    return first, second
+
+
 def agent_once(t: Targets, tmp: Path) -> tuple[float, float]:
     """(seconds to /-/healthy, seconds to /-/ready) for one fresh agent process."""
     port = free_port()
     config = vpc_config(t.vpc, tmp / f"agent-{port}.toml", port, interval=30, timeout=5)
-    log = tmp / f"agent-{port}.log"
-    started = time.perf_counter()
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "serve", "--config", str(config)],
-            env=agent_env(t.vpc),
-            cwd=REPO,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/healthy", proc, log)
-        healthy = time.perf_counter() - started
-        wait_http(f"http://127.0.0.1:{port}/-/ready", proc, log)
-        ready = time.perf_counter() - started
-    finally:
-        stop_process(proc)
-    return healthy, ready
+    base = f"http://127.0.0.1:{port}"
+    return _time_to(
+        [sys.executable, "-m", "agent", "serve", "--config", str(config)],
+        tmp / f"agent-{port}.log",
+        (f"{base}/-/healthy", f"{base}/-/ready"),
+        env=agent_env(t.vpc),
+    )
 
 
 def blackbox_once(t: Targets, tmp: Path) -> tuple[float, float]:
@@ -62,24 +68,14 @@ def blackbox_once(t: Targets, tmp: Path) -> tuple[float, float]:
     if not config.exists():
         config.write_text(yaml.safe_dump({"modules": modules_for(t)}))
     port = free_port()
-    log = tmp / f"blackbox-{port}.log"
     target = f"https://{DEFAULT_LAYOUT[REGIONAL][0]}:{t.port}/"
     query = urllib.parse.urlencode({"module": f"sts:{REGIONAL}", "target": target})
-    started = time.perf_counter()
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [binary(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", proc, log)
-        ready = time.perf_counter() - started
-        wait_http(f"http://127.0.0.1:{port}/probe?{query}", proc, log)
-        first = time.perf_counter() - started
-    finally:
-        stop_process(proc)
-    return ready, first
+    base = f"http://127.0.0.1:{port}"
+    return _time_to(
+        [binary(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+        tmp / f"blackbox-{port}.log",
+        (f"{base}/-/ready", f"{base}/probe?{query}"),
+    )
 
 
 def run(quick: bool) -> Result:
