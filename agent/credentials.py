@@ -17,11 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import subprocess
 import sys
 import threading
 import time
 from typing import Any, NamedTuple
+
+from agent.child import ChildError, ask_child
 
 log = logging.getLogger("agent.credentials")
 
@@ -74,22 +75,9 @@ def metadata() -> dict[str, Any]:
 def metadata_from_child(timeout: float = CHILD_TIMEOUT) -> dict[str, Any]:
     """`metadata()`, asked in a child that inherits this process's environment."""
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "agent.credentials"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise CredentialsError(f"credentials child failed: {type(e).__name__}") from None
-    try:
-        doc = json.loads(out.stdout)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise CredentialsError(f"credentials child failed: exited {out.returncode}")
+        doc = ask_child("agent.credentials", timeout=timeout)
+    except ChildError as e:
+        raise CredentialsError(f"credentials child failed: {e}") from None
     if "error" in doc:
         raise CredentialsError(str(doc["error"])[:200])
     return doc

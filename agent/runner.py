@@ -8,17 +8,15 @@ rarely, so it is a separate step the daemon refreshes on its own schedule;
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from agent.child import ChildError, ask_child
 from agent.config import Settings
 from agent.credentials import Credentials
 from agent.discovery.hosts_file import HostsPins, read_pins
@@ -92,17 +90,7 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
         and k not in _SECRET_ENV
     }
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "agent.probes.sdk"],
-            input=json.dumps(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        doc = json.loads(out.stdout) if out.returncode == 0 else None
-        if not isinstance(doc, dict):
-            raise ValueError(f"exited {out.returncode}")
+        doc = ask_child("agent.probes.sdk", env, timeout)
         return SdkView(
             endpoint_url=doc["endpoint_url"],
             mode=doc["mode"],
@@ -111,13 +99,14 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
             error=doc["error"],
             proxy=doc["proxy"],
         )
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as e:
-        return SdkView(
-            endpoint_url=None,
-            mode="unknown",
-            region=None,
-            error=f"SDK view child failed: {type(e).__name__}: {e}"[:200],
-        )
+    except ChildError as e:
+        return _sdk_unknown(f"SDK view child failed: {e}")
+    except (KeyError, TypeError) as e:  # an answer without the expected fields
+        return _sdk_unknown(f"SDK view child failed: {type(e).__name__}: {e}"[:200])
+
+
+def _sdk_unknown(error: str) -> SdkView:
+    return SdkView(endpoint_url=None, mode="unknown", region=None, error=error)
 
 
 def _keep_last_good(imds: ImdsInfo, previous: Discovery | None) -> ImdsInfo:
@@ -167,7 +156,7 @@ def discover(
 
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
-        sdk = SdkView(endpoint_url=None, mode="unknown", region=None, error=str(e)[:200])
+        sdk = _sdk_unknown(str(e)[:200])
     hosts = None
     if settings.hosts_file:
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -422,3 +423,14 @@ def test_the_daemons_child_sees_the_proxy_variables(tmp_path: Path) -> None:
     v = sdk_view_in_child(env)
     assert v.error is None, v.error
     assert (v.endpoint_url, v.proxy) == (REGIONAL_URL, "http://proxy.corp:3128")
+
+
+def test_a_broken_child_gives_an_unknown_view_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'not json'\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    v = sdk_view_in_child({"AWS_DEFAULT_REGION": "eu-west-1"})
+    assert (v.mode, v.endpoint_url, v.error) == ("unknown", None, "SDK view child failed: exited 3")
