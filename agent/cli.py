@@ -71,9 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="offline audits")
     asub = a.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     ct = asub.add_parser("cloudtrail", help="summarise STS calls in CloudTrail logs")
-    ct.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or s3://b/prefix")
+    ct.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files, directories, s3://BUCKET/PREFIX or logs://LOG_GROUP",
+    )
     ct.add_argument("--json", action="store_true")
     ct.add_argument("--region", help="region for the printed Logs Insights/Athena queries")
+    ct.add_argument(
+        "--since", metavar="DURATION", help="logs:// and Athena: how far back, e.g. 24h"
+    )
+    ct.add_argument("--athena-table", metavar="TABLE", help="run the summary in Athena on TABLE")
+    ct.add_argument("--athena-workgroup", metavar="NAME", help="Athena workgroup")
+    ct.add_argument("--athena-database", metavar="NAME", help="Athena database of TABLE")
+    ct.add_argument("--athena-output", metavar="S3_URL", help="s3:// location for query results")
+    ct.add_argument(
+        "--athena-timeout", metavar="SECONDS", type=float, default=300.0, help="wait at most"
+    )
     return p
 
 
@@ -111,6 +126,27 @@ def _config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit_cloudtrail(args: argparse.Namespace) -> int:
+    from agent.audit.cloudtrail import run_cloudtrail_audit
+    from agent.audit.cloudtrail_athena import AthenaOptions
+
+    athena = None
+    if args.athena_table:
+        athena = AthenaOptions(
+            args.athena_table,
+            args.athena_workgroup,
+            args.athena_database,
+            args.athena_output,
+            timeout=max(1.0, args.athena_timeout),
+        )
+    elif not args.paths:
+        print("sts-agent: audit: give at least one PATH, or --athena-table", file=sys.stderr)
+        return EXIT_ERROR
+    return run_cloudtrail_audit(
+        args.paths, as_json=args.json, region=args.region, since=args.since, athena=athena
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -129,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args)
         if args.command == "audit":
-            from agent.audit.cloudtrail import run_cloudtrail_audit
-
-            return run_cloudtrail_audit(args.paths, as_json=args.json, region=args.region)
+            return _audit_cloudtrail(args)
     except ConfigError as e:
         print(f"sts-agent: config error: {e}", file=sys.stderr)
         return EXIT_ERROR

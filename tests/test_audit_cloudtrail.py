@@ -26,6 +26,9 @@ ACCOUNT = "123456789012"
 ROLE_A = f"arn:aws:sts::{ACCOUNT}:assumed-role/legacy-app/i-0aaa"
 ROLE_B = f"arn:aws:sts::{ACCOUNT}:assumed-role/batch/i-0bbb"
 ROLE_C = f"arn:aws:sts::{ACCOUNT}:assumed-role/web/i-0ccc"
+IAM_A = f"arn:aws:iam::{ACCOUNT}:role/legacy-app"
+IAM_B = f"arn:aws:iam::{ACCOUNT}:role/batch"
+IAM_C = f"arn:aws:iam::{ACCOUNT}:role/web"
 FAKE_KEY = "AKIAIOSFODNN7EXAMPLE"
 FAKE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLEsessiontoken"
@@ -83,8 +86,8 @@ def event(
         extra["endpointType"] = endpoint_type
     if serving_region:
         extra["awsServingRegion"] = serving_region
-    if extra:
-        ev["additionalEventData"] = extra
+    if extra:  # nested as CloudTrail writes it today
+        ev["additionalEventData"] = {"RequestDetails": extra}
     return ev
 
 
@@ -191,7 +194,8 @@ def test_tree_summary_over_cli(tree: Path) -> None:
     assert doc["by_vpc_endpoint"] == {"with": 3, "without": 6}
     assert doc["by_endpoint_type"] == {"global": 1, "regional": 1}
     assert doc["by_serving_region"] == {"eu-west-1": 1, "us-east-2": 1}
-    assert doc["by_principal"] == {ROLE_C: 5, ROLE_A: 3, ROLE_B: 1}
+    assert doc["by_principal"] == {IAM_C: 5, IAM_A: 3, IAM_B: 1}
+    assert doc["by_identity_type"] == {"AssumedRole": 9}
     assert doc["by_source_ip"]["10.0.1.5"] == 3
     assert doc["by_event_name"] == {
         "GetCallerIdentity": 6,
@@ -199,18 +203,34 @@ def test_tree_summary_over_cli(tree: Path) -> None:
         "AssumeRoleWithWebIdentity": 1,
     }
     assert doc["global_calls"] == 4
+    assert doc["global_by_signal"] == {
+        "endpoint_type_and_host": 1,
+        "endpoint_type": 0,
+        "host_header": 3,
+    }
+    assert doc["global_served"] == {"in_region": 1, "us_east_1": 0, "unknown": 3}
     assert doc["global_callers"] == [
         {
-            "principal_arn": ROLE_A,
-            "source_ip": "10.0.1.5",
+            "caller": IAM_A,
+            "identity_type": "AssumedRole",
+            "principal_arn": IAM_A,
+            "sessions": ["i-0aaa"],
+            "source_ips": ["10.0.1.5"],
             "count": 3,
             "last_seen": "2025-03-01T11:00Z",
+            "signals": {"host_header": 3},
+            "served": {"unknown": 3},
         },
         {
-            "principal_arn": ROLE_B,
-            "source_ip": "10.0.2.7",
+            "caller": IAM_B,
+            "identity_type": "AssumedRole",
+            "principal_arn": IAM_B,
+            "sessions": ["i-0bbb"],
+            "source_ips": ["10.0.2.7"],
             "count": 1,
             "last_seen": "2025-03-01T08:00Z",
+            "signals": {"endpoint_type_and_host": 1},
+            "served": {"in_region": 1},
         },
     ]
     assert doc["time_range"] == {"first": "2025-03-01T08:00Z", "last": "2025-03-02T00:00Z"}
@@ -234,19 +254,21 @@ def test_regional_only_exits_0_and_human_report(tmp_path: Path) -> None:
     assert "sts.us-east-2.amazonaws.com" in proc.stdout
     assert "1 with vpcEndpointId, 0 without" in proc.stdout
     assert "logged in us-east-1" in proc.stdout
-    assert 'awsServingRegion = "eu-central-1"' in proc.stdout
-    assert "'eu-central-1'" in proc.stdout
+    assert "awsServingRegion') = 'eu-central-1'" in proc.stdout
 
 
 def test_human_report_lists_global_callers(tree: Path) -> None:
     proc = run_cli(str(tree), env=clean_env(AWS_DEFAULT_REGION="ap-southeast-2"))
     assert proc.returncode == 1
     out = proc.stdout
-    assert "Still calling the global endpoint sts.amazonaws.com: 4 calls" in out
-    caller_lines = [ln for ln in out.splitlines() if ROLE_A in ln or ROLE_B in ln]
-    caller_lines = [ln for ln in caller_lines if "10.0." in ln]
-    assert len(caller_lines) == 2
-    assert "10.0.1.5" in caller_lines[0] and "2025-03-01T11:00Z" in caller_lines[0]
+    assert "Still calling the global endpoint: 4 calls from 2 caller(s)" in out
+    assert "Served in us-east-1 (cross-region dependency): 0; in-region" in out
+    lines = out.splitlines()
+    rows = [i for i, ln in enumerate(lines) if ln.endswith((IAM_A, IAM_B))]
+    assert len(rows) == 2
+    assert "2025-03-01T11:00Z" in lines[rows[0]] and "unrecorded 3" in lines[rows[0]]
+    assert "sessions i-0aaa; from 10.0.1.5; by host_header" in lines[rows[0] + 1]
+    assert "in-region 1" in lines[rows[1]]
     assert "sts.amazonaws.com                " in out and "<- global endpoint" in out
     assert "ap-southeast-2" in out  # region from the SDK's variable
 
@@ -278,7 +300,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path: Path) -> None:
     code, doc, stderr = run_json(str(d))
     assert code == 1
     assert doc["files_read"] == 1
-    assert [g["principal_arn"] for g in doc["global_callers"]] == [ROLE_A]
+    assert [g["principal_arn"] for g in doc["global_callers"]] == [IAM_A]
     errors = {Path(e["source"]).name: e["error"] for e in doc["errors"]}
     assert set(errors) == {
         "b-garbage.json",
@@ -422,10 +444,25 @@ def test_host_normalisation_and_unknown_principal() -> None:
 
 def test_queries_target_the_global_host_and_region() -> None:
     q = queries("eu-north-1")
-    for text in (q["logs_insights"], q["athena"]):
-        assert "sts.amazonaws.com" in text and "us-east-1" in text and "eu-north-1" in text
-    assert 'clientProvidedHostHeader = "sts.amazonaws.com"' in q["logs_insights"]
-    assert "GROUP BY useridentity.arn, sourceipaddress" in q["athena"]
+    assert q["region"] == "eu-north-1" and q["logged_in"] == "us-east-1"
+    # AWS's own queries, kept as published (host header only).
+    assert q["logs_insights_seed"].startswith(
+        'filter eventSource="sts.amazonaws.com" and '
+        'tlsDetails.clientProvidedHostHeader="sts.amazonaws.com"'
+    )
+    assert "tlsdetails.clientProvidedHostHeader = 'sts.amazonaws.com'" in q["athena_seed"]
+    # Today's fields, nested under RequestDetails, plus both host-header forms.
+    for key in ("logs_insights", "logs_insights_us_east_1"):
+        assert 'additionalEventData.RequestDetails.endpointType = "global"' in q[key]
+        assert "/^sts-global\\./" in q[key]
+        assert "additionalEventData.RequestDetails.awsServingRegion" in q[key]
+    assert 'awsServingRegion = "us-east-1"' in q["logs_insights_us_east_1"]
+    for key in ("athena", "athena_in_region"):
+        assert "'$.RequestDetails.endpointType') = 'global'" in q[key]
+        assert "LIKE 'sts-global.%'" in q[key]
+    assert "'$.RequestDetails.awsServingRegion') = 'us-east-1' THEN 'us-east-1'" in q["athena"]
+    assert "'$.RequestDetails.awsServingRegion') = 'eu-north-1'" in q["athena_in_region"]
+    assert "additionalEventData.endpointType" not in json.dumps(q)
 
 
 # --- memory stays flat on a large file ------------------------------------------------

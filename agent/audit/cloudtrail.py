@@ -2,26 +2,43 @@
 
 The host probes show which path *this* host takes; CloudTrail shows every caller in the
 account, including hosts that run no agent. Only events from `sts.amazonaws.com` count.
-Every dimension is a bounded counter (at most MAX_KEYS distinct keys; the rest is
-summed under "(other)"), so a month of logs cannot exhaust memory.
+A call is global when `additionalEventData.RequestDetails.endpointType` says so (the
+reliable signal) or its host header is `sts.amazonaws.com` or `sts-global.<region>...`
+(older events carry only the header); which signal decided is reported. Since 2025 AWS
+serves global calls from default-enabled regions in the caller's region, and
+`RequestDetails.awsServingRegion` says where each was served, so global calls are split
+into served in us-east-1 (a cross-region dependency) and served elsewhere (in-region).
+Every dimension is a bounded counter (at most MAX_KEYS keys of at most MAX_KEY_CHARS
+characters; the rest is summed under "(other)"), so a month of logs, or a hostile
+file, cannot exhaust memory.
 
 `--json` prints one object (a stable contract):
 
-- `files_read`: files read to the end; `events`: all records; `sts_events`: STS records.
-- `by_host`, `by_principal`, `by_source_ip`, `by_event_name`, `by_endpoint_type`,
-  `by_serving_region`: `{key: count}`, most calls first, then `"(other)"` when capped.
-  A missing host header is `"(unknown)"`; endpoint type and serving region come from
-  `additionalEventData` and are counted only when present.
+- `files_read`: sources read to the end; `events`: all records; `sts_events`: STS records.
+- `by_host`, `by_principal` (readable caller, see below), `by_identity_type`,
+  `by_source_ip`, `by_event_name`, `by_endpoint_type`, `by_serving_region`:
+  `{key: count}`, most calls first, then `"(other)"` when capped. A missing host header
+  is `"(unknown)"`; endpoint type and serving region are counted only when present.
 - `by_vpc_endpoint`: `{"with": n, "without": n}`, by presence of `vpcEndpointId`.
 - `time_range`: `{"first": eventTime, "last": eventTime}` of STS events, or nulls.
-- `global_calls`: STS events whose host was `sts.amazonaws.com`.
-- `global_callers[]`: `{principal_arn, source_ip, count, last_seen}`, most calls first;
-  `global_callers_other`: calls from callers beyond the cap.
-- `errors[]`: `{source, error, records_counted}`; records read before a file broke are
-  counted and said so.
-- `queries`: `{region, logged_in, logs_insights, athena}` to find the same callers in AWS.
+- `global_calls`: STS events counted as global; `global_by_signal`: how many of them
+  `endpoint_type_and_host`, `endpoint_type` alone or `host_header` alone recognised;
+  `global_served`: `{"in_region": n, "us_east_1": n, "unknown": n}` by
+  `awsServingRegion` (unknown: not recorded, as in events before the 2025 change).
+- `global_callers[]`: one row per workload, most calls first: `{caller, identity_type,
+  principal_arn, sessions, source_ips, count, last_seen, signals, served}`; an assumed
+  role's sessions are grouped under the role, a web-identity or SAML user under
+  `userName via identityProvider`, a service under `invokedBy`. `sessions` and
+  `source_ips` hold the first few distinct values. `global_callers_other`: calls from
+  callers beyond the cap.
+- `errors[]`: `{source, error, records_counted}`; records read before a source broke
+  are counted and said so.
+- `queries`: `{region, logged_in, logs_insights_seed, logs_insights,
+  logs_insights_us_east_1, athena_seed, athena, athena_in_region}`.
 
-Exit codes: 0 no caller of the global endpoint, 1 some found, 2 nothing readable.
+Exit codes: 0 no call to the global endpoint; 1 global calls, none recorded as served
+in us-east-1; 2 nothing readable (or a usage error); 3 global calls of which some were
+served in us-east-1.
 """
 
 from __future__ import annotations
@@ -30,40 +47,51 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.audit.cloudtrail_read import InputProblem, SourceError, iter_sources, read_records
+from agent.audit.cloudtrail_identity import UNKNOWN, bounded, identity_of, text_at
+from agent.audit.cloudtrail_queries import GLOBAL_HOST, GLOBAL_LOG_REGION, STS_SOURCE, TITLES
+from agent.audit.cloudtrail_queries import queries as queries
+from agent.audit.cloudtrail_read import (
+    InputProblem,
+    RecordSource,
+    SourceError,
+    iter_sources,
+    read_records,
+)
 
-EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FOUND, EXIT_ERROR, EXIT_US_EAST_1 = 0, 1, 2, 3
 MAX_KEYS = 10_000
+SAMPLES = 5  # distinct sessions / source IPs kept per caller row
 OTHER = "(other)"
-UNKNOWN = "(unknown)"
-STS_SOURCE = "sts.amazonaws.com"
-GLOBAL_HOST = "sts.amazonaws.com"
-GLOBAL_LOG_REGION = "us-east-1"  # CloudTrail records global-endpoint calls here
 REGION_PLACEHOLDER = "<region>"
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_STS_GLOBAL_RE = re.compile(r"^sts-global\.[a-z0-9-]+\.amazonaws\.com$")
 _TOP = 15  # rows per table in the human report
 _TOP_CALLERS = 50
+SIGNALS = ("endpoint_type_and_host", "endpoint_type", "host_header")
+SERVED = ("in_region", "us_east_1", "unknown")
 
 
 class BoundedCounter:
-    """Counts keys up to a cap; later new keys only add to `other`."""
+    """Counts keys up to a cap; later new keys only add to `other`. Keys are cut short."""
 
     def __init__(self, cap: int = MAX_KEYS) -> None:
         self.cap = cap
         self.counts: dict[str, int] = {}
         self.other = 0
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, n: int = 1) -> None:
+        key = bounded(key)
         if key in self.counts:
-            self.counts[key] += 1
+            self.counts[key] += n
         elif len(self.counts) < self.cap:
-            self.counts[key] = 1
+            self.counts[key] = n
         else:
-            self.other += 1
+            self.other += n
 
     def ranked(self) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -77,8 +105,51 @@ class BoundedCounter:
 
 @dataclass
 class Caller:
+    """One workload calling the global endpoint."""
+
+    kind: str
+    arn: str | None
     count: int = 0
     last_seen: str = ""
+    sessions: list[str] = field(default_factory=list)
+    ips: list[str] = field(default_factory=list)
+    signals: dict[str, int] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self, name: str) -> dict[str, Any]:
+        return {
+            "caller": name,
+            "identity_type": self.kind,
+            "principal_arn": self.arn,
+            "sessions": self.sessions,
+            "source_ips": self.ips,
+            "count": self.count,
+            "last_seen": self.last_seen,
+            "signals": self.signals,
+            "served": self.served,
+        }
+
+
+def _sample(values: list[str], value: str | None) -> None:
+    if value and len(values) < SAMPLES and value not in values:
+        values.append(value)
+
+
+def global_signal(endpoint_type: str | None, host: str) -> str | None:
+    """Which evidence makes a call global, or None for a regional call."""
+    by_type = endpoint_type == "global"
+    by_host = host == GLOBAL_HOST or bool(_STS_GLOBAL_RE.match(host))
+    if by_type and by_host:
+        return "endpoint_type_and_host"
+    if by_type:
+        return "endpoint_type"
+    return "host_header" if by_host else None
+
+
+def served_case(served_in: str | None) -> str:
+    if served_in is None:
+        return "unknown"
+    return "us_east_1" if served_in == GLOBAL_LOG_REGION else "in_region"
 
 
 @dataclass
@@ -95,55 +166,67 @@ class Summary:
     last_seen: str = ""
     by_host: BoundedCounter = field(default_factory=BoundedCounter)
     by_principal: BoundedCounter = field(default_factory=BoundedCounter)
+    by_identity_type: BoundedCounter = field(default_factory=BoundedCounter)
     by_source_ip: BoundedCounter = field(default_factory=BoundedCounter)
     by_event_name: BoundedCounter = field(default_factory=BoundedCounter)
     by_endpoint_type: BoundedCounter = field(default_factory=BoundedCounter)
     by_serving_region: BoundedCounter = field(default_factory=BoundedCounter)
-    callers: dict[tuple[str, str], Caller] = field(default_factory=dict)
+    global_by_signal: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIGNALS, 0))
+    global_served: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVED, 0))
+    callers: dict[str, Caller] = field(default_factory=dict)
     callers_other: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, record: dict[str, Any]) -> None:
-        self.events += 1
+    def add(self, record: dict[str, Any], n: int = 1, first: str | None = None) -> None:
+        """Count one record (or, from an aggregate query, `n` alike ones)."""
+        self.events += n
         if record.get("eventSource") != STS_SOURCE:
             return
-        self.sts_events += 1
-        host = normal_host(_str(record, "tlsDetails", "clientProvidedHostHeader"))
-        principal = principal_of(record)
-        ip = _str(record, "sourceIPAddress") or UNKNOWN
-        when = _str(record, "eventTime") or ""
-        self.by_host.add(host)
-        self.by_principal.add(principal)
-        self.by_source_ip.add(ip)
-        self.by_event_name.add(_str(record, "eventName") or UNKNOWN)
+        self.sts_events += n
+        host = normal_host(text_at(record, "tlsDetails", "clientProvidedHostHeader"))
+        who = identity_of(record)
+        ip = text_at(record, "sourceIPAddress") or UNKNOWN
+        when = text_at(record, "eventTime") or ""
+        kind = text_at(record, "additionalEventData", "RequestDetails", "endpointType")
+        served_in = text_at(record, "additionalEventData", "RequestDetails", "awsServingRegion")
+        self.by_host.add(host, n)
+        self.by_principal.add(who.caller, n)
+        self.by_identity_type.add(who.kind, n)
+        self.by_source_ip.add(ip, n)
+        self.by_event_name.add(text_at(record, "eventName") or UNKNOWN, n)
         if record.get("vpcEndpointId"):
-            self.with_vpce += 1
+            self.with_vpce += n
         else:
-            self.without_vpce += 1
-        if (kind := _str(record, "additionalEventData", "endpointType")) is not None:
-            self.by_endpoint_type.add(kind)
-        if (served := _str(record, "additionalEventData", "awsServingRegion")) is not None:
-            self.by_serving_region.add(served)
+            self.without_vpce += n
+        if kind is not None:
+            self.by_endpoint_type.add(kind, n)
+        if served_in is not None:
+            self.by_serving_region.add(served_in, n)
         if when:
-            self.first_seen = min(self.first_seen or when, when)
+            self.first_seen = min(self.first_seen or first or when, first or when)
             self.last_seen = max(self.last_seen, when)
-        if host == GLOBAL_HOST:
-            self.global_calls += 1
-            self._add_caller((principal, ip), when)
-
-    def _add_caller(self, key: tuple[str, str], when: str) -> None:
-        caller = self.callers.get(key)
+        signal = global_signal(kind, host)
+        if signal is None:
+            return
+        case = served_case(served_in)
+        self.global_calls += n
+        self.global_by_signal[signal] += n
+        self.global_served[case] += n
+        caller = self.callers.get(who.caller)
         if caller is None:
             if len(self.callers) >= MAX_KEYS:
-                self.callers_other += 1
+                self.callers_other += n
                 return
-            caller = self.callers[key] = Caller()
-        caller.count += 1
+            caller = self.callers[who.caller] = Caller(who.kind, who.arn)
+        caller.count += n
         caller.last_seen = max(caller.last_seen, when)
+        _sample(caller.sessions, who.session)
+        _sample(caller.ips, ip)
+        caller.signals[signal] = caller.signals.get(signal, 0) + n
+        caller.served[case] = caller.served.get(case, 0) + n
 
-    def ranked_callers(self) -> list[tuple[str, str, Caller]]:
-        rows = [(arn, ip, c) for (arn, ip), c in self.callers.items()]
-        return sorted(rows, key=lambda r: (-r[2].count, r[0], r[1]))
+    def ranked_callers(self) -> list[tuple[str, Caller]]:
+        return sorted(self.callers.items(), key=lambda r: (-r[1].count, r[0]))
 
     def as_json(self, region: str) -> dict[str, Any]:
         return {
@@ -154,28 +237,26 @@ class Summary:
             "by_host": self.by_host.as_json(),
             "by_vpc_endpoint": {"with": self.with_vpce, "without": self.without_vpce},
             "by_principal": self.by_principal.as_json(),
+            "by_identity_type": self.by_identity_type.as_json(),
             "by_source_ip": self.by_source_ip.as_json(),
             "by_event_name": self.by_event_name.as_json(),
             "by_endpoint_type": self.by_endpoint_type.as_json(),
             "by_serving_region": self.by_serving_region.as_json(),
             "global_calls": self.global_calls,
-            "global_callers": [
-                {"principal_arn": arn, "source_ip": ip, "count": c.count, "last_seen": c.last_seen}
-                for arn, ip, c in self.ranked_callers()
-            ],
+            "global_by_signal": self.global_by_signal,
+            "global_served": self.global_served,
+            "global_callers": [c.as_json(name) for name, c in self.ranked_callers()],
             "global_callers_other": self.callers_other,
             "errors": self.errors,
             "queries": queries(region),
         }
 
-
-def _str(record: dict[str, Any], *path: str) -> str | None:
-    node: Any = record
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node if isinstance(node, str) and node else None
+    def exit_code(self) -> int:
+        if self.files_read == 0 and self.events == 0:
+            return EXIT_ERROR
+        if self.global_served["us_east_1"]:
+            return EXIT_US_EAST_1
+        return EXIT_FOUND if self.global_calls else EXIT_OK
 
 
 def normal_host(host: str | None) -> str:
@@ -189,15 +270,25 @@ def normal_host(host: str | None) -> str:
 
 
 def principal_of(record: dict[str, Any]) -> str:
-    """The ARN, or for web-identity and SAML callers (no ARN) their type and id."""
-    arn = _str(record, "userIdentity", "arn")
-    if arn:
-        return arn
-    kind = _str(record, "userIdentity", "type")
-    ident = _str(record, "userIdentity", "principalId") or _str(record, "userIdentity", "userName")
-    if kind and ident:
-        return f"{kind}:{ident}"
-    return ident or UNKNOWN
+    """The readable caller of one record (see agent.audit.cloudtrail_identity)."""
+    return identity_of(record).caller
+
+
+def printable(text: str) -> str:
+    """Escape control and format characters, so an event cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch == " " or not unicodedata.category(ch).startswith(("C", "Z")) else _escape(ch)
+        for ch in text
+    )
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def resolve_region(region: str | None) -> str:
@@ -215,57 +306,19 @@ def resolve_region(region: str | None) -> str:
     return REGION_PLACEHOLDER
 
 
-def queries(region: str) -> dict[str, str]:
-    """Queries that find the same global-endpoint callers in CloudWatch Logs and Athena."""
-    logs_insights = "\n".join(
-        [
-            f"# Callers of the global STS endpoint ({GLOBAL_HOST}). CloudTrail logs them in",
-            f"# {GLOBAL_LOG_REGION}: query the log group that receives {GLOBAL_LOG_REGION} events.",
-            f"# Only calls served in {region}: add",
-            f'#   | filter additionalEventData.awsServingRegion = "{region}"',
-            f'filter eventSource = "{STS_SOURCE}"',
-            f'  and tlsDetails.clientProvidedHostHeader = "{GLOBAL_HOST}"',
-            "| stats count(*) as calls, max(eventTime) as lastSeen"
-            " by userIdentity.arn, sourceIPAddress",
-            "| sort calls desc",
-        ]
-    )
-    athena = "\n".join(
-        [
-            f"-- Callers of the global STS endpoint ({GLOBAL_HOST}); CloudTrail logs them in",
-            f"-- {GLOBAL_LOG_REGION}. Replace cloudtrail_logs with your CloudTrail table.",
-            f"-- Only calls served in {region}: add to WHERE",
-            f"--   AND json_extract_scalar(additionaleventdata, '$.awsServingRegion') = '{region}'",
-            "SELECT useridentity.arn AS principal_arn,",
-            "       sourceipaddress AS source_ip,",
-            "       count(*) AS calls,",
-            "       max(eventtime) AS last_seen",
-            "FROM cloudtrail_logs",
-            f"WHERE eventsource = '{STS_SOURCE}'",
-            f"  AND tlsdetails.clientprovidedhostheader = '{GLOBAL_HOST}'",
-            f"  AND awsregion = '{GLOBAL_LOG_REGION}'",
-            "GROUP BY useridentity.arn, sourceipaddress",
-            "ORDER BY calls DESC",
-        ]
-    )
-    return {
-        "region": region,
-        "logged_in": GLOBAL_LOG_REGION,
-        "logs_insights": logs_insights,
-        "athena": athena,
-    }
-
-
-def summarise(paths: Sequence[str]) -> Summary:
+def summarise(
+    paths: Sequence[str], since_ms: int | None = None, summary: Summary | None = None
+) -> Summary:
     """Read every source once; report each bad one on stderr as it happens and go on."""
-    summary = Summary()
-    for item in iter_sources(paths):
+    summary = Summary() if summary is None else summary
+    for item in iter_sources(paths, since_ms):
         if isinstance(item, InputProblem):
             _error(summary, item.name, item.message, 0)
             continue
         counted = 0
         try:
-            for record in read_records(item):
+            records = item.records() if isinstance(item, RecordSource) else read_records(item)
+            for record in records:
                 summary.add(record)
                 counted += 1
         except SourceError as e:
@@ -277,91 +330,118 @@ def summarise(paths: Sequence[str]) -> Summary:
 
 
 def _error(summary: Summary, source: str, message: str, counted: int) -> None:
-    print(f"sts-agent: audit: {source}: {message}", file=sys.stderr)
+    print(f"sts-agent: audit: {printable(source)}: {printable(message)}", file=sys.stderr)
     summary.errors.append({"source": source, "error": message, "records_counted": counted})
 
 
 def _table(title: str, counter: BoundedCounter, flag: str = "") -> Iterator[str]:
     """Top rows of one counter; `flag` marks the global host where hosts are listed."""
-    rows = counter.ranked()
+    rows = [(printable(k), n, k) for k, n in counter.ranked()]
     if not rows:
         return
     yield ""
     yield title
-    width = max(30, *(len(k) for k, _ in rows[:_TOP]))
-    for key, n in rows[:_TOP]:
-        mark = f"  <- {flag}" if flag and key == GLOBAL_HOST else ""
+    width = max(30, *(len(k) for k, _, _ in rows[:_TOP]))
+    for key, n, raw in rows[:_TOP]:
+        mark = f"  <- {flag}" if flag and global_signal(None, raw) else ""
         yield f"  {key:<{width}}  {n:>9}{mark}"
-    rest = sum(n for _, n in rows[_TOP:]) + counter.other
+    rest = sum(n for _, n, _ in rows[_TOP:]) + counter.other
     if rest:
         yield f"  … {rest} more calls under other keys (all in --json)"
+
+
+def _split(counts: dict[str, int]) -> str:
+    names = {"us_east_1": "us-east-1", "in_region": "in-region", "unknown": "unrecorded"}
+    return ", ".join(f"{names[k]} {n}" for k, n in counts.items() if n) or "-"
+
+
+def _caller_lines(s: Summary) -> Iterator[str]:
+    callers = s.ranked_callers()
+    if not callers:
+        yield f"No calls to the global endpoint {GLOBAL_HOST}."
+        return
+    served = s.global_served
+    yield (
+        f"Still calling the global endpoint: {s.global_calls} calls from {len(callers)} "
+        f"caller(s). Served in us-east-1 (cross-region dependency): {served['us_east_1']}; "
+        f"in-region (fine for now, still to move): {served['in_region']}; "
+        f"serving region not recorded: {served['unknown']}"
+    )
+    sig = s.global_by_signal
+    yield (
+        f"Recognised by: endpointType and host header {sig['endpoint_type_and_host']}, "
+        f"endpointType alone {sig['endpoint_type']}, host header alone {sig['host_header']}"
+    )
+    yield f"  {'calls':>9}  {'last seen':<20}  {'served':<26}  caller"
+    for name, c in callers[:_TOP_CALLERS]:
+        yield f"  {c.count:>9}  {c.last_seen:<20}  {_split(c.served):<26}  {printable(name)}"
+        detail = [f"type {c.kind}"]
+        if c.sessions:
+            detail.append("sessions " + ", ".join(printable(x) for x in c.sessions))
+        detail.append("from " + ", ".join(printable(x) for x in c.ips))
+        detail.append("by " + ", ".join(k for k, n in c.signals.items() if n))
+        yield f"  {'':>9}  {'':<20}  {'':<26}    {'; '.join(detail)}"
+    if len(callers) > _TOP_CALLERS:
+        yield f"  … {len(callers) - _TOP_CALLERS} more caller(s) in --json"
+    if s.callers_other:
+        yield f"  … {s.callers_other} calls from callers beyond the first {MAX_KEYS}"
 
 
 def render(summary: Summary, region: str) -> str:
     """The human report; the same facts as --json, trimmed to the top rows."""
     s = summary
     lines = [
-        f"CloudTrail STS audit: {s.files_read} file(s) read, {len(s.errors)} problem(s); "
+        f"CloudTrail STS audit: {s.files_read} source(s) read, {len(s.errors)} problem(s); "
         f"{s.events} events, {s.sts_events} from {STS_SOURCE}",
     ]
     if s.first_seen:
-        lines.append(f"STS events from {s.first_seen} to {s.last_seen}")
+        lines.append(f"STS events from {printable(s.first_seen)} to {printable(s.last_seen)}")
     lines += _table("Called host", s.by_host, flag="global endpoint")
     if s.sts_events:
         lines.append(
             f"Through a VPC endpoint: {s.with_vpce} with vpcEndpointId, {s.without_vpce} without"
         )
-    lines += _table("Endpoint type (additionalEventData)", s.by_endpoint_type)
-    lines += _table("Serving region (additionalEventData)", s.by_serving_region)
+    lines += _table("Endpoint type (RequestDetails.endpointType)", s.by_endpoint_type)
+    lines += _table("Serving region (RequestDetails.awsServingRegion)", s.by_serving_region)
     lines += _table("Event name", s.by_event_name)
-    lines += _table("Principal", s.by_principal)
+    lines += _table("Identity type", s.by_identity_type)
+    lines += _table("Caller", s.by_principal)
     lines += _table("Source IP", s.by_source_ip)
     lines.append("")
-    callers = s.ranked_callers()
-    if not callers:
-        lines.append(f"No calls to the global endpoint {GLOBAL_HOST}.")
-    else:
-        lines.append(
-            f"Still calling the global endpoint {GLOBAL_HOST}: {s.global_calls} calls "
-            f"from {len(callers)} principal/IP pair(s), most first"
-        )
-        lines.append(f"  {'calls':>9}  {'last seen':<20}  {'source IP':<15}  principal")
-        for arn, ip, c in callers[:_TOP_CALLERS]:
-            lines.append(f"  {c.count:>9}  {c.last_seen:<20}  {ip:<15}  {arn}")
-        if len(callers) > _TOP_CALLERS:
-            lines.append(f"  … {len(callers) - _TOP_CALLERS} more caller(s) in --json")
-        if s.callers_other:
-            lines.append(f"  … {s.callers_other} calls from callers beyond the first {MAX_KEYS}")
+    lines += _caller_lines(s)
     if s.errors:
         lines.append(f"{len(s.errors)} input(s) could not be read fully (see the lines above).")
     q = queries(region)
-    lines += [
-        "",
-        f"To find these callers in AWS (global-endpoint calls are logged in {GLOBAL_LOG_REGION}):",
-        "",
-        "CloudWatch Logs Insights:",
-        *(f"  {line}" for line in q["logs_insights"].splitlines()),
-        "",
-        "Athena:",
-        *(f"  {line}" for line in q["athena"].splitlines()),
-    ]
+    lines += ["", f"To find these callers in AWS (global calls are logged in {GLOBAL_LOG_REGION}):"]
+    for key, title in TITLES.items():
+        lines += ["", f"{title}:", *(f"  {line}" for line in q[key].splitlines())]
     return "\n".join(lines)
 
 
 def run_cloudtrail_audit(
-    paths: Sequence[str], *, as_json: bool = False, region: str | None = None
+    paths: Sequence[str],
+    *,
+    as_json: bool = False,
+    region: str | None = None,
+    since: str | None = None,
+    athena: Any = None,
 ) -> int:
-    """CLI entry: 0 no global-endpoint callers, 1 some found, 2 nothing readable."""
+    """CLI entry; see the module docstring for the exit codes."""
+    from agent.audit.cloudtrail_logs import parse_since
+
     try:
         resolved = resolve_region(region)
+        since_ms = parse_since(since) if since is not None else None
     except ValueError as e:
         print(f"sts-agent: audit: {e}", file=sys.stderr)
         return EXIT_ERROR
-    summary = summarise(paths)
+    summary = summarise(paths, since_ms)
+    if athena is not None:
+        from agent.audit.cloudtrail_athena import summarise_athena
+
+        summarise_athena(athena, summary, since_ms, _error)
     if as_json:
         print(json.dumps(summary.as_json(resolved), indent=2))
     else:
         print(render(summary, resolved))
-    if summary.files_read == 0 and summary.events == 0:
-        return EXIT_ERROR
-    return EXIT_FOUND if summary.global_calls else EXIT_OK
+    return summary.exit_code()

@@ -1,9 +1,17 @@
-"""Streams CloudTrail records out of local files, directory trees and S3 prefixes.
+"""Streams CloudTrail records out of local files, directory trees, S3 prefixes and
+CloudWatch Logs groups (`logs://GROUP`, read by agent.audit.cloudtrail_logs).
 
 CloudTrail delivers one `{"Records": [...]}` document per file, and a busy account's files
 reach hundreds of megabytes. Records are therefore decoded one at a time from a small
 sliding buffer, so memory stays flat whatever the file size. Exports that write one
 event per line are read by the same code path.
+
+Hostile files are bounded, each failure a one-line error for that file alone: one JSON
+value (a record) may span at most MAX_VALUE characters, far above any real CloudTrail
+event, and decoding it costs at most a few dozen times that; fields of a top-level object
+that is not a `Records` document are kept only up to MAX_VALUE characters in all; nesting
+deeper than the decoder's recursion limit is an error, not a crash; only regular files
+are opened (a FIFO would block forever), and they are opened without blocking.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import gzip
 import json
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +29,7 @@ from typing import Any, Protocol
 
 SUFFIXES = (".json", ".json.gz")
 CHUNK = 1 << 20  # bytes read per step
-MAX_VALUE = 32 << 20  # one JSON value larger than this is treated as a broken file
+MAX_VALUE = 1 << 20  # characters; one JSON value larger than this is a broken file
 DIGEST_DIR = "CloudTrail-Digest"  # integrity digests share the bucket but hold no events
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -44,6 +53,14 @@ class Source:
 
 
 @dataclass(frozen=True)
+class RecordSource:
+    """A source that yields decoded records itself (CloudWatch Logs events)."""
+
+    name: str
+    records: Callable[[], Iterator[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
 class InputProblem:
     """An argument that yielded no sources (missing path, failed S3 listing)."""
 
@@ -51,22 +68,53 @@ class InputProblem:
     message: str
 
 
-def iter_sources(paths: Sequence[str]) -> Iterator[Source | InputProblem]:
+def iter_sources(
+    paths: Sequence[str], since_ms: int | None = None
+) -> Iterator[Source | RecordSource | InputProblem]:
     """Expand the command-line paths in order; directories are walked sorted."""
     for path in paths:
         if path.startswith("s3://"):
             yield from _s3_sources(path)
+        elif path.startswith("logs://"):
+            from agent.audit.cloudtrail_logs import log_group_source
+
+            yield log_group_source(path, since_ms)
         elif os.path.isdir(path):
             yield from _dir_sources(path)
         elif os.path.lexists(path):
-            yield Source(path, _local_opener(path))
+            yield _local_source(path)
         else:
             yield InputProblem(path, "no such file or directory")
 
 
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not a regular file ({kind}); skipped"
+
+
+def _local_source(path: str) -> Source | InputProblem:
+    try:
+        why = _not_regular(os.stat(path).st_mode)
+    except OSError as e:
+        return InputProblem(path, _os_reason(e))
+    return InputProblem(path, why) if why else Source(path, _local_opener(path))
+
+
 def _local_opener(path: str) -> Callable[[], _Readable]:
     def opener() -> _Readable:
-        return open(path, "rb")
+        # O_NONBLOCK: a file swapped for a FIFO after listing must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            why = _not_regular(os.fstat(fd).st_mode)
+            if why:
+                raise SourceError(why)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     return opener
 
@@ -87,8 +135,7 @@ def _dir_sources(top: str) -> Iterator[Source | InputProblem]:
         for name in sorted(files):
             if _wanted(name):
                 reported = True
-                full = os.path.join(root, name)
-                yield Source(full, _local_opener(full))
+                yield _local_source(os.path.join(root, name))
     for err in problems:
         yield InputProblem(str(err.filename or top), _os_reason(err))
         reported = True
@@ -226,6 +273,8 @@ class _Buffer:
             except json.JSONDecodeError as e:
                 self._more_or_raise(e)
                 continue
+            except RecursionError:
+                raise SourceError(f"JSON nested too deeply at character {self.offset}") from None
             # A number running into the buffer's end may continue in the next chunk.
             if numeric and end == len(self.buf) and self.fill():
                 continue
@@ -263,7 +312,7 @@ def _object(buf: _Buffer) -> Iterator[dict[str, Any]]:
     """Stream a Records document, or return a lone object that is itself an event."""
     start = buf.offset
     buf.take("{")
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] | None = {}  # None: too large to be one event, no longer kept
     saw_records = False
     if buf.peek() == "}":
         buf.take("}")
@@ -278,17 +327,20 @@ def _object(buf: _Buffer) -> Iterator[dict[str, Any]]:
                 yield from _array(buf)
             else:
                 value = buf.value()
-                if not saw_records:
+                if fields is not None and not saw_records:
                     fields[key] = value
+                    if buf.offset - start > MAX_VALUE:
+                        fields = None
             if buf.take(",}") == "}":
                 break
     if saw_records:
         return
-    if "eventSource" in fields or "eventVersion" in fields:
+    if fields is not None and ("eventSource" in fields or "eventVersion" in fields):
         yield fields
         return
+    size = "" if fields is not None else f" (and is over {MAX_VALUE >> 20} MiB)"
     raise SourceError(
-        f"wrong shape at character {start}: object has no Records array and is not an event"
+        f"wrong shape at character {start}: object has no Records array and is not an event" + size
     )
 
 
@@ -313,6 +365,8 @@ def read_records(source: Source) -> Iterator[dict[str, Any]]:
 
     try:
         raw = source.open()
+    except SourceError:
+        raise
     except OSError as e:
         raise SourceError(_os_reason(e)) from None
     except ClientError as e:
@@ -338,4 +392,12 @@ def read_records(source: Source) -> Iterator[dict[str, Any]]:
             close()
 
 
-__all__ = ["SUFFIXES", "InputProblem", "Source", "SourceError", "iter_sources", "read_records"]
+__all__ = [
+    "SUFFIXES",
+    "InputProblem",
+    "RecordSource",
+    "Source",
+    "SourceError",
+    "iter_sources",
+    "read_records",
+]
