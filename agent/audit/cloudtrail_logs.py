@@ -4,12 +4,15 @@ A trail that delivers to CloudWatch Logs writes one event per log event. The ser
 gets a coarse filter (the quoted term `"sts.amazonaws.com"`, which every STS event
 contains), so only candidates cross the network; the exact test (`eventSource`) is
 the audit's own, on the client. botocore's paginator follows `nextToken`, and its
-usual chains supply credentials, region and `AWS_ENDPOINT_URL_LOGS`.
+usual chains supply credentials, region and the endpoint URL. botocore names the
+service-specific variable after the service id, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`;
+the shorter `AWS_ENDPOINT_URL_LOGS` is honoured too when that one is unset.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from agent.audit.cloudtrail_read import MAX_VALUE, InputProblem, RecordSource, S
 
 FILTER_PATTERN = '"sts.amazonaws.com"'
 DEFAULT_SINCE = "24h"
+PAGE = 1000  # events per FilterLogEvents call
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MAX_DAYS = 3660
@@ -48,15 +52,28 @@ def _client_error(e: Any) -> SourceError:
     return SourceError(f"FilterLogEvents failed: {err.get('Code', '?')} {err.get('Message', '')}")
 
 
+def _endpoint_alias() -> str | None:
+    if os.environ.get("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"):
+        return None
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_LOGS") or None
+
+
 def _events(group: str, start_ms: int) -> Iterator[dict[str, Any]]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         pages = (
-            boto3.client("logs")
+            boto3.client("logs", endpoint_url=_endpoint_alias())
             .get_paginator("filter_log_events")
-            .paginate(logGroupName=group, startTime=start_ms, filterPattern=FILTER_PATTERN)
+            .paginate(
+                logGroupName=group,
+                startTime=start_ms,
+                filterPattern=FILTER_PATTERN,
+                PaginationConfig={"PageSize": PAGE},
+            )
         )
         for page in pages:
             for ev in page.get("events", []):
