@@ -38,6 +38,7 @@ from agent.results import (
 )
 from agent.verdicts.classify import classify_all, combine_paths
 from agent.verdicts.findings import evaluate
+from agent.verdicts.serving import global_serving
 
 log = logging.getLogger("agent.runner")
 
@@ -98,11 +99,22 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
             reasons=tuple(doc["reasons"]),
             error=doc["error"],
             proxy=doc["proxy"],
+            unconfigured=bool(doc.get("unconfigured", False)),
         )
     except ChildError as e:
         return _sdk_unknown(f"SDK view child failed: {e}")
     except (KeyError, TypeError) as e:  # an answer without the expected fields
         return _sdk_unknown(f"SDK view child failed: {type(e).__name__}: {e}"[:200])
+
+
+def _with_global_serving(
+    sdk: SdkView, host_region: str | None, resolvers: tuple[Resolver, ...]
+) -> SdkView:
+    """Where AWS would serve a global call from this host (agent.verdicts.serving)."""
+    if sdk.error:
+        return sdk
+    served, why = global_serving(host_region, resolvers, proxied=bool(sdk.proxy))
+    return dataclasses.replace(sdk, global_served_in=served, global_served_why=why)
 
 
 def _sdk_unknown(error: str) -> SdkView:
@@ -157,6 +169,7 @@ def discover(
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = _sdk_unknown(str(e)[:200])
+    sdk = _with_global_serving(sdk, imds.region or (regions[0] if regions else None), resolvers)
     hosts = None
     if settings.hosts_file:
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]

@@ -271,6 +271,33 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         ),
         "warning",
     ),
+    # Served in us-east-1: the host's region is known, its resolver is not Amazon's.
+    "SDK_GLOBAL_SERVED_US_EAST_1": (
+        lambda: report(
+            sdk=SdkView(
+                "https://sts.amazonaws.com",
+                "global",
+                "us-east-1",
+                ("legacy_mode",),
+                global_served_in="us-east-1",
+                global_served_why="custom_resolver",
+            )
+        ),
+        "critical",
+    ),
+    # The agent's own environment, with no AWS setting at all: said, not warned.
+    "SDK_ENV_UNCONFIGURED": (
+        lambda: report(
+            sdk=SdkView(
+                "https://sts.amazonaws.com",
+                "global",
+                "aws-global",
+                ("no_region",),
+                unconfigured=True,
+            )
+        ),
+        "info",
+    ),
     "SDK_REGION_MISSING": (
         # aws-global names a "region", but the reasons say none was configured.
         lambda: report(

@@ -14,6 +14,8 @@ from typing import Any
 
 from agent.config import Settings
 from agent.results import Finding, Report
+from agent.verdicts.findings import SDK_ENV_CODES
+from agent.verdicts.serving import cross_region, served_text
 
 log = logging.getLogger("agent.audit")
 
@@ -29,13 +31,19 @@ class HostAudits:
     def apply(self, settings: Settings, report: Report) -> Report:
         audit: dict[str, Any] = {}
         findings: list[Finding] = []
+        base = report.findings
         if settings.audit_connections:
             audit["connections"] = _connections(settings, report, self.with_owners)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
-                self._procs = (time.time(), *_processes())
+                self._procs = (time.time(), *_processes(report))
             audit["processes"], found = self._procs[1], self._procs[2]
             findings.extend(found)
+            if audit["processes"].get("permitted"):
+                # The workloads' own settings were read: they, not the agent's environment,
+                # decide whether boto3 on this host calls the global endpoint.
+                base = tuple(f for f in base if f.code not in SDK_ENV_CODES)
+                audit["processes"]["decides_sdk_verdict"] = True
         if settings.audit_vpc_endpoints and report.region:
             if self._vpce is None or time.time() - self._vpce[0] > settings.discovery_interval:
                 self._vpce = (time.time(), *_vpc_endpoints(report))
@@ -44,9 +52,7 @@ class HostAudits:
         if not audit:
             return report
         extras = dict(report.extras, audit=audit)
-        return dataclasses.replace(
-            report, extras=extras, findings=report.findings + tuple(findings)
-        )
+        return dataclasses.replace(report, extras=extras, findings=base + tuple(findings))
 
 
 def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[
     }
 
 
-def _processes() -> tuple[dict[str, Any], tuple[Finding, ...]]:
+def _processes(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:
     from agent.audit.processes import audit_processes
 
     try:
@@ -107,11 +113,16 @@ def _processes() -> tuple[dict[str, Any], tuple[Finding, ...]]:
     if global_users:
         names = ", ".join(f"{p.name}[{p.pid}]" for p in global_users[:5])
         more = f" and {len(global_users) - 5} more" if len(global_users) > 5 else ""
+        sdk = report.sdk
+        served, why = (sdk.global_served_in, sdk.global_served_why) if sdk else (None, None)
+        where = served_text(served, why)
+        severe = cross_region(served, why)
         findings.append(
             Finding(
-                "PROCESS_USES_GLOBAL_ENDPOINT",
-                "warning",
-                f"{len(global_users)} process(es) would call sts.amazonaws.com: {names}{more}",
+                "SDK_GLOBAL_SERVED_US_EAST_1" if severe else "PROCESS_USES_GLOBAL_ENDPOINT",
+                "critical" if severe else "warning",
+                f"{len(global_users)} process(es) would call sts.amazonaws.com: {names}{more}; "
+                f"{where}" + (": their STS calls depend on us-east-1" if severe else ""),
                 "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "
                 "botocore >= 1.40); the global name never uses the VPC endpoint.",
             )

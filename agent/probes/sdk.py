@@ -8,6 +8,10 @@ which other threads share and must never be patched.  Creating a client makes
 no network call; the one lookup that could (IMDS, for defaults_mode=auto)
 is switched off because it only tunes retries, never the STS endpoint.
 
+The view also says whether the environment it read carried any AWS setting at all:
+the agent's own bare environment says nothing about the workloads. Where AWS serves
+a global call from this host is agent.verdicts.serving's to say.
+
 Measured: the first call takes about 40 ms, later ones about 7 ms because the
 botocore loader and its parsed JSON are shared across calls (a plain botocore
 session takes about 60 ms each time).  That is what lets the process audit
@@ -291,6 +295,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
+def _has_aws_settings(env: Mapping[str, str], session: Any) -> bool:
+    """Any AWS variable (proxies aside) or an AWS config file that exists."""
+    if any(v for k, v in env.items() if k not in PROXY_ENV):
+        return True
+    path = os.path.expanduser(str(session.get_config_variable("config_file")))
+    return os.path.isfile(path)
+
+
 def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
     """The STS endpoint botocore would use with `environ` (default: this process's)."""
     source = os.environ if environ is None else environ
@@ -307,6 +319,7 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
             region=client.meta.region_name,
             reasons=_reasons(session, env, mode) + ((proxy_reason,) if proxy_reason else ()),
             proxy=proxy,
+            unconfigured=not _has_aws_settings(env, session),
         )
     except Exception as exc:
         return SdkView(endpoint_url=None, mode="unknown", region=None, error=_one_line(exc))

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.results import PATHS, Report
+from agent.verdicts.serving import cross_region
 
 # 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -296,6 +297,17 @@ def _report_families(report: Report) -> Iterator[Metric]:
         )
         proxied.add_metric([], 1 if report.sdk.proxy else 0)
         yield proxied
+        # Where AWS serves a global call from this host (agent.verdicts.serving).
+        if report.sdk.global_served_why and report.sdk.global_served_in:
+            east = _g(
+                "sts_agent_sdk_global_served_us_east_1",
+                "1 if a global STS call from this host is served in us-east-1 although the "
+                "host is elsewhere (custom resolver or opt-in region), 0 if in its own region.",
+                [],
+            )
+            served = (report.sdk.global_served_in, report.sdk.global_served_why)
+            east.add_metric([], 1 if cross_region(*served) else 0)
+            yield east
     findings = _g(
         "sts_agent_findings",
         "Active findings by stable code and severity (see the README for each code).",

@@ -106,6 +106,9 @@ def to_json(report: Report) -> dict[str, Any]:
             "reasons": list(sdk.reasons),
             "error": sdk.error,
             "proxy": sdk.proxy,
+            "unconfigured": sdk.unconfigured,
+            "global_served_in": sdk.global_served_in,
+            "global_served_why": sdk.global_served_why,
         },
         "endpoints": [_endpoint(ep) for ep in report.endpoints],
         "findings": [

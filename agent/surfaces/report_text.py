@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.results import Report, StsProbe
+from agent.verdicts.serving import served_text
 
 _MARK = {"info": "i", "warning": "!", "critical": "X"}
 
@@ -48,6 +49,8 @@ def render(report: Report) -> str:
             out.append(f"  sdk         boto3 here would call {s.endpoint_url} ({s.mode}){why}")
             if s.proxy:
                 out.append(f"  sdk proxy   {s.proxy}")
+            if s.global_served_why:
+                out.append(f"  sdk global  {served_text(s.global_served_in, s.global_served_why)}")
     for ep in report.endpoints:
         e = ep.endpoint
         exp = ""

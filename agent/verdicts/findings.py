@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 from agent.config import Settings
-from agent.results import EndpointReport, Finding, Report
+from agent.results import EndpointReport, Finding, Report, SdkView
+from agent.verdicts.serving import cross_region, served_text
 
 CODES = {
     "ENDPOINT_PATH_UNEXPECTED": "warning",
@@ -28,6 +29,8 @@ CODES = {
     "SDK_USES_PROXY": "warning",
     "HOSTS_FILE_OVERRIDE": "warning",
     "SDK_VIEW_FAILED": "warning",
+    "SDK_GLOBAL_SERVED_US_EAST_1": "critical",
+    "SDK_ENV_UNCONFIGURED": "info",
     "RESOLVER_NOT_AMAZON": "info",
     "IMDS_UNREACHABLE": "warning",
     "IMDS_DISABLED": "info",
@@ -39,6 +42,55 @@ CODES = {
 
 def _f(code: str, message: str, advice: str, endpoint: str | None = None) -> Finding:
     return Finding(code, CODES[code], message, advice, endpoint)  # type: ignore[arg-type]
+
+
+#: Codes of the SDK view of the agent's own environment: a process audit that could
+#: read the workloads' environments replaces them (agent.audit.host).
+SDK_ENV_CODES = frozenset(
+    {
+        "SDK_USES_GLOBAL_ENDPOINT",
+        "SDK_REGION_MISSING",
+        "SDK_GLOBAL_SERVED_US_EAST_1",
+        "SDK_ENV_UNCONFIGURED",
+    }
+)
+ENV_FILE = "/etc/default/sts-agent"
+
+
+def _sdk_global_findings(sdk: SdkView) -> Iterator[Finding]:
+    """boto3 here would call the global endpoint: where AWS serves it, and how bad."""
+    if sdk.mode != "global":
+        return
+    where = served_text(sdk.global_served_in, sdk.global_served_why)
+    if sdk.unconfigured:
+        yield _f(
+            "SDK_ENV_UNCONFIGURED",
+            "the agent's own environment has no AWS settings (no AWS_* variable, no config "
+            f"file), so its SDK view (boto3 would call {sdk.endpoint_url}; {where}) says "
+            "nothing about the workloads on this host",
+            "Turn on audit.processes to read the workloads' own settings, or give the agent "
+            f"the workloads' AWS_* settings in {ENV_FILE} (or the container's environment).",
+        )
+        return
+    why = f" ({', '.join(sdk.reasons)})" if sdk.reasons else ""
+    fix = (
+        "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION), and "
+        "AWS_STS_REGIONAL_ENDPOINTS=regional or upgrade botocore to >= 1.40."
+    )
+    if cross_region(sdk.global_served_in, sdk.global_served_why):
+        yield _f(
+            "SDK_GLOBAL_SERVED_US_EAST_1",
+            f"boto3 on this host would call {sdk.endpoint_url}{why}, and {where}: every "
+            "STS call depends on us-east-1",
+            fix + " In a default-enabled region, resolving through the Amazon-provided DNS "
+            "also has AWS serve global calls in this region.",
+        )
+        return
+    yield _f(
+        "SDK_USES_GLOBAL_ENDPOINT",
+        f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}",
+        fix,
+    )
 
 
 def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> Iterator[Finding]:
@@ -203,17 +255,11 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                     "Check AWS_CONFIG_FILE and AWS_PROFILE.",
                 )
             )
-        elif sdk.mode == "global":
-            out.append(
-                _f(
-                    "SDK_USES_GLOBAL_ENDPOINT",
-                    f"boto3 on this host would call {sdk.endpoint_url}"
-                    + (f" ({', '.join(sdk.reasons)})" if sdk.reasons else ""),
-                    "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION), and "
-                    "AWS_STS_REGIONAL_ENDPOINTS=regional or upgrade botocore to >= 1.40.",
-                )
-            )
-        if any(r.startswith(("no_region", "aws_region_only")) for r in sdk.reasons):
+        else:
+            out.extend(_sdk_global_findings(sdk))
+        if not sdk.unconfigured and any(
+            r.startswith(("no_region", "aws_region_only")) for r in sdk.reasons
+        ):
             out.append(
                 _f(
                     "SDK_REGION_MISSING",

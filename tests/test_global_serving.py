@@ -1,0 +1,165 @@
+"""Where AWS serves a global STS call from this host, and who speaks for the workloads:
+the findings, the metric, and the process audit taking over the host's SDK verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import generate_latest
+
+from agent.audit.host import HostAudits
+from agent.config import Settings
+from agent.probes.sdk import sdk_view
+from agent.results import ImdsInfo, Report, Resolver, SdkView
+from agent.runner import _with_global_serving
+from agent.surfaces.metrics import Metrics
+from agent.verdicts.findings import evaluate
+from agent.verdicts.serving import OPT_IN_REGIONS, global_serving
+
+AMAZON = Resolver("169.254.169.253", amazon_provided=True, source="resolv.conf")
+CORP = Resolver("10.9.0.53", amazon_provided=False, source="resolv.conf")
+CONFIGURED_CORP = Resolver("10.9.0.54", amazon_provided=False, source="config")
+GLOBAL_URL = "https://sts.amazonaws.com"
+
+
+def test_serving_cases() -> None:
+    assert global_serving("eu-west-1", (AMAZON,)) == ("eu-west-1", "amazon_dns")
+    assert global_serving("us-east-1", (AMAZON,)) == ("us-east-1", "amazon_dns")
+    assert global_serving("eu-west-1", (CORP,)) == ("us-east-1", "custom_resolver")
+    assert global_serving("eu-west-1", (AMAZON, CORP)) == ("us-east-1", "custom_resolver")
+    assert global_serving("af-south-1", (AMAZON,)) == ("us-east-1", "opt_in_region")
+    assert global_serving("eu-west-1", (AMAZON,), proxied=True) == (None, "proxy")
+    assert global_serving(None, (AMAZON,)) == (None, "region_unknown")
+    assert global_serving("eu-west-1", ()) == (None, "resolvers_unknown")
+    # The system's resolvers are what boto3 uses; extra configured ones do not count.
+    assert global_serving("eu-west-1", (AMAZON, CONFIGURED_CORP)) == ("eu-west-1", "amazon_dns")
+    assert global_serving("eu-west-1", (CONFIGURED_CORP,)) == ("us-east-1", "custom_resolver")
+    assert {"af-south-1", "ap-east-1", "me-south-1", "il-central-1"} <= OPT_IN_REGIONS
+    assert not {"us-east-1", "eu-west-1", "ap-south-1", "ca-central-1"} & OPT_IN_REGIONS
+
+
+def report_for(sdk: SdkView, region: str, resolvers: tuple[Resolver, ...]) -> Report:
+    sdk = _with_global_serving(sdk, region, resolvers)
+    imds = ImdsInfo(available=True, region=region)
+    base = Report(0.0, 0.0, region, "imds", imds, resolvers, (), sdk, ())
+    return dataclasses.replace(base, findings=evaluate(base, Settings(), 0.0))
+
+
+def codes(report: Report) -> dict[str, str]:
+    return {f.code: f.severity for f in report.findings}
+
+
+def gauge(report: Report) -> str | None:
+    metrics = Metrics()
+    metrics.observe(report)
+    for line in generate_latest(metrics.registry).decode().splitlines():
+        if line.startswith("sts_agent_sdk_global_served_us_east_1 "):
+            return line.split()[1]
+    return None
+
+
+GLOBAL_SDK = SdkView(GLOBAL_URL, "global", "aws-global", ("no_region",))
+
+
+def test_custom_resolver_is_the_severe_case() -> None:
+    r = report_for(GLOBAL_SDK, "eu-west-1", (CORP,))
+    assert r.sdk is not None and r.sdk.global_served_in == "us-east-1"
+    assert codes(r)["SDK_GLOBAL_SERVED_US_EAST_1"] == "critical"
+    assert "SDK_USES_GLOBAL_ENDPOINT" not in codes(r)  # the severe case replaces it
+    (f,) = [f for f in r.findings if f.code == "SDK_GLOBAL_SERVED_US_EAST_1"]
+    assert "AWS serves them in us-east-1 (a resolver other than the Amazon-provided DNS" in (
+        f.message
+    )
+    assert gauge(r) == "1.0"
+
+
+def test_amazon_dns_in_a_default_region_is_served_in_region() -> None:
+    r = report_for(GLOBAL_SDK, "eu-west-1", (AMAZON,))
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes(r)
+    (f,) = [f for f in r.findings if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+    assert "AWS serves them in eu-west-1 (the host resolves through the Amazon-provided DNS" in (
+        f.message
+    )
+    assert gauge(r) == "0.0"
+    # A host in us-east-1 is served in its own region: not a cross-region dependency.
+    assert gauge(report_for(GLOBAL_SDK, "us-east-1", (AMAZON,))) == "0.0"
+    assert codes(report_for(GLOBAL_SDK, "af-south-1", (AMAZON,)))["SDK_GLOBAL_SERVED_US_EAST_1"]
+
+
+def test_gauge_is_absent_when_nothing_is_known() -> None:
+    assert gauge(report_for(GLOBAL_SDK, "eu-west-1", ())) is None
+
+
+@pytest.fixture
+def bare_env(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The agent's own environment after a fresh install: nothing AWS at all."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/config of the test runner
+    return {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
+
+
+def test_agent_own_bare_environment_is_said_without_a_warning(bare_env: dict[str, str]) -> None:
+    view = sdk_view(bare_env)
+    assert view.mode == "global" and view.unconfigured
+    r = report_for(view, "eu-west-1", (AMAZON,))
+    assert codes(r) == {"SDK_ENV_UNCONFIGURED": "info"}
+    (f,) = r.findings
+    assert "audit.processes" in f.advice and "/etc/default/sts-agent" in f.advice
+    assert "AWS serves them in eu-west-1" in f.message
+    # The operator's environment standing for the workloads: warned as before.
+    given = sdk_view({**bare_env, "AWS_REGION": "eu-west-1"})
+    assert not given.unconfigured and given.mode == "global"
+    assert codes(report_for(given, "eu-west-1", (CORP,))) == {
+        "SDK_REGION_MISSING": "warning",
+        "SDK_GLOBAL_SERVED_US_EAST_1": "critical",
+        "RESOLVER_NOT_AMAZON": "info",
+    }
+
+
+def test_a_config_file_alone_is_a_setting(
+    bare_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", bare_env["HOME"])  # where botocore looks for ~/.aws/config
+    assert sdk_view(bare_env).unconfigured
+    cfg = os.path.join(bare_env["HOME"], ".aws", "config")
+    os.makedirs(os.path.dirname(cfg))
+    with open(cfg, "w") as f:
+        f.write("[default]\nregion = eu-west-1\n")
+    assert not sdk_view(bare_env).unconfigured
+
+
+@pytest.fixture
+def workload() -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose own settings make boto3 call the global endpoint."""
+    env = {"AWS_REGION": "eu-west-1", "AWS_CONFIG_FILE": os.devnull}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_process_audit_decides_the_host_verdict(
+    workload: subprocess.Popen[bytes], bare_env: dict[str, str]
+) -> None:
+    settings = dataclasses.replace(Settings(), audit_processes=True)
+    given = sdk_view({**bare_env, "AWS_DEFAULT_REGION": "eu-west-1"})  # agent env: regional
+    report = HostAudits().apply(settings, report_for(given, "eu-west-1", (CORP,)))
+    procs = report.extras["audit"]["processes"]  # type: ignore[index]
+    if not procs["permitted"]:
+        pytest.skip("cannot read other processes' environments here")
+    assert procs["decides_sdk_verdict"] is True
+    found = {f.code: f for f in report.findings}
+    assert workload.pid in {p["pid"] for p in procs["processes"] if p["mode"] == "global"}
+    assert "PROCESS_USES_GLOBAL_ENDPOINT" not in found  # the severe case replaces it
+    assert found["SDK_GLOBAL_SERVED_US_EAST_1"].severity == "critical"
+    assert "AWS serves them in us-east-1" in found["SDK_GLOBAL_SERVED_US_EAST_1"].message
+    # The agent's own global view is dropped where the processes were read.
+    bare = report_for(sdk_view(bare_env), "eu-west-1", (AMAZON,))
+    assert "SDK_ENV_UNCONFIGURED" in codes(bare)
+    decided = HostAudits().apply(settings, bare)
+    assert "SDK_ENV_UNCONFIGURED" not in codes(decided)
+    assert "PROCESS_USES_GLOBAL_ENDPOINT" in codes(decided)
