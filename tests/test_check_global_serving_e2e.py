@@ -1,0 +1,56 @@
+"""`sts-agent check` says where AWS serves boto3's global calls from this host: its own
+region behind the Amazon DNS of a default-enabled region, us-east-1 behind another
+resolver. Real dnsmasq, moto over TLS and the IMDSv2 simulator, as in test_check_e2e."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.simulate.imds_server import ImdsServer
+from tests import test_check_e2e as e2e
+from tests.support.dnsmasq import Dnsmasq
+from tests.test_check_e2e import HEALTHY, REGION, Sts, check, config, environment
+
+# The same real parts as test_check_e2e, shared as its fixtures.
+sts, imds, healthy_dns = e2e.sts, e2e.imds, e2e.healthy_dns
+
+CORPORATE_DNS = "127.30.0.53"  # outside the VPC: not the Amazon-provided resolver
+
+
+def test_amazon_dns_in_a_default_region_serves_in_region(
+    tmp_path: Path, sts: Sts, imds: ImdsServer, healthy_dns: Dnsmasq
+) -> None:
+    cfg = config(tmp_path, sts, healthy_dns, imds, regions=[REGION])
+    env = environment(imds, AWS_DEFAULT_REGION=None)  # boto3 here calls sts.amazonaws.com
+    run = check(cfg, env)
+    sdk = run.doc["sdk"]
+    assert sdk["mode"] == "global"
+    assert (sdk["global_served_in"], sdk["global_served_why"]) == (REGION, "amazon_dns")
+    codes = run.codes()
+    assert codes["SDK_USES_GLOBAL_ENDPOINT"] == "warning"
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes
+    text = check(cfg, env, as_json=False).stdout
+    assert f"sdk global  AWS serves them in {REGION} (the host resolves through the Amazon" in text
+
+
+def test_custom_resolver_sends_global_calls_to_us_east_1(
+    tmp_path: Path, sts: Sts, imds: ImdsServer
+) -> None:
+    with Dnsmasq(HEALTHY, listen=CORPORATE_DNS, ttl=30, local_domains=["amazonaws.com"]) as corp:
+        cfg = config(tmp_path, sts, corp, imds, regions=[REGION])
+        env = environment(imds, AWS_DEFAULT_REGION=None)
+        run = check(cfg, env)
+        text = check(cfg, env, as_json=False).stdout
+    sdk = run.doc["sdk"]
+    assert (sdk["global_served_in"], sdk["global_served_why"]) == ("us-east-1", "custom_resolver")
+    codes = run.codes()
+    assert codes["SDK_GLOBAL_SERVED_US_EAST_1"] == "critical"
+    assert "SDK_USES_GLOBAL_ENDPOINT" not in codes
+    assert run.code == 1
+    assert "sdk global  AWS serves them in us-east-1 (a resolver other than" in text
+    # A regional SDK is not warned, but check still says where a global call would go.
+    with Dnsmasq(HEALTHY, listen=CORPORATE_DNS, ttl=30, local_domains=["amazonaws.com"]) as corp:
+        regional = check(config(tmp_path, sts, corp, imds, regions=[REGION]), environment(imds))
+    assert regional.doc["sdk"]["mode"] == "regional"
+    assert regional.doc["sdk"]["global_served_in"] == "us-east-1"
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in regional.codes()
