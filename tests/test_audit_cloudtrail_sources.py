@@ -390,3 +390,18 @@ def test_athena_bad_table_and_bad_rows(moto_url: str) -> None:
     code, doc, _ = run_json("--athena-table", "cloudtrail_logs", env=env)
     assert code == 2
     assert doc["errors"][0]["error"] == "row 1: calls='many' is not a number"
+
+
+def test_readme_shows_the_generated_queries() -> None:
+    """The README's Audits section prints every query the audit generates, verbatim."""
+    from agent.audit.cloudtrail_queries import TITLES, queries
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    audits = readme[readme.index("## Audits") : readme.index("## Security")]
+    dedented = "\n".join(line.removeprefix("  ") for line in audits.splitlines())
+    q = queries("<region>")
+    for key, title in TITLES.items():
+        assert f"<summary>{title}</summary>\n\n```\n{q[key]}\n```" in dedented, key
+    for code in ("**0**", "**1**", "**2**", "**3**"):
+        assert code in audits

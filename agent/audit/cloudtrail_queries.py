@@ -26,7 +26,8 @@ _LI_GLOBAL = (
 _LI_CALLER = (
     "| fields coalesce(userIdentity.sessionContext.sessionIssuer.arn, userIdentity.arn,\n"
     "    userIdentity.userName, userIdentity.invokedBy, userIdentity.principalId) as caller,\n"
-    "  additionalEventData.RequestDetails.awsServingRegion as servedIn"
+    "  additionalEventData.RequestDetails.awsServingRegion as servedIn,\n"
+    "  userIdentity.type, sourceIPAddress, eventTime"
 )
 
 _ATHENA_ENDPOINT_TYPE = "json_extract_scalar(additionaleventdata, '$.RequestDetails.endpointType')"
