@@ -58,7 +58,7 @@ def gauge(report: Report) -> str | None:
     metrics = Metrics()
     metrics.observe(report)
     for line in generate_latest(metrics.registry).decode().splitlines():
-        if line.startswith("sts_agent_sdk_global_served_us_east_1 "):
+        if line.startswith("sts_agent_sdk_global_served_cross_region "):
             return line.split()[1]
     return None
 

@@ -300,7 +300,7 @@ def _report_families(report: Report) -> Iterator[Metric]:
         # Where AWS serves a global call from this host (agent.verdicts.serving).
         if report.sdk.global_served_why and report.sdk.global_served_in:
             east = _g(
-                "sts_agent_sdk_global_served_us_east_1",
+                "sts_agent_sdk_global_served_cross_region",
                 "1 if a global STS call from this host is served in us-east-1 although the "
                 "host is elsewhere (custom resolver or opt-in region), 0 if in its own region.",
                 [],
