@@ -8,14 +8,7 @@ from pathlib import Path
 
 from agent.audit.cloudtrail_identity import MAX_KEY_CHARS
 from agent.audit.cloudtrail_read import SourceError, _local_opener
-from tests.support.hostile_cloudtrail import (
-    audit_in_child,
-    write_control,
-    write_deep,
-    write_fifo,
-    write_long_values,
-    write_no_records,
-)
+from tests.support import hostile_cloudtrail as hostile
 from tests.test_audit_cloudtrail import event, run_cli, run_json, write_doc
 
 # Generous: the bound is about 1 MiB of text per value plus the decoder's copy of it;
@@ -28,9 +21,9 @@ def _regional(tmp: Path) -> Path:
 
 
 def test_object_without_records_is_not_kept_whole(tmp_path: Path) -> None:
-    bad = write_no_records(tmp_path / "a-no-records.json.gz")
+    bad = hostile.write_no_records(tmp_path / "a-no-records.json.gz")
     assert bad.stat().st_size < 1 << 20  # about 270 MB once decompressed
-    result = audit_in_child(bad, _regional(tmp_path))
+    result = hostile.audit_in_child(bad, _regional(tmp_path))
     assert result["files"] == 1 and result["events"] == 1
     (err,) = result["errors"]
     assert "no Records array and is not an event (and is over 1 MiB)" in err["error"]
@@ -38,8 +31,8 @@ def test_object_without_records_is_not_kept_whole(tmp_path: Path) -> None:
 
 
 def test_long_values_are_cut_in_counters(tmp_path: Path) -> None:
-    bad = write_long_values(tmp_path / "long.json.gz")
-    result = audit_in_child(bad)
+    bad = hostile.write_long_values(tmp_path / "long.json.gz")
+    result = hostile.audit_in_child(bad)
     assert result["errors"] == [] and result["events"] == 300
     assert result["key_chars"] == MAX_KEY_CHARS
     assert result["growth_kib"] / 1024 < FLAT_MIB, result
@@ -50,7 +43,7 @@ def test_long_values_are_cut_in_counters(tmp_path: Path) -> None:
 
 
 def test_deep_nesting_is_a_file_error_not_a_crash(tmp_path: Path) -> None:
-    write_deep(tmp_path / "a-deep.json")
+    hostile.write_deep(tmp_path / "a-deep.json")
     (tmp_path / "b-deep-event.json").write_bytes(b'{"eventSource": ' + b"[" * 50_000)
     _regional(tmp_path)
     code, doc, stderr = run_json(str(tmp_path))
@@ -62,12 +55,12 @@ def test_deep_nesting_is_a_file_error_not_a_crash(tmp_path: Path) -> None:
         "b-deep-event.json": "JSON nested too deeply at character 16",
     }
     assert "RecursionError" not in stderr and "Traceback" not in stderr
-    result = audit_in_child(tmp_path / "a-deep.json")
+    result = hostile.audit_in_child(tmp_path / "a-deep.json")
     assert result["growth_kib"] / 1024 < FLAT_MIB, result
 
 
 def test_fifo_is_skipped_not_waited_on(tmp_path: Path) -> None:
-    fifo = write_fifo(tmp_path / "a-pipe.json")
+    fifo = hostile.write_fifo(tmp_path / "a-pipe.json")
     _regional(tmp_path)
     code, doc, _ = run_json(str(tmp_path))  # no writer ever opens the FIFO: a read would hang
     assert code == 0 and doc["files_read"] == 1
@@ -87,12 +80,12 @@ def test_fifo_is_skipped_not_waited_on(tmp_path: Path) -> None:
         assert str(e) == "not a regular file (a FIFO); skipped"
     else:
         raise AssertionError("a FIFO was opened as a log file")
-    result = audit_in_child(fifo, timeout=60)
+    result = hostile.audit_in_child(fifo, timeout=60)
     assert result["growth_kib"] / 1024 < FLAT_MIB, result
 
 
 def test_control_characters_are_escaped_in_text(tmp_path: Path) -> None:
-    f = write_control(tmp_path / "ctl.json")
+    f = hostile.write_control(tmp_path / "ctl.json")
     odd = tmp_path / "x\x1b[2Jy.json"
     odd.write_text("not json")
     proc = run_cli(str(f), str(odd))
@@ -105,5 +98,5 @@ def test_control_characters_are_escaped_in_text(tmp_path: Path) -> None:
     # --json keeps the exact value (JSON escapes it).
     doc = json.loads(run_cli(str(f), "--json").stdout)
     assert doc["global_callers"][0]["caller"].endswith("\x1b]0;pwned\x07\x1b[2J")
-    result = audit_in_child(f)
+    result = hostile.audit_in_child(f)
     assert result["growth_kib"] / 1024 < FLAT_MIB, result

@@ -18,6 +18,7 @@ from tests.test_audit_cloudtrail import (
     ACCOUNT,
     FAKE_KEY,
     FAKE_SECRET,
+    IAM_A,
     clean_env,
     event,
     run_cli,
@@ -27,7 +28,7 @@ from tests.test_audit_cloudtrail import (
 
 OIDC = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0D1"
 SAML = f"arn:aws:iam::{ACCOUNT}:saml-provider/Corp"
-LEGACY = f"arn:aws:iam::{ACCOUNT}:role/legacy-app"
+LEGACY = IAM_A  # arn:aws:iam::<account>:role/legacy-app
 IRSA = f"system:serviceaccount:payments:api via {OIDC}"
 SAML_USER = f"alice@example.com via {SAML}"
 CI_BOT = f"arn:aws:iam::{ACCOUNT}:user/ci-bot"
