@@ -406,3 +406,30 @@ def test_readme_shows_the_generated_queries() -> None:
         assert f"<summary>{title}</summary>\n\n```\n{q[key]}\n```" in dedented, key
     for code in ("**0**", "**1**", "**2**", "**3**"):
         assert code in audits
+
+
+def test_exports_that_wrap_the_event(tmp_path: Path) -> None:
+    """`aws cloudtrail lookup-events` output and EventBridge events, one per line."""
+    sample = today_sample()
+    lookup = {
+        "Events": [
+            {"EventId": f"e{i}", "EventName": r["eventName"], "CloudTrailEvent": json.dumps(r)}
+            for i, r in enumerate(sample)
+        ],
+        "NextToken": "x",
+    }
+    (tmp_path / "lookup.json").write_text(json.dumps(lookup))
+    bridge = [
+        {
+            "version": "0",
+            "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.sts",
+            "detail": r,
+        }
+        for r in sample
+    ]
+    (tmp_path / "bridge.json").write_text("\n".join(json.dumps(b) for b in bridge) + "\n")
+    for name in ("lookup.json", "bridge.json"):
+        code, doc, stderr = run_json(str(tmp_path / name))
+        assert code == 3 and doc["errors"] == [], (name, stderr)
+        check_today(doc)

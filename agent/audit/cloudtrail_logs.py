@@ -18,7 +18,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent.audit.cloudtrail_read import MAX_VALUE, InputProblem, RecordSource, SourceError
+from agent.audit.cloudtrail_read import (
+    MAX_VALUE,
+    InputProblem,
+    RecordSource,
+    SourceError,
+    unwrap,
+)
 
 FILTER_PATTERN = '"sts.amazonaws.com"'
 DEFAULT_SINCE = "24h"
@@ -96,4 +102,4 @@ def _decode(message: str, event_id: str) -> dict[str, Any]:
         raise SourceError(f"log event {event_id}: not JSON ({e})") from None
     if not isinstance(record, dict):
         raise SourceError(f"log event {event_id}: not a JSON object")
-    return record
+    return unwrap(record) or record

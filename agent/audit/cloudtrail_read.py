@@ -4,7 +4,8 @@ CloudWatch Logs groups (`logs://GROUP`, read by agent.audit.cloudtrail_logs).
 CloudTrail delivers one `{"Records": [...]}` document per file, and a busy account's files
 reach hundreds of megabytes. Records are therefore decoded one at a time from a small
 sliding buffer, so memory stays flat whatever the file size. Exports that write one
-event per line are read by the same code path.
+event per line, `aws cloudtrail lookup-events` output (`Events[].CloudTrailEvent`) and
+EventBridge events (`detail`) are read by the same code path.
 
 Hostile files are bounded, each failure a one-line error for that file alone: one JSON
 value (a record) may span at most MAX_VALUE characters, far above any real CloudTrail
@@ -292,6 +293,31 @@ class _Buffer:
             raise SourceError(f"truncated: input ends inside a value at character {self.offset}")
 
 
+#: Arrays of events: `Records` in trail files, `Events` in `aws cloudtrail lookup-events`.
+_ARRAYS = ("Records", "Events")
+
+
+def unwrap(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The CloudTrail event in `obj`, whichever export wrapped it; None if none is.
+
+    A trail file's record is the event itself; `lookup-events` nests it as a JSON string
+    in `CloudTrailEvent`; EventBridge ("AWS API Call via CloudTrail") under `detail`.
+    """
+    if "eventSource" in obj or "eventVersion" in obj:
+        return obj
+    nested = obj.get("CloudTrailEvent")
+    if isinstance(nested, str) and len(nested) <= MAX_VALUE:
+        try:
+            inner = json.loads(nested)
+        except (ValueError, RecursionError):
+            raise SourceError("CloudTrailEvent is not a JSON event") from None
+        return inner if isinstance(inner, dict) else None
+    detail = obj.get("detail")
+    if isinstance(detail, dict) and "eventSource" in detail:
+        return detail
+    return None
+
+
 def _records(buf: _Buffer) -> Iterator[dict[str, Any]]:
     first = buf.peek()
     if first is None:
@@ -322,7 +348,7 @@ def _object(buf: _Buffer) -> Iterator[dict[str, Any]]:
             if not isinstance(key, str):
                 raise SourceError(f"invalid JSON at character {buf.offset}: key is not a string")
             buf.take(":")
-            if key == "Records" and buf.peek() == "[":
+            if key in _ARRAYS and buf.peek() == "[":
                 saw_records = True
                 yield from _array(buf)
             else:
@@ -335,8 +361,8 @@ def _object(buf: _Buffer) -> Iterator[dict[str, Any]]:
                 break
     if saw_records:
         return
-    if fields is not None and ("eventSource" in fields or "eventVersion" in fields):
-        yield fields
+    if fields is not None and (event := unwrap(fields)) is not None:
+        yield event
         return
     size = "" if fields is not None else f" (and is over {MAX_VALUE >> 20} MiB)"
     raise SourceError(
@@ -354,7 +380,7 @@ def _array(buf: _Buffer) -> Iterator[dict[str, Any]]:
         record = buf.value()
         if not isinstance(record, dict):
             raise SourceError(f"wrong shape at character {at}: a record is not a JSON object")
-        yield record
+        yield unwrap(record) or record
         if buf.take(",]") == "]":
             return
 
