@@ -341,7 +341,7 @@ def _table(title: str, counter: BoundedCounter, flag: str = "") -> Iterator[str]
         return
     yield ""
     yield title
-    width = max(30, *(len(k) for k, _, _ in rows[:_TOP]))
+    width = min(60, max(30, *(len(k) for k, _, _ in rows[:_TOP])))  # long keys overflow
     for key, n, raw in rows[:_TOP]:
         mark = f"  <- {flag}" if flag and global_signal(None, raw) else ""
         yield f"  {key:<{width}}  {n:>9}{mark}"
