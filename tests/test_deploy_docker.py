@@ -451,7 +451,26 @@ def test_cloudtrail_policy_covers_the_s3_reader() -> None:
         ROOT / "agent" / "audit" / "cloudtrail_read.py", "s3", {"ListObjectsV2": "ListBucket"}
     )
     assert wanted == {"s3:ListBucket", "s3:GetObject"}
-    assert policy_actions("cloudtrail-audit-policy.json") == wanted | {"kms:Decrypt"}
+    # logs:// and --athena-table: the calls they make, and what Athena needs to run one.
+    audit = ROOT / "agent" / "audit"
+    assert '"filter_log_events"' in (audit / "cloudtrail_logs.py").read_text()
+    athena = (audit / "cloudtrail_athena.py").read_text()
+    calls = {"start_query_execution", "get_query_execution", "get_query_results"}
+    assert all(c in athena for c in calls | {"stop_query_execution"})
+    readers = {
+        "logs:FilterLogEvents",
+        "athena:StartQueryExecution",
+        "athena:GetQueryExecution",
+        "athena:GetQueryResults",
+        "athena:StopQueryExecution",
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetPartitions",
+        "s3:GetBucketLocation",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert policy_actions("cloudtrail-audit-policy.json") == wanted | {"kms:Decrypt"} | readers
 
 
 def test_no_policy_grants_sts() -> None:
