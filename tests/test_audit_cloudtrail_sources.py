@@ -433,3 +433,39 @@ def test_exports_that_wrap_the_event(tmp_path: Path) -> None:
         code, doc, stderr = run_json(str(tmp_path / name))
         assert code == 3 and doc["errors"] == [], (name, stderr)
         check_today(doc)
+
+
+def _moto_api(url: str, path: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(
+        f"{url}/moto-api/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10):
+        pass
+
+
+def test_athena_wait_is_bounded(moto_url: str) -> None:
+    """A query that never leaves QUEUED is stopped at the deadline, not waited on forever."""
+    model = "athena::execution"
+    _moto_api(
+        moto_url,
+        "state-manager/set-transition",
+        {"model_name": model, "transition": {"progression": "manual", "times": 10_000}},
+    )
+    try:
+        env = _env(moto_url, AWS_ENDPOINT_URL_ATHENA=moto_url)
+        started = time.monotonic()
+        code, doc, _ = run_json(
+            "--athena-table", "cloudtrail_logs", "--athena-timeout", "2", env=env
+        )
+        assert time.monotonic() - started < 60
+    finally:
+        _moto_api(moto_url, "state-manager/unset-transition", {"model_name": model})
+    assert code == 2
+    assert doc["errors"][0]["error"].endswith("still QUEUED after 2 s; stopped")
+    athena = _client("athena", moto_url)
+    (qid,) = athena.list_query_executions()["QueryExecutionIds"]
+    state = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]["State"]
+    assert state == "CANCELLED"
