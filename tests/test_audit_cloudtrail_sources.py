@@ -456,11 +456,10 @@ def test_athena_wait_is_bounded(moto_url: str) -> None:
     )
     try:
         env = _env(moto_url, AWS_ENDPOINT_URL_ATHENA=moto_url)
-        started = time.monotonic()
+        # run_cli's own timeout turns an unbounded wait into a failure.
         code, doc, _ = run_json(
             "--athena-table", "cloudtrail_logs", "--athena-timeout", "2", env=env
         )
-        assert time.monotonic() - started < 60
     finally:
         _moto_api(moto_url, "state-manager/unset-transition", {"model_name": model})
     assert code == 2
