@@ -468,3 +468,33 @@ def test_athena_wait_is_bounded(moto_url: str) -> None:
     (qid,) = athena.list_query_executions()["QueryExecutionIds"]
     state = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]["State"]
     assert state == "CANCELLED"
+
+
+def test_identity_fallbacks() -> None:
+    from agent.audit.cloudtrail_identity import identity_of
+
+    def caller(ident: dict[str, Any]) -> str:
+        return identity_of({"userIdentity": ident}).caller
+
+    # No sessionIssuer: the role comes from the assumed-role ARN, path-less.
+    assert (
+        caller(
+            {
+                "type": "AssumedRole",
+                "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_A/x@y",
+            }
+        )
+        == f"arn:aws:iam::{ACCOUNT}:role/AWSReservedSSO_A"
+    )
+    assert caller({"type": "IdentityCenterUser", "onBehalfOf": {"userId": "u-1"}}) == (
+        "IdentityCenterUser:u-1"
+    )
+    assert caller({"type": "WebIdentityUser", "principalId": "oidc:sub"}) == (
+        "WebIdentityUser:oidc:sub"
+    )
+    assert caller({"type": "Root", "accountId": ACCOUNT}) == f"root of account {ACCOUNT}"
+    assert caller({"type": "AWSAccount", "accountId": "1", "invokedBy": "x.amazonaws.com"}) == (
+        "account 1 via x.amazonaws.com"
+    )
+    assert caller({}) == "(unknown)"
+    assert identity_of({"userIdentity": "not an object"}).caller == "(unknown)"

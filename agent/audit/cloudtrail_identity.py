@@ -78,7 +78,12 @@ def identity_of(record: dict[str, Any]) -> Identity:
         by = text_at(ident, "invokedBy")
         via = f" via {by}" if by else ""
         return Identity(f"account {account or UNKNOWN}{via}", kind)
-    pid = text_at(ident, "principalId") or text_at(ident, "userName")
+    # IAM Identity Center users act through `onBehalfOf`; others have a principalId.
+    pid = (
+        text_at(ident, "principalId")
+        or text_at(ident, "userName")
+        or text_at(ident, "onBehalfOf", "userId")
+    )
     if pid:
         return Identity(bounded(f"{kind}:{pid}"), kind)
     return Identity(UNKNOWN, kind)
