@@ -30,7 +30,8 @@ def test_amazon_dns_in_a_default_region_serves_in_region(
     assert codes["SDK_USES_GLOBAL_ENDPOINT"] == "warning"
     assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes
     text = check(cfg, env, as_json=False).stdout
-    assert f"sdk global  AWS serves them in {REGION} (the host resolves through the Amazon" in text
+    where = f"AWS serves them in {REGION} (the host resolves through the Amazon"
+    assert f"sdk global  calls to sts.amazonaws.com: {where}" in text
 
 
 def test_custom_resolver_sends_global_calls_to_us_east_1(
@@ -47,7 +48,7 @@ def test_custom_resolver_sends_global_calls_to_us_east_1(
     assert codes["SDK_GLOBAL_SERVED_US_EAST_1"] == "critical"
     assert "SDK_USES_GLOBAL_ENDPOINT" not in codes
     assert run.code == 1
-    assert "sdk global  AWS serves them in us-east-1 (a resolver other than" in text
+    assert "calls to sts.amazonaws.com: AWS serves them in us-east-1 (a resolver other than" in text
     # A regional SDK is not warned, but check still says where a global call would go.
     with Dnsmasq(HEALTHY, listen=CORPORATE_DNS, ttl=30, local_domains=["amazonaws.com"]) as corp:
         regional = check(config(tmp_path, sts, corp, imds, regions=[REGION]), environment(imds))

@@ -50,7 +50,8 @@ def render(report: Report) -> str:
             if s.proxy:
                 out.append(f"  sdk proxy   {s.proxy}")
             if s.global_served_why:
-                out.append(f"  sdk global  {served_text(s.global_served_in, s.global_served_why)}")
+                where = served_text(s.global_served_in, s.global_served_why)
+                out.append(f"  sdk global  calls to sts.amazonaws.com: {where}")
     for ep in report.endpoints:
         e = ep.endpoint
         exp = ""
