@@ -374,8 +374,9 @@ def _caller_lines(s: Summary) -> Iterator[str]:
     )
     yield f"  {'calls':>9}  {'last seen':<20}  {'served':<26}  caller"
     for name, c in callers[:_TOP_CALLERS]:
-        yield f"  {c.count:>9}  {c.last_seen:<20}  {_split(c.served):<26}  {printable(name)}"
-        detail = [f"type {c.kind}"]
+        seen = printable(c.last_seen)
+        yield f"  {c.count:>9}  {seen:<20}  {_split(c.served):<26}  {printable(name)}"
+        detail = [f"type {printable(c.kind)}"]
         if c.sessions:
             detail.append("sessions " + ", ".join(printable(x) for x in c.sessions))
         detail.append("from " + ", ".join(printable(x) for x in c.ips))

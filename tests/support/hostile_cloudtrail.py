@@ -62,6 +62,8 @@ def write_control(path: Path) -> Path:
     ev = json.loads(json.dumps(STS_EVENT))
     ev["userIdentity"]["arn"] = "arn:aws:iam::123456789012:user/\x1b]0;pwned\x07\x1b[2J"
     ev["sourceIPAddress"] = "10.0.0.1\x1b[31m\u202e"
+    ev["eventTime"] = "2025-06-01T00:00:00Z\x1b[5m"
+    ev["userIdentity"]["type"] = "IAMUser\x07"
     path.write_text(json.dumps({"Records": [ev]}))
     return path
 
