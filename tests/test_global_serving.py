@@ -149,8 +149,12 @@ def test_process_audit_decides_the_host_verdict(
     given = sdk_view({**bare_env, "AWS_DEFAULT_REGION": "eu-west-1"})  # agent env: regional
     report = HostAudits().apply(settings, report_for(given, "eu-west-1", (CORP,)))
     procs = report.extras["audit"]["processes"]  # type: ignore[index]
-    if not procs["permitted"]:
-        pytest.skip("cannot read other processes' environments here")
+    if not procs["permitted"]:  # unprivileged: the agent's own view still stands
+        assert "PROCESS_AUDIT_NOT_PERMITTED" in codes(report)
+        assert "decides_sdk_verdict" not in procs
+        bare = report_for(sdk_view(bare_env), "eu-west-1", (AMAZON,))
+        assert "SDK_ENV_UNCONFIGURED" in codes(HostAudits().apply(settings, bare))
+        return
     assert procs["decides_sdk_verdict"] is True
     found = {f.code: f for f in report.findings}
     assert workload.pid in {p["pid"] for p in procs["processes"] if p["mode"] == "global"}
