@@ -167,3 +167,20 @@ def test_process_audit_decides_the_host_verdict(
     decided = HostAudits().apply(settings, bare)
     assert "SDK_ENV_UNCONFIGURED" not in codes(decided)
     assert "PROCESS_USES_GLOBAL_ENDPOINT" in codes(decided)
+
+
+def _apply_as_nobody_codes() -> dict[str, str]:
+    settings = dataclasses.replace(Settings(), audit_processes=True)
+    given = SdkView(GLOBAL_URL, "global", "aws-global", ("no_region",))
+    return codes(HostAudits().apply(settings, report_for(given, "eu-west-1", (AMAZON,))))
+
+
+def test_unprivileged_process_audit_leaves_the_agent_view(
+    workload: subprocess.Popen[bytes],
+) -> None:
+    from tests.support.privileges import run_as_nobody
+
+    env = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull}
+    found = run_as_nobody(_apply_as_nobody_codes, env={**env, "HOME": "/nonexistent"})
+    assert found["PROCESS_AUDIT_NOT_PERMITTED"] == "info"
+    assert found["SDK_USES_GLOBAL_ENDPOINT"] == "warning"  # nobody else spoke for the host
