@@ -126,7 +126,7 @@ def test_rotating_public_addresses_start_no_new_series(live: LiveAgent) -> None:
     distinct = set().union(*(_series(s) for s in scrapes))
     at_once = min(len(_series(s)) for s in scrapes)
     ratio = len(distinct) / at_once
-    print(f"public rotation: {len(distinct)} distinct series, {at_once} at one moment: {ratio:.2f}x")
+    print(f"public rotation: {len(distinct)} distinct, {at_once} at one moment: {ratio:.2f}x")
     assert ratio <= 1.2, sorted(distinct - _series(scrapes[-1]))[:40]
     # the rotation reached the agent: several addresses probed, the hash moved
     hashes = {s.value("sts_agent_endpoint_public_address_hash", endpoint=GLOBAL) for s in scrapes}
@@ -171,9 +171,11 @@ def test_three_enis_and_one_global_address_fit_the_budget(
     # Defaults but for the simulated VPC's addresses and a short interval.
     with live_agent(tmp_path_factory.mktemp("budget"), before_start=third_eni) as la:
         s = la.wait(
-            lambda s: {x.labels["address"] for x in s.find(SUCCESS, endpoint=REGIONAL) if x.value}
-            == {*ENI_ADDRESSES, THIRD_ENI}
-            and s.value(SUCCESS, endpoint=GLOBAL, address="public") == 1,
+            lambda s: (
+                {x.labels["address"] for x in s.find(SUCCESS, endpoint=REGIONAL) if x.value}
+                == {*ENI_ADDRESSES, THIRD_ENI}
+                and s.value(SUCCESS, endpoint=GLOBAL, address="public") == 1
+            ),
             "three ENIs and the global address answering",
         )
         s = la.wait_rounds(2)
