@@ -170,3 +170,12 @@ def test_bad_settings_name_the_field(tmp_path: Path, key: str, value: str, needl
     with pytest.raises(ConfigError, match=needle) as e:
         build(None, env)
     assert key in str(e.value)
+
+
+def test_check_text_shows_each_enis_az(vpc: SimulatedVpc) -> None:
+    from agent.surfaces.report_text import render
+
+    report, _, _ = _round(_settings(vpc))
+    text = render(report)
+    for address, az in ENI_ZONES.items():
+        assert any(address in line and line.rstrip().endswith(az) for line in text.splitlines())
