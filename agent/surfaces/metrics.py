@@ -374,7 +374,7 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
                 phase_gauge.add_metric([host, group.label, phase], seconds)
             if group.cert_not_after:
                 expiry.add_metric([host, group.label], group.cert_not_after)
-        has_local = local_az_eni(ep, zones, host_az)
+        has_local = local_az_eni(ep, zones, host_az, report.vpce_enis)
         if has_local is not None:
             local.add_metric([host], 1.0 if has_local else 0.0)
         for v in ep.verdicts:
