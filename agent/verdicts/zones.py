@@ -1,0 +1,60 @@
+"""Where an endpoint's ENIs sit relative to this host's Availability Zone.
+
+Only AZs learned without guessing count (zonal vpce DNS names, the EC2 API):
+an address whose AZ is unknown is left out, and with none known there is no
+verdict at all rather than a wrong one.  Calls to an ENI in another AZ cost
+cross-AZ latency and data charges, and fail with that AZ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from agent.results import AddressVerdict, EndpointReport
+
+ENI_CLASSES = ("vpce", "private")
+
+
+def eni_addresses(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The ENI addresses among (address, class) pairs, in order, once each."""
+    return list(dict.fromkeys(a for a, klass in pairs if klass in ENI_CLASSES))
+
+
+def endpoint_enis(ep: EndpointReport, groups: Iterable[Sequence[str]]) -> list[str]:
+    """The ENIs the name resolved to, and every other ENI of the VPC endpoints they belong to."""
+    answered = eni_addresses(ep.classes.items())
+    mates = [a for g in groups if set(g) & set(answered) for a in g]
+    return list(dict.fromkeys([*answered, *mates]))
+
+
+def local_az_eni(
+    ep: EndpointReport,
+    zones: Mapping[str, str],
+    host_az: str | None,
+    groups: Iterable[Sequence[str]] = (),
+) -> bool | None:
+    """Whether the endpoint has an ENI in the host's AZ; None when that cannot be known.
+
+    Whether the resolver hands that ENI out is cross_az_ratio's question.
+    """
+    known = {zones[a] for a in endpoint_enis(ep, groups) if a in zones}
+    if not host_az or not known:
+        return None
+    return host_az in known
+
+
+def cross_az_ratio(
+    answers: Iterable[AddressVerdict], zones: Mapping[str, str], host_az: str | None
+) -> float | None:
+    """Share of a resolver's ENI answers (of known AZ) that lie in another AZ than the host's."""
+    known = [zones[a] for a in eni_addresses((v.address, v.klass) for v in answers) if a in zones]
+    if not host_az or not known:
+        return None
+    return sum(1 for az in known if az != host_az) / len(known)
+
+
+def zones_of(
+    ep: EndpointReport, zones: Mapping[str, str], groups: Iterable[Sequence[str]] = ()
+) -> list[str]:
+    """The distinct AZs of the endpoint's ENIs, sorted."""
+    return sorted({zones[a] for a in endpoint_enis(ep, groups) if a in zones})
