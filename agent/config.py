@@ -70,6 +70,11 @@ class Settings:
     audit_processes: bool = False
     audit_connections: bool = True
     audit_vpc_endpoints: bool = False
+    metrics_histogram_phases: tuple[str, ...] = ("total",)
+    vpce_dns_names: tuple[str, ...] = ()
+    host_availability_zone: str | None = None
+    host_vpc_id: str | None = None
+    host_account_id: str | None = None
 
     def expectation_for(self, endpoint_kind: str, hostname: str) -> str | None:
         table = dict(self.expect)
@@ -309,6 +314,40 @@ def _listen(v: Any) -> str:
     return s
 
 
+def _phase(v: Any) -> str:
+    from dataclasses import fields as dc_fields
+
+    from agent.results import Phases
+
+    names = [f.name for f in dc_fields(Phases)]
+    if not isinstance(v, str) or v.strip().lower() not in names:
+        raise ValueError(f"must be one of {', '.join(names)}")
+    return v.strip().lower()
+
+
+def _vpce_name(v: Any) -> str:
+    from agent.discovery.zones import REGIONAL_VPCE
+
+    s = _hostname(v)
+    if not REGIONAL_VPCE.fullmatch(s):
+        raise ValueError(
+            "must be an endpoint's regional DNS name, "
+            "vpce-<id>-<suffix>.sts.<region>.vpce.amazonaws.com"
+        )
+    return s
+
+
+def _matching(pattern: str, example: str) -> Callable[[Any], str | None]:
+    def parse(v: Any) -> str | None:
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str) or not re.fullmatch(pattern, v.strip()):
+            raise ValueError(f"must look like {example}")
+        return v.strip()
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Field:
     path: str  # dotted TOML path
@@ -371,6 +410,36 @@ FIELDS: tuple[Field, ...] = (
     Field("audit.connections", "audit_connections", _bool, "count live connections to STS"),
     Field(
         "audit.vpc_endpoints", "audit_vpc_endpoints", _bool, "confirm the VPC endpoint via EC2 API"
+    ),
+    Field(
+        "metrics.histogram_phases",
+        "metrics_histogram_phases",
+        _list(_phase),
+        "request phases with a latency histogram per endpoint",
+    ),
+    Field(
+        "vpce_dns_names",
+        "vpce_dns_names",
+        _list(_vpce_name),
+        "STS endpoints' regional vpce DNS names; their zonal names give each ENI's AZ",
+    ),
+    Field(
+        "host.availability_zone",
+        "host_availability_zone",
+        _matching(r"[a-z0-9-]{1,64}", "us-east-2a"),
+        "this host's AZ (default: from IMDS)",
+    ),
+    Field(
+        "host.vpc_id",
+        "host_vpc_id",
+        _matching(r"vpc-[0-9a-f]{8,17}", "vpc-0a1b2c3d4e5f60718"),
+        "this host's VPC id (default: from IMDS)",
+    ),
+    Field(
+        "host.account_id",
+        "host_account_id",
+        _matching(r"\d{12}", "123456789012"),
+        "this host's AWS account id (default: from IMDS)",
     ),
 )
 _BY_PATH = {f.path: f for f in FIELDS}

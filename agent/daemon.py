@@ -35,7 +35,7 @@ class Agent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.metrics_histogram_phases)
         self.audits = HostAudits()
         self.scheduler = Scheduler(
             settings,
@@ -83,7 +83,7 @@ class Agent:
             choices = ", ".join(sorted(known) + sorted(kinds))
             return _text(400, f"endpoint must be one of: {choices}\n")
         report = self.scheduler.run_once(only_endpoint=wanted)
-        fresh = Metrics()
+        fresh = Metrics(self.settings.metrics_histogram_phases)
         fresh.observe(report)
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(fresh.registry))
 

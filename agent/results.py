@@ -68,6 +68,7 @@ class ImdsInfo:
     subnet_id: str | None = None
     vpc_cidrs: tuple[str, ...] = ()
     duration: float = 0.0
+    account_id: str | None = None  # from the instance identity document
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ class Report:
     endpoints: tuple[EndpointReport, ...]
     findings: tuple[Finding, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)
+    #: ENI address -> its Availability Zone, only as learned from zonal vpce DNS names or EC2.
+    eni_zones: dict[str, str] = field(default_factory=dict)
 
     @property
     def worst_severity(self) -> Severity | None:

@@ -22,6 +22,7 @@ from agent.credentials import Credentials
 from agent.discovery.hosts_file import HostsPins, read_pins
 from agent.discovery.imds import discover as imds_discover
 from agent.discovery.resolvers import resolvers_from_specs
+from agent.discovery.zones import eni_zones, regional_vpce_names
 from agent.probes import dns as dns_probe
 from agent.probes import sts as sts_probe
 from agent.results import (
@@ -53,6 +54,7 @@ class Discovery:
     resolver_error: str | None = None
     at: float = 0.0
     hosts: HostsPins | None = None
+    eni_zones: dict[str, str] = field(default_factory=dict)
 
 
 def _regions(
@@ -123,6 +125,17 @@ def _keep_last_good(imds: ImdsInfo, previous: Discovery | None) -> ImdsInfo:
         vpc_id=imds.vpc_id or last.vpc_id,
         subnet_id=imds.subnet_id or last.subnet_id,
         vpc_cidrs=imds.vpc_cidrs or last.vpc_cidrs,
+        account_id=imds.account_id or last.account_id,
+    )
+
+
+def _host_overrides(imds: ImdsInfo, settings: Settings) -> ImdsInfo:
+    """Configured host identity wins over what IMDS said (or could not say)."""
+    return dataclasses.replace(
+        imds,
+        availability_zone=settings.host_availability_zone or imds.availability_zone,
+        vpc_id=settings.host_vpc_id or imds.vpc_id,
+        account_id=settings.host_account_id or imds.account_id,
     )
 
 
@@ -140,6 +153,7 @@ def discover(
         imds = _keep_last_good(imds, previous)
     else:
         imds = ImdsInfo(available=False, reason="disabled", detail="imds.enabled = false")
+    imds = _host_overrides(imds, settings)
     regions, source = _regions(settings, environ, imds)
     vpc_cidrs = settings.vpc_cidrs or imds.vpc_cidrs
     resolver_error = None
@@ -161,8 +175,12 @@ def discover(
     if settings.hosts_file:
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]
         hosts = read_pins(settings.hosts_file, settings.nsswitch_conf, names)
+    names = [*settings.vpce_dns_names, *regional_vpce_names(settings.endpoints_extra)]
+    zones = eni_zones(names, resolvers, imds.availability_zone, settings.timeout)
+    if not zones and previous is not None and names:
+        zones = previous.eni_zones  # a DNS hiccup at discovery must not forget the AZs
     return Discovery(
-        regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time(), hosts
+        regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time(), hosts, zones
     )
 
 
@@ -177,30 +195,41 @@ def watched_endpoints(settings: Settings, regions: Sequence[str]) -> list[Endpoi
     return endpoints
 
 
+#: No address outlives its answer by more than this, whatever TTL DNS sends.
+MAX_REMEMBERED_TTL = 300
+
+
 @dataclass
 class AddressBook:
     """Addresses seen per endpoint, kept until their DNS TTL runs out.
 
     Clients cache answers for the TTL, so an address that rotated out of the
     latest answer is still in use and still worth probing until it expires.
+    What is kept is bounded whatever DNS sends: a TTL counts for at most
+    MAX_REMEMBERED_TTL, and beside the current answer at most `limit` past
+    addresses are remembered (those expiring last), since no more are probed.
     """
 
     expiry: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def update(self, endpoint: str, lookups: Sequence[DnsLookup], now: float) -> list[str]:
+    def update(
+        self, endpoint: str, lookups: Sequence[DnsLookup], now: float, limit: int = 8
+    ) -> list[str]:
         book = self.expiry.setdefault(endpoint, {})
         current: list[str] = []
         for lk in lookups:
             for q in lk.queries:
                 for a in q.answers:
-                    book[a.address] = max(book.get(a.address, 0.0), now + max(a.ttl, 1))
+                    ttl = min(max(a.ttl, 1), MAX_REMEMBERED_TTL)
+                    book[a.address] = max(book.get(a.address, 0.0), now + ttl)
                     if a.address not in current:
                         current.append(a.address)
-        for addr, exp in list(book.items()):
-            if exp < now:
-                del book[addr]
-        older = sorted(a for a in book if a not in current)
-        return current + older
+        older = [a for a, exp in book.items() if a not in current and exp >= now]
+        older.sort(key=lambda a: (-book[a], a))
+        keep = set(current) | set(older[:limit])
+        for addr in [a for a in book if a not in keep]:
+            del book[addr]
+        return current + sorted(older[:limit])
 
 
 class Prober:
@@ -241,7 +270,10 @@ def run_round(
         plans: list[tuple[Endpoint, tuple[str, ...], list[str], int]] = []
         for ep in endpoints:
             candidates = prober.book.update(
-                ep.hostname, [lookups[(ep.hostname, r)] for r in disc.resolvers], now
+                ep.hostname,
+                [lookups[(ep.hostname, r)] for r in disc.resolvers],
+                now,
+                settings.max_addresses_per_endpoint,
             )
             # Pinned addresses are what programs here connect to: probe them first.
             pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
@@ -299,5 +331,6 @@ def run_round(
         sdk=disc.sdk,
         endpoints=tuple(reports),
         extras={"regions": list(disc.regions), "resolver_error": disc.resolver_error},
+        eni_zones=disc.eni_zones,
     )
     return replace(report, findings=evaluate(report, settings))

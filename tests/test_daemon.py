@@ -69,7 +69,12 @@ def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
                 "count by (phase) (sts_agent_request_duration_seconds_count"
                 f'{{endpoint="{REGIONAL}"}})'
             )
-            assert {r["metric"]["phase"] for r in phases} == {"connect", "tls", "ttfb", "total"}
+            # per endpoint, total only by default; each ENI's phases are gauges
+            assert {r["metric"]["phase"] for r in phases} == {"total"}
+            enis = prom.query(
+                f'count by (address) (sts_agent_request_phase_seconds{{endpoint="{REGIONAL}"}})'
+            )
+            assert {r["metric"]["address"] for r in enis} == set(ENI_ADDRESSES)
             met = prom.query("sts_agent_endpoint_expectation_met")
             assert {r["metric"]["endpoint"]: r["value"][1] for r in met} == {
                 REGIONAL: "1",
@@ -113,8 +118,9 @@ def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Pat
             if line.endswith(" 1.0")
         ]
         assert len(ones) == 1, ones
-    # histograms carry the documented bucket range
-    assert 'le="0.0005"' in text and 'le="10.0"' in text
+    # histograms carry the documented bucket ranges (requests 2.5 ms .. 10 s, DNS 1 ms .. 2.5 s)
+    assert 'le="0.0025"' in text and 'le="10.0"' in text
+    assert 'le="0.001"' in text and 'le="2.5"' in text
 
 
 def test_scrapes_answer_while_a_probe_target_hangs(vpc: SimulatedVpc, tmp_path: Path) -> None:

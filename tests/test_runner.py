@@ -325,7 +325,7 @@ def test_a_stale_hosts_pin_is_probed_first_and_named(vpc: Vpc, tmp_path: Path) -
     text = metrics.registry.exposition().decode()
     pinned = f'endpoint="{REGIONAL}",path="vpce",resolver="hosts_file"'
     assert f"sts_agent_endpoint_path{{{pinned}}} 1.0" in text, text
-    address = f'address="{gone}",class="vpce",endpoint="{REGIONAL}"'
+    address = f'address="{gone}",availability_zone="",class="vpce",endpoint="{REGIONAL}"'
     assert f"sts_agent_endpoint_address_info{{{address}}} 1.0" in text
     # With DNS asked first the file is a fallback only: no pin, nothing probed there.
     nsswitch.write_text("hosts: dns files\n")

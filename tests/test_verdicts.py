@@ -323,6 +323,16 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         ),
         "warning",
     ),
+    # The endpoint's one ENI is in 2b (its zonal vpce name says so); the host is in 2c.
+    "ENDPOINT_NO_LOCAL_AZ_ENI": (
+        lambda: report(
+            imds=ImdsInfo(
+                available=True, region="us-east-2", availability_zone="us-east-2c", vpc_cidrs=VPC
+            ),
+            eni_zones={"127.10.138.148": "us-east-2b"},
+        ),
+        "warning",
+    ),
     # Pinned to the endpoint's own ENI: on the designed path, but DNS is bypassed.
     "HOSTS_FILE_OVERRIDE": (
         lambda: report(replace(endpoint(), pinned=classify_all(["127.10.138.148"], VPC))),

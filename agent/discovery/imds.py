@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -23,11 +24,13 @@ log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/latest/api/token"
 META = "/latest/meta-data/"
+IDENTITY_DOCUMENT = "/latest/dynamic/instance-identity/document"
 TOKEN_TTL_SECONDS = 60  # discovery takes well under a second; a short token limits exposure
 MAX_BODY = 64 * 1024
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _AZ = re.compile(r"[a-z0-9-]{1,64}")  # local and wavelength zones vary too much to be stricter
+_ACCOUNT = re.compile(r"\d{12}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _IDS = {
     "instance-id": re.compile(r"i-[0-9a-f]{8,17}"),
@@ -158,6 +161,16 @@ class _Session:
             raise _Failure("malformed", f"IMDS {path} has an unexpected value {value[:64]!r}")
         return value
 
+    def account_id(self) -> str | None:
+        """The account from the instance identity document; None if it has no valid one."""
+        body = self.request("GET", IDENTITY_DOCUMENT, {"X-aws-ec2-metadata-token": self.token})
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        account = doc.get("accountId") if isinstance(doc, dict) else None
+        return account if isinstance(account, str) and _ACCOUNT.fullmatch(account) else None
+
     def get_optional(self, path: str) -> str:
         """Like get, but a 404 means "none" (EC2's answer for a VPC without IPv6)."""
         try:
@@ -243,6 +256,11 @@ def discover(
         reason = f.reason
         notes.append(f"region {facts['region']} known, but: {f.detail}")
 
+    try:  # only labels the host in fleet views: its absence must not taint the rest
+        facts["account_id"] = session.account_id() or ""
+    except _Failure as f:
+        log.debug("no account id from IMDS: %s", f.detail)
+
     return ImdsInfo(
         available=True,
         reason=reason,
@@ -254,4 +272,5 @@ def discover(
         subnet_id=facts.get("subnet_id"),
         vpc_cidrs=tuple(cidrs),
         duration=time.monotonic() - started,
+        account_id=facts.get("account_id") or None,
     )

@@ -2,7 +2,8 @@
 
 The simulation mirrors the article's topology with loopback addresses:
 a VPC 127.10.0.0/16 whose Amazon DNS sits at base+2 (127.10.0.2), an STS
-interface endpoint with one ENI per AZ (127.10.138.148, 127.10.139.20), a
+interface endpoint with one ENI per AZ (127.10.138.148 in us-east-2a,
+127.10.139.20 in us-east-2b, each also under its zonal vpce DNS name), a
 "public" STS front door (127.20.0.10, outside every private range), and
 IMDSv2 serving the region, the VPC CIDR and instance-profile credentials.
 Nothing leaves the machine and no root is needed (Linux routes all of
@@ -37,6 +38,9 @@ PUBLIC_GLOBAL = "127.20.0.10"
 PUBLIC_REGIONAL = "127.20.0.20"
 REGIONAL = f"sts.{REGION}.amazonaws.com"
 GLOBAL = "sts.amazonaws.com"
+VPCE_ID = "vpce-0a1b2c3d4e5f67890-k3j2h1g0"
+VPCE_REGIONAL = f"{VPCE_ID}.sts.{REGION}.vpce.amazonaws.com"
+ENI_ZONES = dict(zip(ENI_ADDRESSES, (f"{REGION}a", f"{REGION}b"), strict=True))
 SCENARIOS = ("healthy", "private-dns-off", "global-sdk")
 
 
@@ -63,7 +67,14 @@ class SimulatedVpc:
             imds_address=f"127.0.0.1:{self.imds.port}",
             discovery_interval=60.0,
             web_listen_address=listen,
+            vpce_dns_names=(VPCE_REGIONAL,),
         )
+
+    def zonal_dns(self, zones: dict[str, str]) -> None:
+        """Publish the endpoint's regional and zonal vpce names for ENI -> AZ."""
+        self.dns.set_records(VPCE_REGIONAL, tuple(zones))
+        for address, az in zones.items():
+            self.dns.set_records(f"{VPCE_ID}-{az}.sts.{REGION}.vpce.amazonaws.com", (address,))
 
 
 def start_sts_servers(
@@ -95,6 +106,7 @@ def simulated_vpc(workdir: Path) -> Iterator[SimulatedVpc]:
     imds = ImdsServer("127.0.0.1", 0, region=REGION, az=f"{REGION}a", vpc_cidrs=(VPC_CIDR,)).start()
     vpc = SimulatedVpc(dns, imds, sts, ca.ca_path, port)
     vpc.private_dns(True)
+    vpc.zonal_dns(ENI_ZONES)
     dns.set_records(GLOBAL, (PUBLIC_GLOBAL,))
     try:
         yield vpc
@@ -140,10 +152,11 @@ def run_demo(args: argparse.Namespace) -> int:
             vpc.private_dns(False)
         settings = vpc.settings(interval=args.interval, listen=args.listen)
         out = sys.stderr if args.json else sys.stdout
+        enis = ", ".join(f"{a}:{vpc.sts_port} ({ENI_ZONES[a]})" for a in ENI_ADDRESSES)
         print(
             f"Simulated VPC {VPC_CIDR} in {REGION} (scenario: {scenario}):\n"
             f"  Amazon DNS        {DNS_ADDRESS}:{vpc.dns.port}\n"
-            f"  STS endpoint ENIs {', '.join(f'{a}:{vpc.sts_port}' for a in ENI_ADDRESSES)}\n"
+            f"  STS endpoint ENIs {enis}\n"
             f"  public STS        {PUBLIC_GLOBAL}:{vpc.sts_port} ({GLOBAL})\n"
             f"  IMDSv2            {vpc.imds.url}\n",
             file=out,

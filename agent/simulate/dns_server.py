@@ -60,6 +60,7 @@ class DnsServer(Service):
         self._queries = 0
         self._records: dict[dns.name.Name, dict[dns.rdatatype.RdataType, list[str]]] = {}
         self._cnames: dict[dns.name.Name, dns.name.Name] = {}
+        self._rotations: dict[dns.name.Name, tuple[int, int]] = {}  # name -> (next, per answer)
         self._stopping = threading.Event()
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -99,7 +100,15 @@ class DnsServer(Service):
         key = _absolute(name)
         with self._lock:
             self._cnames.pop(key, None)
+            self._rotations.pop(key, None)
             self._records[key] = by_type
+
+    def rotate(self, name: str, pool: Sequence[str], per_answer: int = 1) -> None:
+        """Answer `name` with the next `per_answer` addresses of `pool` on every A/AAAA
+        question, round-robin, as a large public front door's DNS does."""
+        self.set_records(name, pool)
+        with self._lock:
+            self._rotations[_absolute(name)] = (0, per_answer)
 
     def set_cname(self, name: str, target: str) -> None:
         key, dest = _absolute(name), _absolute(target)
@@ -218,6 +227,10 @@ class DnsServer(Service):
                 response.set_rcode(dns.rcode.NXDOMAIN)
                 return
             values = records.get(rdtype, [])
+            if values and name in self._rotations:
+                start, n = self._rotations[name]
+                self._rotations[name] = ((start + n) % len(values), n)
+                values = [values[(start + i) % len(values)] for i in range(min(n, len(values)))]
             if values:
                 response.answer.append(
                     dns.rrset.from_text_list(name, self.ttl, dns.rdataclass.IN, rdtype, values)

@@ -21,6 +21,7 @@ from agent.lifecycle import Service
 
 TOKEN_PATH = "/latest/api/token"
 METADATA_PREFIX = "/latest/meta-data/"
+IDENTITY_DOCUMENT = "/latest/dynamic/instance-identity/document"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TTL = 21600
@@ -60,6 +61,7 @@ class ImdsServer(Service):
         vpc_cidrs: Sequence[str] = ("10.120.0.0/16",),
         vpc_ipv6_cidrs: Sequence[str] = (),
         role: str = "demo-instance-role",
+        account_id: str = "123456789012",
         credentials: dict[str, str] | None = None,
     ) -> None:
         self.region = region
@@ -71,6 +73,7 @@ class ImdsServer(Service):
         self.vpc_cidrs = tuple(vpc_cidrs)
         self.vpc_ipv6_cidrs = tuple(vpc_ipv6_cidrs)
         self.role = role
+        self.account_id = account_id
         self.credentials = dict(credentials or DEFAULT_CREDENTIALS)
         self.credentials_expiration = dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)
         self.fault: str | None = None
@@ -163,6 +166,21 @@ class ImdsServer(Service):
             docs[f"iam/security-credentials/{self.role}"] = json.dumps(body, indent=2)
         return docs
 
+    def identity_document(self) -> str:
+        """The instance identity document (its signature is not simulated)."""
+        doc = {
+            "accountId": self.account_id,
+            "architecture": "x86_64",
+            "availabilityZone": self.az,
+            "imageId": "ami-0123456789abcdef0",
+            "instanceId": self.instance_id,
+            "instanceType": "t3.micro",
+            "privateIp": "10.120.1.15",
+            "region": self.region,
+            "version": "2017-09-30",
+        }
+        return json.dumps(doc, indent=2)
+
     def lookup(self, path: str) -> str | None:
         """The body for a metadata path; a trailing slash lists the children."""
         docs = self.documents()
@@ -250,6 +268,8 @@ def _handler_for(server: ImdsServer) -> type[BaseHTTPRequestHandler]:
                 if path.startswith(METADATA_PREFIX)
                 else None
             )
+            if path == IDENTITY_DOCUMENT:
+                body = server.identity_document()
             if body is None:
                 self._send(HTTPStatus.NOT_FOUND)
             else:

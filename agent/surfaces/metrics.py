@@ -5,9 +5,11 @@ types, in a private registry); everything describing *current* state is built
 fresh at scrape time by a custom collector from the latest Report.  A scrape
 therefore only reads memory and never waits for a probe.
 
-Cardinality: `endpoint` and `resolver` come from configuration; `address`
-values are capped per endpoint by max_addresses_per_endpoint, and series of
-addresses that leave the probed set are removed at once.
+Cardinality: `endpoint` and `resolver` come from configuration; `address` is
+an ENI's IP (few and stable, capped by max_addresses_per_endpoint) or the one
+value "public" for every public address (see agent.surfaces.series), and
+series of ENIs that leave the probed set are removed at once.  Latency
+distributions are per endpoint; per ENI the latest round's phases are gauges.
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.results import PATHS, Report
+from agent.surfaces.series import address_label, by_label, probe_classes, public_address_hash
+from agent.verdicts.zones import cross_az_ratio, local_az_eni
 
-# 0.5 ms .. 10 s, about x2.5 a step: fine where VPC-endpoint calls live, wide enough for timeouts.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# 2.5 ms .. 10 s, about x2 a step: VPC-endpoint calls take a few ms to tens of ms, the
+# global name from far away hundreds; 0.5 s is the SLO of the shipped alert.
+REQUEST_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# A DNS question is sub-millisecond from a cache and seconds only when it times out.
+DNS_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5)
+DEFAULT_HISTOGRAM_PHASES = ("total",)
 
 # `_created` series double the output and no dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -81,7 +89,8 @@ class _SnapshotRegistry(CollectorRegistry):
 class Metrics:
     """Owns the registry; `observe` is called once per finished round."""
 
-    def __init__(self) -> None:
+    def __init__(self, histogram_phases: Iterable[str] = DEFAULT_HISTOGRAM_PHASES) -> None:
+        self.histogram_phases = frozenset(histogram_phases)
         self.registry = _SnapshotRegistry()
         self._lock = threading.Lock()
         self.latest: Report | None = None
@@ -92,7 +101,7 @@ class Metrics:
             "sts_agent_dns_lookup_duration_seconds",
             "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
             ["endpoint", "resolver"],
-            buckets=BUCKETS,
+            buckets=DNS_BUCKETS,
             registry=r,
         )
         self.dns_lookups = Counter(
@@ -109,14 +118,15 @@ class Metrics:
         )
         self.req_duration = Histogram(
             "sts_agent_request_duration_seconds",
-            "Phases of a signed GetCallerIdentity sent to one address of an STS endpoint.",
-            ["endpoint", "address", "phase"],
-            buckets=BUCKETS,
+            "Phases of a signed GetCallerIdentity to an STS endpoint, over all its addresses "
+            '(phase="total" unless metrics.histogram_phases says more).',
+            ["endpoint", "phase"],
+            buckets=REQUEST_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
             "sts_agent_requests",
-            "GetCallerIdentity requests sent to one address of an STS endpoint.",
+            'GetCallerIdentity requests sent to one ENI of an STS endpoint, or address="public".',
             ["endpoint", "address"],
             registry=r,
         )
@@ -141,32 +151,39 @@ class Metrics:
                     if lk.reason:
                         self.dns_failures.labels(host, res, lk.reason).inc()
                 live: set[tuple[str, ...]] = set()
+                classes = probe_classes(ep, report.vpc_cidrs)
                 for p in ep.probes:
-                    self.requests.labels(host, p.address).inc()
-                    live.add(("req", host, p.address))
+                    label = address_label(p.address, classes[p.address])
+                    self.requests.labels(host, label).inc()
+                    live.add(("req", host, label))
                     for phase, value in p.phases.as_dict().items():
-                        if value is not None:
-                            self.req_duration.labels(host, p.address, phase).observe(value)
-                            live.add(("dur", host, p.address, phase))
+                        if value is not None and phase in self.histogram_phases:
+                            self.req_duration.labels(host, phase).observe(value)
+                            live.add(("dur", host, phase))
                     if not p.success and p.reason:
-                        self.req_failures.labels(host, p.address, p.reason).inc()
-                        live.add(("fail", host, p.address, p.reason))
+                        self.req_failures.labels(host, label, p.reason).inc()
+                        live.add(("fail", host, label, p.reason))
                 self._prune(host, live)
             current = {ep.endpoint.hostname for ep in report.endpoints}
             for host in set(self._addr_series) - current:
-                self._prune(host, set())
+                self._prune(host, set(), endpoint_gone=True)
                 del self._addr_series[host]
             self.latest = report
             self.rounds += 1
         self.registry.invalidate()
 
-    def _prune(self, host: str, live: set[tuple[str, ...]]) -> None:
-        """Drop every series of `host` whose address was not probed this round."""
+    def _prune(self, host: str, live: set[tuple[str, ...]], *, endpoint_gone: bool = False) -> None:
+        """Drop every series of `host` whose address label was not probed this round.
+
+        Histograms carry no address, so they stay while the endpoint is watched.
+        """
         old = self._addr_series.get(host, set())
-        live_addresses = {key[2] for key in live}
-        keep = {k for k in old if k[2] in live_addresses} | live
+        live_labels = {key[2] for key in live if key[0] != "dur"}
+        keep = live | {
+            k for k in old if not endpoint_gone and (k[0] == "dur" or k[2] in live_labels)
+        }
+        metric = {"req": self.requests, "dur": self.req_duration, "fail": self.req_failures}
         for key in old - keep:
-            metric = {"req": self.requests, "dur": self.req_duration, "fail": self.req_failures}
             with contextlib.suppress(KeyError):
                 metric[key[0]].remove(*key[1:])
         self._addr_series[host] = keep
@@ -220,54 +237,8 @@ def _report_families(report: Report) -> Iterator[Metric]:
     dur.add_metric([], report.finished - report.started)
     yield dur
 
-    path = _g(
-        "sts_agent_endpoint_path",
-        "Path an STS name takes per resolver: exactly one of vpce, private, public, mixed, "
-        'unresolved is 1. resolver="hosts_file" when the hosts file pins the name ahead of DNS.',
-        ["endpoint", "resolver", "path"],
-    )
-    addr_info = _g(
-        "sts_agent_endpoint_address_info",
-        "Addresses an STS name resolved to, with their class; always 1.",
-        ["endpoint", "address", "class"],
-    )
-    met = _g(
-        "sts_agent_endpoint_expectation_met",
-        "1 if the endpoint's path matches the configured expectation, else 0.",
-        ["endpoint"],
-    )
-    dropped = _g(
-        "sts_agent_endpoint_addresses_dropped",
-        "Addresses beyond max_addresses_per_endpoint that were not probed or exported.",
-        ["endpoint"],
-    )
-    success = _g(
-        "sts_agent_probe_success",
-        "1 if the latest GetCallerIdentity to this address succeeded.",
-        ["endpoint", "address"],
-    )
-    expiry = _g(
-        "sts_agent_tls_certificate_expiry_timestamp_seconds",
-        "notAfter of the certificate the address presented.",
-        ["endpoint", "address"],
-    )
-    for ep in report.endpoints:
-        host = ep.endpoint.hostname
-        for resolver, p_now in ep.paths_by_source.items():
-            for p in PATHS:
-                path.add_metric([host, resolver, p], 1.0 if p_now == p else 0.0)
-        probed = {p.address for p in ep.probes}
-        for address, klass in ep.classes.items():
-            if address in probed:
-                addr_info.add_metric([host, address, klass], 1)
-        if ep.expectation_met is not None:
-            met.add_metric([host], 1.0 if ep.expectation_met else 0.0)
-        dropped.add_metric([host], ep.dropped_addresses)
-        for pr in ep.probes:
-            success.add_metric([host, pr.address], 1.0 if pr.success else 0.0)
-            if pr.cert_not_after:
-                expiry.add_metric([host, pr.address], pr.cert_not_after)
-    yield from (path, addr_info, met, dropped, success, expiry)
+    yield from _endpoint_families(report)
+    yield _host_info(report)
 
     imds = _g("sts_agent_imds_available", "1 if IMDSv2 answered during the latest discovery.")
     imds.add_metric([], 1.0 if report.imds.available else 0.0)
@@ -308,6 +279,106 @@ def _report_families(report: Report) -> Iterator[Metric]:
         findings.add_metric([code, sev], n)
     yield findings
     yield from _audit_families(report.extras.get("audit"))
+
+
+def _host_info(report: Report) -> Metric:
+    info = _g(
+        "sts_agent_host_info",
+        "This host's identity for joins in fleet rules, from IMDS or configuration "
+        '("" when unknown); always 1.',
+        ["region", "availability_zone", "vpc_id", "account_id"],
+    )
+    i = report.imds
+    values = (report.region, i.availability_zone, i.vpc_id, i.account_id)
+    info.add_metric([v or "" for v in values], 1)
+    return info
+
+
+def _endpoint_families(report: Report) -> Iterator[Metric]:
+    path = _g(
+        "sts_agent_endpoint_path",
+        "Path an STS name takes per resolver: exactly one of vpce, private, public, mixed, "
+        'unresolved is 1. resolver="hosts_file" when the hosts file pins the name ahead of DNS.',
+        ["endpoint", "resolver", "path"],
+    )
+    addr_info = _g(
+        "sts_agent_endpoint_address_info",
+        'Probed addresses of an STS name: each ENI, and address="public" for all public ones; '
+        "with the class and the ENI's Availability Zone where known; always 1.",
+        ["endpoint", "address", "class", "availability_zone"],
+    )
+    met = _g(
+        "sts_agent_endpoint_expectation_met",
+        "1 if the endpoint's path matches the configured expectation, else 0.",
+        ["endpoint"],
+    )
+    dropped = _g(
+        "sts_agent_endpoint_addresses_dropped",
+        "Addresses beyond max_addresses_per_endpoint that were not probed or exported.",
+        ["endpoint"],
+    )
+    public_hash = _g(
+        "sts_agent_endpoint_public_address_hash",
+        "CRC-32 of the endpoint's sorted public addresses this round (0 if none): changes "
+        "when DNS hands out other public addresses, without a series per address.",
+        ["endpoint"],
+    )
+    success = _g(
+        "sts_agent_probe_success",
+        '1 if the latest GetCallerIdentity to this ENI succeeded; for address="public", if '
+        "every public address probed this round did.",
+        ["endpoint", "address"],
+    )
+    phase_gauge = _g(
+        "sts_agent_request_phase_seconds",
+        "Seconds each phase of the latest GetCallerIdentity to this ENI took (for "
+        'address="public": the slowest public address).',
+        ["endpoint", "address", "phase"],
+    )
+    expiry = _g(
+        "sts_agent_tls_certificate_expiry_timestamp_seconds",
+        'notAfter of the certificate the address presented (address="public": the earliest).',
+        ["endpoint", "address"],
+    )
+    local = _g(
+        "sts_agent_endpoint_local_az_eni",
+        "1 if the endpoint has an ENI in this host's Availability Zone; exported only when "
+        "the AZs are known.",
+        ["endpoint"],
+    )
+    cross = _g(
+        "sts_agent_endpoint_cross_az_ratio",
+        "Share of the ENI addresses this resolver handed out that lie in another AZ than "
+        "this host's; exported only when the AZs are known.",
+        ["endpoint", "resolver"],
+    )
+    zones, host_az = report.eni_zones, report.imds.availability_zone
+    for ep in report.endpoints:
+        host = ep.endpoint.hostname
+        for resolver, p_now in ep.paths_by_source.items():
+            for p in PATHS:
+                path.add_metric([host, resolver, p], 1.0 if p_now == p else 0.0)
+        if ep.expectation_met is not None:
+            met.add_metric([host], 1.0 if ep.expectation_met else 0.0)
+        dropped.add_metric([host], ep.dropped_addresses)
+        public_hash.add_metric([host], public_address_hash(ep))
+        for group in by_label(ep, report.vpc_cidrs):
+            az = "" if group.klass == "public" else zones.get(group.label, "")
+            addr_info.add_metric([host, group.label, group.klass, az], 1)
+            success.add_metric([host, group.label], 1.0 if group.success else 0.0)
+            for phase, seconds in group.phases().items():
+                phase_gauge.add_metric([host, group.label, phase], seconds)
+            if group.cert_not_after:
+                expiry.add_metric([host, group.label], group.cert_not_after)
+        has_local = local_az_eni(ep, zones, host_az)
+        if has_local is not None:
+            local.add_metric([host], 1.0 if has_local else 0.0)
+        for v in ep.verdicts:
+            ratio = cross_az_ratio(v.addresses, zones, host_az)
+            if ratio is not None:
+                cross.add_metric([host, v.resolver], ratio)
+    yield from (path, addr_info, met, dropped, public_hash, success, phase_gauge, expiry)
+    yield from (local, cross)
 
 
 def _audit_families(audit: Any) -> Iterator[Metric]:

@@ -52,7 +52,7 @@ def _probe(p: StsProbe) -> dict[str, Any]:
     }
 
 
-def _endpoint(ep: EndpointReport) -> dict[str, Any]:
+def _endpoint(ep: EndpointReport, zones: dict[str, str]) -> dict[str, Any]:
     return {
         "hostname": ep.endpoint.hostname,
         "kind": ep.endpoint.kind,
@@ -61,11 +61,14 @@ def _endpoint(ep: EndpointReport) -> dict[str, Any]:
         "expected": ep.endpoint.expected,
         "expectation_met": ep.expectation_met,
         "effective_path": ep.effective_path,
-        "addresses": [{"address": a, "class": c} for a, c in ep.classes.items()],
+        "addresses": [
+            {"address": a, "class": c, "availability_zone": zones.get(a)}
+            for a, c in ep.classes.items()
+        ],
         "paths_by_resolver": ep.paths_by_source,
         "hosts_file": [{"address": a.address, "class": a.klass} for a in ep.pinned],
         "dns": [_lookup(lk) for lk in ep.lookups],
-        "probes": [_probe(p) for p in ep.probes],
+        "probes": [{**_probe(p), "availability_zone": zones.get(p.address)} for p in ep.probes],
         "dropped_addresses": ep.dropped_addresses,
     }
 
@@ -92,6 +95,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "vpc_id": imds.vpc_id,
             "subnet_id": imds.subnet_id,
             "vpc_cidrs": list(imds.vpc_cidrs),
+            "account_id": imds.account_id,
         },
         "resolvers": [
             {"resolver": r.label, "amazon_provided": r.amazon_provided, "source": r.source}
@@ -107,7 +111,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "error": sdk.error,
             "proxy": sdk.proxy,
         },
-        "endpoints": [_endpoint(ep) for ep in report.endpoints],
+        "endpoints": [_endpoint(ep, report.eni_zones) for ep in report.endpoints],
         "findings": [
             {
                 "code": f.code,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from agent.config import Settings
 from agent.results import EndpointReport, Finding, Report
+from agent.verdicts.zones import local_az_eni, zones_of
 
 CODES = {
     "ENDPOINT_PATH_UNEXPECTED": "warning",
@@ -34,6 +35,7 @@ CODES = {
     "REGION_UNKNOWN": "warning",
     "RESOLVERS_UNAVAILABLE": "critical",
     "ADDRESSES_DROPPED": "info",
+    "ENDPOINT_NO_LOCAL_AZ_ENI": "warning",
 }
 
 
@@ -257,4 +259,23 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
         )
     for ep in report.endpoints:
         out.extend(_endpoint_findings(ep, settings, now))
+    out.extend(zone_findings(report))
     return tuple(out)
+
+
+def zone_findings(report: Report) -> Iterator[Finding]:
+    """ENDPOINT_NO_LOCAL_AZ_ENI where the ENIs' AZs are known and none is the host's."""
+    host_az = report.imds.availability_zone
+    for ep in report.endpoints:
+        if local_az_eni(ep, report.eni_zones, host_az) is False:
+            host = ep.endpoint.hostname
+            yield _f(
+                "ENDPOINT_NO_LOCAL_AZ_ENI",
+                f"{host} has ENIs in {', '.join(zones_of(ep, report.eni_zones))} but none in "
+                f"this host's AZ {host_az}: every call crosses AZs (latency, data charges) and "
+                "fails with another AZ",
+                "Add a subnet in this AZ to the STS interface endpoint (aws ec2 "
+                "modify-vpc-endpoint --add-subnet-ids), or place the host in an AZ the "
+                "endpoint spans.",
+                host,
+            )

@@ -40,6 +40,8 @@ PATH = "sts_agent_endpoint_path"
 FINDINGS = "sts_agent_findings"
 ROUNDS = "sts_agent_rounds_total"
 DURATION_COUNT = "sts_agent_request_duration_seconds_count"
+# The latest round's seconds per phase, per ENI (the histogram is per endpoint).
+PHASE = "sts_agent_request_phase_seconds"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""Where an endpoint's ENIs sit relative to this host's Availability Zone.
+
+Only AZs learned without guessing count (zonal vpce DNS names, the EC2 API):
+an address whose AZ is unknown is left out, and with none known there is no
+verdict at all rather than a wrong one.  Calls to an ENI in another AZ cost
+cross-AZ latency and data charges, and fail with that AZ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from agent.results import AddressVerdict, EndpointReport
+
+ENI_CLASSES = ("vpce", "private")
+
+
+def eni_addresses(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The ENI addresses among (address, class) pairs, in order, once each."""
+    return list(dict.fromkeys(a for a, klass in pairs if klass in ENI_CLASSES))
+
+
+def local_az_eni(ep: EndpointReport, zones: Mapping[str, str], host_az: str | None) -> bool | None:
+    """Whether one of the endpoint's ENIs is in the host's AZ; None when that cannot be known."""
+    known = {zones[a] for a in eni_addresses(ep.classes.items()) if a in zones}
+    if not host_az or not known:
+        return None
+    return host_az in known
+
+
+def cross_az_ratio(
+    answers: Iterable[AddressVerdict], zones: Mapping[str, str], host_az: str | None
+) -> float | None:
+    """Share of a resolver's ENI answers (of known AZ) that lie in another AZ than the host's."""
+    known = [zones[a] for a in eni_addresses((v.address, v.klass) for v in answers) if a in zones]
+    if not host_az or not known:
+        return None
+    return sum(1 for az in known if az != host_az) / len(known)
+
+
+def zones_of(ep: EndpointReport, zones: Mapping[str, str]) -> list[str]:
+    """The distinct AZs of the endpoint's ENIs, sorted."""
+    return sorted({zones[a] for a in eni_addresses(ep.classes.items()) if a in zones})
