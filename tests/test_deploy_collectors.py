@@ -202,7 +202,9 @@ def remote_written(vpc: SimulatedVpc, tmp_path_factory: pytest.TempPathFactory) 
     return received
 
 
-def test_agent_mode_forwards_the_agents_samples(remote_written: Received) -> None:
+def test_agent_mode_forwards_the_agents_samples(
+    remote_written: Received, vpc: SimulatedVpc
+) -> None:
     names = remote_written.names()
     assert {"up", "sts_agent_probe_success", "sts_agent_endpoint_path"} <= names
     assert all(n == "up" or n.startswith("sts_agent_") for n in names), names  # write relabel
@@ -213,6 +215,9 @@ def test_agent_mode_forwards_the_agents_samples(remote_written: Received) -> Non
         assert s["collector"] == "sts-agent-prometheus-agent"  # external label
     up = remote_written.series("up")
     assert up and up[0]["instance"] == INSTANCE_ID
+    # The identity the fleet rules join on arrives beside them, from the (simulated) IMDS.
+    info = remote_written.series("sts_agent_host_info")
+    assert info and {s["vpc_id"] for s in info} == {vpc.imds.vpc_id}, info
 
 
 def test_remote_write_speaks_the_protocol(remote_written: Received) -> None:
