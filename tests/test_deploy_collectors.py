@@ -12,7 +12,6 @@ with promtool, and its EMF dimensions against the labels the agent really sent.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -27,13 +26,12 @@ from agent.simulate.demo import REGIONAL, SimulatedVpc, simulated_vpc
 from tests.conftest import ROOT, require_binary
 from tests.support.agent_proc import (
     agent_env,
-    free_port,
     http_get,
     running_agent,
     vpc_config,
     wait_for,
 )
-from tests.support.procs import stop_process
+from tests.support.prometheus import prometheus_process
 from tests.support.remote_write import Received, remote_write_receiver
 from tests.test_deploy_dashboard import AGENT_METRICS
 
@@ -177,28 +175,13 @@ def remote_written(vpc: SimulatedVpc, tmp_path_factory: pytest.TempPathFactory) 
         job["file_sd_configs"] = [{"files": [str(targets)]}]
         doc["remote_write"][0]["url"] = url
         (tmp / "prometheus-agent.yml").write_text(yaml.safe_dump(doc))
-        log = (tmp / "prometheus.log").open("wb")
-        proc = subprocess.Popen(
-            [
-                binary,
-                *agent_mode_flags(binary),
-                f"--config.file={tmp / 'prometheus-agent.yml'}",
-                f"--storage.agent.path={tmp / 'wal'}",
-                f"--web.listen-address=127.0.0.1:{free_port()}",
-            ],
-            cwd=tmp,
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "HOME": str(tmp)},
-        )
-        try:
-            # The first scrape comes within one 30 s interval, the batch within 5 s more.
-            wait_for(lambda: received.series("sts_agent_probe_success"), 150, "remote write")
-        except AssertionError:
-            pytest.fail((tmp / "prometheus.log").read_text()[-3000:])
-        finally:
-            stop_process(proc, timeout=20)
-            log.close()
+        flags = [*agent_mode_flags(binary), f"--storage.agent.path={tmp / 'wal'}"]
+        with prometheus_process(tmp / "prometheus-agent.yml", tmp, *flags):
+            try:
+                # The first scrape comes within one 30 s interval, the batch within 5 s more.
+                wait_for(lambda: received.series("sts_agent_probe_success"), 150, "remote write")
+            except AssertionError:
+                pytest.fail((tmp / "prometheus.log").read_text()[-3000:])
     return received
 
 

@@ -10,7 +10,6 @@ and the resulting targets are read back from Prometheus's API.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,9 +23,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, require_binary
-from tests.support.procs import stop_process
+from tests.support.prometheus import prometheus_process
 from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
-from tests.test_deploy_systemd import free_port
 
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "sts-agent.rules.yml"
@@ -343,7 +341,6 @@ def get_json(url: str) -> Any:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus with both discovery configs on file targets and the rules loaded."""
-    binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
     jobs = []
     for name, sd_key, job, targets in (
@@ -363,25 +360,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "scrape_configs": jobs,
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        cwd=tmp,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "HOME": str(tmp)},
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc, timeout=20)
-        log.close()
+    with prometheus_process(
+        tmp / "prometheus.yml", tmp, f"--storage.tsdb.path={tmp / 'data'}"
+    ) as url:
+        yield url
 
 
 def discovered(base: str, expected: int) -> dict[str, Any]:

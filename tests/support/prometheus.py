@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -80,4 +81,24 @@ def prometheus_scraping(
         yield prom
     finally:
         stop_process(proc)
+        log.close()
+
+
+@contextmanager
+def prometheus_process(config: Path, tmp: Path, *flags: str) -> Iterator[str]:
+    """Prometheus on `config` (plus `flags`, e.g. a storage path), logging to tmp; its URL."""
+    binary = require_binary("prometheus")
+    port = free_port()
+    log = (tmp / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *flags],
+        cwd=tmp,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "HOME": str(tmp)},
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc, timeout=20)
         log.close()
