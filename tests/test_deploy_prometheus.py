@@ -215,6 +215,12 @@ def matcher_names(matchers: list[str]) -> set[str]:
     return names
 
 
+def for_seconds(alertname: str) -> int:
+    """An alert's `for`, in seconds: the fleet alert must be active before its targets."""
+    duration = next(a["for"] for a in alerts() if a["alert"] == alertname)
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
 def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
     """Each inhibit rule's `equal` labels are on its source and its target alerts.
 
@@ -243,6 +249,10 @@ def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
         "StsPrivateDnsFlippedToPublic",
         "StsProbeFailing",
     }
+    for rule in doc["inhibit_rules"]:
+        for source in matcher_names(rule["source_matchers"]):
+            for target in matcher_names(rule["target_matchers"]):
+                assert for_seconds(source) <= for_seconds(target), (source, target)
     fleet_route = next(r for r in doc["route"]["routes"] if r["matchers"] == ['scope="fleet"'])
     assert fleet_route is doc["route"]["routes"][0], "fleet alerts must route before severity"
 
