@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import json
 import tempfile
 import time
 import urllib.parse
@@ -70,6 +71,15 @@ def _fetch(url: str) -> bytes:
     return body
 
 
+def _series(prom: Prometheus, start: float, end: float) -> set[tuple[tuple[str, str], ...]]:
+    """Every sts-agent job series with a sample between start and end (the series API)."""
+    query = urllib.parse.urlencode(
+        {"match[]": '{job="sts-agent"}', "start": f"{start:.3f}", "end": f"{end:.3f}"}
+    )
+    doc = json.loads(_fetch(f"{prom.base}/api/v1/series?{query}"))
+    return {tuple(sorted(labels.items())) for labels in doc["data"]}
+
+
 def _body_bytes(url: str) -> tuple[int, int]:
     """(plain, gzip) size of one /metrics answer."""
     plain = _fetch(url)
@@ -99,7 +109,9 @@ def _blackbox_cost(t: Targets, tmp: Path) -> dict[str, float] | None:
     }
 
 
-def measure(n: int, duration: float, interval: float, scrape: float, tmp: Path) -> dict[str, float]:
+def measure(
+    n: int, duration: float, interval: float, scrape: float, tmp: Path
+) -> tuple[dict[str, float], list[str]]:
     with simulated_targets(tmp / "sim", LAYOUT, ttl=TTL) as t, contextlib.ExitStack() as stack:
         t.dns.rotate(GLOBAL, POOL, per_answer=1)
         agents: list[AgentProcess] = []
@@ -132,6 +144,10 @@ def measure(n: int, duration: float, interval: float, scrape: float, tmp: Path) 
         created0, t0 = _own_metric(prom, "prometheus_tsdb_head_series_created_total"), time.time()
         time.sleep(duration)
         created1, t1 = _own_metric(prom, "prometheus_tsdb_head_series_created_total"), time.time()
+        # The agents' own new series, apart from what the rules record (ALERTS included).
+        before, during = _series(prom, t0 - scrape, t0), _series(prom, t0, t1)
+        new = during - before
+        new_names = sorted({dict(labels)["__name__"] for labels in new})
         window = f"{int(t1 - t0)}s"
         job = '{job="sts-agent"}'
         sizes = [_body_bytes(f"{a.base}/metrics") for a in agents]
@@ -149,6 +165,7 @@ def measure(n: int, duration: float, interval: float, scrape: float, tmp: Path) 
             ),
             "moment": _scalar(prom, f"count({job})"),
             "created": created1 - created0,
+            "agent_created": float(len(new)),
             "samples": _scalar(prom, 'quantile(0.5, scrape_samples_scraped{job="sts-agent"})'),
             "scrape_s": _scalar(
                 prom, f"quantile(0.5, avg_over_time(scrape_duration_seconds{job}[{window}]))"
@@ -170,13 +187,14 @@ def measure(n: int, duration: float, interval: float, scrape: float, tmp: Path) 
         bb = _blackbox_cost(t, tmp)
     if bb is not None:
         m.update({f"bb_{k}": v for k, v in bb.items()})
-    return m
+    return m, new_names
 
 
-def result_of(m: dict[str, float], interval: float, scrape: float) -> Result:
+def result_of(m: dict[str, float], new_names: list[str], interval: float, scrape: float) -> Result:
     n = m["agents"]
     hours = m["window_s"] / 3600
     churn_per_host_hour = m["created"] / n / hours if hours > 0 else float("nan")
+    agent_churn = m["agent_created"] / n / hours if hours > 0 else float("nan")
     distinct_ratio = m["distinct"] / m["moment"] if m["moment"] else float("nan")
     per_host = m["per_host"]
     ingest = m["gzip_bytes"] * FLEET / scrape
@@ -195,9 +213,14 @@ def result_of(m: dict[str, float], interval: float, scrape: float) -> Result:
                     f"{per_host * FLEET:,.0f}",
                 ],
                 [
-                    "series created per hour (churn, in the window)",
+                    "series created per hour, all (head_series_created_total)",
                     f"{churn_per_host_hour:.1f}",
                     f"{churn_per_host_hour * FLEET:,.0f}",
+                ],
+                [
+                    "… of them the agent's own (series API)",
+                    f"{agent_churn:.1f}",
+                    f"{agent_churn * FLEET:,.0f}",
                 ],
                 ["distinct series over the window ÷ at one moment", f"{distinct_ratio:.3f}", ""],
                 [
@@ -253,6 +276,11 @@ def result_of(m: dict[str, float], interval: float, scrape: float) -> Result:
         f"the window ({m['rotations'] / n:.1f} per host); Prometheus head "
         f"{m['head_series']:.0f} series (rules included), RSS {m['prom_rss_mib']:.0f} MiB."
     )
+    r.notes.append(
+        "Series the agents started in the window: "
+        + (", ".join(f"`{name}`" for name in new_names) or "none")
+        + "; the rest of the head's new series are the rules' (recorded series and ALERTS)."
+    )
     r.goals.append(
         Goal(
             f"head series per host ≤ {SERIES_GOAL}",
@@ -286,8 +314,10 @@ def main() -> None:
     started = time.monotonic()
     machine = describe()
     with tempfile.TemporaryDirectory(prefix="sts-bench-fleet-") as d:
-        m = measure(args.agents, args.duration, args.interval, args.scrape_interval, Path(d))
-    result = result_of(m, args.interval, args.scrape_interval)
+        m, new_names = measure(
+            args.agents, args.duration, args.interval, args.scrape_interval, Path(d)
+        )
+    result = result_of(m, new_names, args.interval, args.scrape_interval)
     result.machine = machine
     emit(result, args, started)
 
