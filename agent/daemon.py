@@ -164,6 +164,7 @@ def _reload(
         log.warning("web.listen_address and web.config_file take effect only after a restart")
     logs.setup(new.log_format, new.log_level)
     agent.settings = new
+    agent.metrics.histogram_phases = frozenset(new.metrics_histogram_phases)
     agent.scheduler.reload(new)
     log.info("configuration reloaded")
     notify("READY=1")

@@ -287,6 +287,8 @@ class Report:
     extras: dict[str, object] = field(default_factory=dict)
     #: ENI address -> its Availability Zone, only as learned from zonal vpce DNS names or EC2.
     eni_zones: dict[str, str] = field(default_factory=dict)
+    #: The ENI addresses of each VPC endpoint those sources described, one group per endpoint.
+    vpce_enis: tuple[tuple[str, ...], ...] = ()
 
     @property
     def worst_severity(self) -> Severity | None:

@@ -55,6 +55,7 @@ class Discovery:
     at: float = 0.0
     hosts: HostsPins | None = None
     eni_zones: dict[str, str] = field(default_factory=dict)
+    vpce_enis: tuple[tuple[str, ...], ...] = ()
 
 
 def _regions(
@@ -176,11 +177,22 @@ def discover(
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]
         hosts = read_pins(settings.hosts_file, settings.nsswitch_conf, names)
     names = [*settings.vpce_dns_names, *regional_vpce_names(settings.endpoints_extra)]
-    zones = eni_zones(names, resolvers, imds.availability_zone, settings.timeout)
+    zones, groups = eni_zones(names, resolvers, imds.availability_zone, settings.timeout)
     if not zones and previous is not None and names:
-        zones = previous.eni_zones  # a DNS hiccup at discovery must not forget the AZs
+        # a DNS hiccup at discovery must not forget the AZs
+        zones, groups = previous.eni_zones, previous.vpce_enis
     return Discovery(
-        regions, source, imds, resolvers, vpc_cidrs, sdk, resolver_error, time.time(), hosts, zones
+        regions,
+        source,
+        imds,
+        resolvers,
+        vpc_cidrs,
+        sdk,
+        resolver_error,
+        time.time(),
+        hosts,
+        zones,
+        groups,
     )
 
 
@@ -332,5 +344,6 @@ def run_round(
         endpoints=tuple(reports),
         extras={"regions": list(disc.regions), "resolver_error": disc.resolver_error},
         eni_zones=disc.eni_zones,
+        vpce_enis=disc.vpce_enis,
     )
     return replace(report, findings=evaluate(report, settings))

@@ -62,7 +62,7 @@ def _agent_probe(base: str, endpoint: str) -> dict[str, list[float]]:
     if total is not None and count:
         out["dns"] = [total / count]  # A and AAAA, each delayed alike
     for phase in ("connect", "tls", "ttfb"):
-        found = values(s, "sts_agent_request_duration_seconds_sum", endpoint=endpoint, phase=phase)
+        found = values(s, "sts_agent_request_phase_seconds", endpoint=endpoint, phase=phase)
         out[phase] = [v for _, v in found]
     return out
 

@@ -358,3 +358,45 @@ def test_unknown_credentials_are_rejected(
     _as(url, ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), monkeypatch)
     result = confirm_vpc_endpoints(REGION, None, {}, endpoint_url=url)
     assert result.error == "credentials rejected by the EC2 API (AuthFailure)"
+
+
+def test_each_eni_address_carries_the_az_ec2_reports(ec2: Any, url: str) -> None:
+    scene = _scene(ec2)
+    enis = ec2.describe_network_interfaces(NetworkInterfaceIds=list(scene.eni_ids))
+    want = {e["PrivateIpAddress"]: e["AvailabilityZone"] for e in enis["NetworkInterfaces"]}
+    assert set(want.values()) == {f"{REGION}a", f"{REGION}b"}
+    result = confirm_vpc_endpoints(
+        REGION, scene.vpc_id, {REGIONAL: scene.addresses}, endpoint_url=url
+    )
+    (rec,) = result.endpoints
+    assert dict(rec.zones) == want
+
+
+def test_the_audit_fills_in_eni_zones_and_judges_the_hosts_az(
+    ec2: Any, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No zonal names configured: the EC2 API alone says where the ENIs are."""
+    from dataclasses import replace
+
+    from agent.audit.host import HostAudits
+    from agent.config import Settings
+    from agent.results import ImdsInfo
+    from tests.test_verdicts import AMAZON_DNS, endpoint, lookup, report
+
+    scene = _scene(ec2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # classed against the test VPC 127.10/16 these are "private": endpoint ENIs all the same
+    ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, *scene.addresses),), expected="private")
+    imds = ImdsInfo(True, region=REGION, availability_zone=f"{REGION}c", vpc_id=scene.vpc_id)
+    before = report(ep, imds=imds)
+    assert before.eni_zones == {}
+    settings = Settings(audit_vpc_endpoints=True, audit_connections=False)
+    after = HostAudits().apply(settings, before)
+    assert set(after.eni_zones.values()) == {f"{REGION}a", f"{REGION}b"}
+    assert [f.code for f in after.findings].count("ENDPOINT_NO_LOCAL_AZ_ENI") == 1
+    # the host moves to an AZ the endpoint spans: the finding goes
+    inside = HostAudits().apply(
+        settings, replace(before, imds=replace(imds, availability_zone=f"{REGION}a"))
+    )
+    assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in inside.findings]

@@ -65,6 +65,7 @@ def test_zonal_names_are_built_from_the_regional_one_host_az_first() -> None:
 def test_each_eni_is_labelled_with_the_az_its_zonal_name_resolves_to(vpc: SimulatedVpc) -> None:
     report, disc, s = _round(_settings(vpc))
     assert disc.eni_zones == ENI_ZONES
+    assert [sorted(g) for g in disc.vpce_enis] == [sorted(ENI_ADDRESSES)]
     for address, az in ENI_ZONES.items():
         info = s.find("sts_agent_endpoint_address_info", endpoint=REGIONAL, address=address)
         assert [x.labels["availability_zone"] for x in info] == [az]
@@ -113,12 +114,13 @@ def test_a_resolver_that_hands_out_one_eni_reports_its_share_across_azs(
     far = ENI_ADDRESSES[1]  # us-east-2b, the host is in us-east-2a
     vpc.dns.set_records(REGIONAL, (far,))
     try:
-        _, _, s = _round(_settings(vpc, max_addresses_per_endpoint=1))
+        report, _, s = _round(_settings(vpc, max_addresses_per_endpoint=1))
     finally:
         vpc.private_dns(True)
     assert s.value("sts_agent_endpoint_cross_az_ratio", endpoint=REGIONAL) == 1
-    # the endpoint's ENI in the host's AZ is not in this answer, so it is not claimed
-    assert s.value("sts_agent_endpoint_local_az_eni", endpoint=REGIONAL) == 0
+    # the endpoint does have an ENI here (its zonal name says so); the resolver skips it
+    assert s.value("sts_agent_endpoint_local_az_eni", endpoint=REGIONAL) == 1
+    assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in {f.code for f in report.findings}
 
 
 def test_without_zonal_names_no_az_is_guessed(vpc: SimulatedVpc) -> None:
@@ -170,3 +172,12 @@ def test_bad_settings_name_the_field(tmp_path: Path, key: str, value: str, needl
     with pytest.raises(ConfigError, match=needle) as e:
         build(None, env)
     assert key in str(e.value)
+
+
+def test_check_text_shows_each_enis_az(vpc: SimulatedVpc) -> None:
+    from agent.surfaces.report_text import render
+
+    report, _, _ = _round(_settings(vpc))
+    text = render(report)
+    for address, az in ENI_ZONES.items():
+        assert any(address in line and line.rstrip().endswith(az) for line in text.splitlines())

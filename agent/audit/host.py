@@ -44,9 +44,26 @@ class HostAudits:
         if not audit:
             return report
         extras = dict(report.extras, audit=audit)
-        return dataclasses.replace(
+        report = dataclasses.replace(
             report, extras=extras, findings=report.findings + tuple(findings)
         )
+        return _with_api_zones(report, audit.get("vpc_endpoints"))
+
+
+def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
+    """Fill in ENI AZs the EC2 API reported and zonal DNS names did not, then judge again."""
+    from agent.verdicts.findings import zone_findings
+
+    records = (vpce or {}).get("endpoints", ())
+    api = {a: az for r in records for a, az in r.get("zones", ())}
+    if not api.keys() - report.eni_zones.keys():
+        return report
+    groups = tuple(tuple(r["addresses"]) for r in records if r.get("addresses"))
+    report = dataclasses.replace(
+        report, eni_zones={**api, **report.eni_zones}, vpce_enis=report.vpce_enis + groups
+    )
+    kept = tuple(f for f in report.findings if f.code != "ENDPOINT_NO_LOCAL_AZ_ENI")
+    return dataclasses.replace(report, findings=kept + tuple(zone_findings(report)))
 
 
 def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class VpceRecord:
     dns_names: tuple[str, ...] = ()
     network_interface_ids: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
+    zones: tuple[tuple[str, str], ...] = ()  # (address, its ENI's Availability Zone)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def confirm_vpc_endpoints(
 
     eni_ids = [eni for ep in raw for eni in ep.get("NetworkInterfaceIds") or ()]
     error: str | None = None
-    eni_addresses: dict[str, tuple[str, ...]] = {}
+    eni_addresses: dict[str, tuple[tuple[str, ...], str]] = {}
     try:
         eni_addresses = _describe_eni_addresses(client, eni_ids)
     except _AuditError as exc:
@@ -123,9 +124,11 @@ def _describe_endpoints(client: Any, region: str) -> list[dict[str, Any]]:
     return _paginate(client, "describe_vpc_endpoints", "VpcEndpoints", Filters=filters)
 
 
-def _describe_eni_addresses(client: Any, eni_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """Addresses per ENI id, looked up by filter so a vanished ENI is simply absent."""
-    out: dict[str, tuple[str, ...]] = {}
+def _describe_eni_addresses(
+    client: Any, eni_ids: Sequence[str]
+) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Addresses and AZ per ENI id, looked up by filter so a vanished ENI is simply absent."""
+    out: dict[str, tuple[tuple[str, ...], str]] = {}
     unique = list(dict.fromkeys(eni_ids))
     for start in range(0, len(unique), ENI_BATCH):
         batch = unique[start : start + ENI_BATCH]
@@ -135,7 +138,7 @@ def _describe_eni_addresses(client: Any, eni_ids: Sequence[str]) -> dict[str, tu
         ):
             eni_id = eni.get("NetworkInterfaceId")
             if eni_id:
-                out[eni_id] = tuple(_eni_addresses(eni))
+                out[eni_id] = (tuple(_eni_addresses(eni)), str(eni.get("AvailabilityZone") or ""))
     return out
 
 
@@ -200,12 +203,15 @@ def _normal(address: str) -> str:
         return address.strip()
 
 
-def _record(ep: Mapping[str, Any], eni_addresses: Mapping[str, tuple[str, ...]]) -> VpceRecord:
+def _record(
+    ep: Mapping[str, Any], eni_addresses: Mapping[str, tuple[tuple[str, ...], str]]
+) -> VpceRecord:
     eni_ids = tuple(ep.get("NetworkInterfaceIds") or ())
-    addresses: dict[str, None] = {}
+    addresses: dict[str, str] = {}
     for eni in eni_ids:
-        for addr in eni_addresses.get(eni, ()):
-            addresses.setdefault(addr, None)
+        found, az = eni_addresses.get(eni, ((), ""))
+        for addr in found:
+            addresses.setdefault(addr, az)
     dns_names = tuple(d["DnsName"] for d in ep.get("DnsEntries") or () if d.get("DnsName"))
     return VpceRecord(
         id=str(ep.get("VpcEndpointId", "")),
@@ -215,6 +221,7 @@ def _record(ep: Mapping[str, Any], eni_addresses: Mapping[str, tuple[str, ...]])
         dns_names=dns_names,
         network_interface_ids=eni_ids,
         addresses=tuple(addresses),
+        zones=tuple((a, az) for a, az in addresses.items() if az),
     )
 
 

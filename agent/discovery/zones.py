@@ -49,17 +49,22 @@ def eni_zones(
     resolvers: Sequence[Resolver],
     host_az: str | None,
     timeout: float,
-) -> dict[str, str]:
-    """ENI address -> AZ for every regional vpce name, asked at the first resolver."""
+) -> tuple[dict[str, str], tuple[tuple[str, ...], ...]]:
+    """ENI address -> AZ, and each endpoint's ENI addresses, asked at the first resolver."""
     if not regionals or not resolvers:
-        return {}
-    questions = [(az, name) for r in regionals for az, name in zonal_names(r, host_az).items()]
+        return {}, ()
+    questions = [
+        (regional, az, name)
+        for regional in regionals
+        for az, name in zonal_names(regional, host_az).items()
+    ]
     with ThreadPoolExecutor(max_workers=min(16, len(questions)), thread_name_prefix="az") as ex:
-        answers = list(
-            ex.map(lambda q: (q[0], dns_probe.lookup(q[1], resolvers[0], timeout)), questions)
-        )
+        lookups = list(ex.map(lambda q: dns_probe.lookup(q[2], resolvers[0], timeout), questions))
     claims: dict[str, set[str]] = {}
-    for az, lookup in answers:
+    groups: dict[str, dict[str, None]] = {}
+    for (regional, az, _), lookup in zip(questions, lookups, strict=True):
         for address in lookup.addresses:
             claims.setdefault(address, set()).add(az)
-    return {a: next(iter(azs)) for a, azs in claims.items() if len(azs) == 1}
+            groups.setdefault(regional, {})[address] = None
+    zones = {a: next(iter(azs)) for a, azs in claims.items() if len(azs) == 1}
+    return zones, tuple(tuple(g) for g in groups.values())

@@ -175,12 +175,16 @@ class Metrics:
     def _prune(self, host: str, live: set[tuple[str, ...]], *, endpoint_gone: bool = False) -> None:
         """Drop every series of `host` whose address label was not probed this round.
 
-        Histograms carry no address, so they stay while the endpoint is watched.
+        Histograms carry no address, so they stay while the endpoint is watched and
+        their phase is still wanted (histogram_phases may change on reload).
         """
         old = self._addr_series.get(host, set())
         live_labels = {key[2] for key in live if key[0] != "dur"}
+        wanted = self.histogram_phases
         keep = live | {
-            k for k in old if not endpoint_gone and (k[0] == "dur" or k[2] in live_labels)
+            k
+            for k in old
+            if not endpoint_gone and (k[2] in wanted if k[0] == "dur" else k[2] in live_labels)
         }
         metric = {"req": self.requests, "dur": self.req_duration, "fail": self.req_failures}
         for key in old - keep:
@@ -370,7 +374,7 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
                 phase_gauge.add_metric([host, group.label, phase], seconds)
             if group.cert_not_after:
                 expiry.add_metric([host, group.label], group.cert_not_after)
-        has_local = local_az_eni(ep, zones, host_az)
+        has_local = local_az_eni(ep, zones, host_az, report.vpce_enis)
         if has_local is not None:
             local.add_metric([host], 1.0 if has_local else 0.0)
         for v in ep.verdicts:

@@ -67,8 +67,9 @@ def render(report: Report) -> str:
                 out.append(f"    no address: {lk.reason} {detail}".rstrip())
             ttl = {a.address: a.ttl for q in lk.queries for a in q.answers}
             for a in v.addresses:
+                az = f"  {report.eni_zones[a.address]}" if a.address in report.eni_zones else ""
                 out.append(
-                    f"    Address: {a.address:<39} {a.klass:<8} ttl {ttl.get(a.address, 0)}s"
+                    f"    Address: {a.address:<39} {a.klass:<8} ttl {ttl.get(a.address, 0)}s{az}"
                 )
         if ep.pinned:
             out.append("  Hosts file (answers before DNS):")

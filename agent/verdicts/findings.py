@@ -267,11 +267,12 @@ def zone_findings(report: Report) -> Iterator[Finding]:
     """ENDPOINT_NO_LOCAL_AZ_ENI where the ENIs' AZs are known and none is the host's."""
     host_az = report.imds.availability_zone
     for ep in report.endpoints:
-        if local_az_eni(ep, report.eni_zones, host_az) is False:
+        if local_az_eni(ep, report.eni_zones, host_az, report.vpce_enis) is False:
             host = ep.endpoint.hostname
+            azs = zones_of(ep, report.eni_zones, report.vpce_enis)
             yield _f(
                 "ENDPOINT_NO_LOCAL_AZ_ENI",
-                f"{host} has ENIs in {', '.join(zones_of(ep, report.eni_zones))} but none in "
+                f"{host} has ENIs in {', '.join(azs)} but none in "
                 f"this host's AZ {host_az}: every call crosses AZs (latency, data charges) and "
                 "fails with another AZ",
                 "Add a subnet in this AZ to the STS interface endpoint (aws ec2 "

@@ -8,7 +8,7 @@ cross-AZ latency and data charges, and fail with that AZ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from agent.results import AddressVerdict, EndpointReport
 
@@ -20,9 +20,24 @@ def eni_addresses(pairs: Iterable[tuple[str, str]]) -> list[str]:
     return list(dict.fromkeys(a for a, klass in pairs if klass in ENI_CLASSES))
 
 
-def local_az_eni(ep: EndpointReport, zones: Mapping[str, str], host_az: str | None) -> bool | None:
-    """Whether one of the endpoint's ENIs is in the host's AZ; None when that cannot be known."""
-    known = {zones[a] for a in eni_addresses(ep.classes.items()) if a in zones}
+def endpoint_enis(ep: EndpointReport, groups: Iterable[Sequence[str]]) -> list[str]:
+    """The ENIs the name resolved to, and every other ENI of the VPC endpoints they belong to."""
+    answered = eni_addresses(ep.classes.items())
+    mates = [a for g in groups if set(g) & set(answered) for a in g]
+    return list(dict.fromkeys([*answered, *mates]))
+
+
+def local_az_eni(
+    ep: EndpointReport,
+    zones: Mapping[str, str],
+    host_az: str | None,
+    groups: Iterable[Sequence[str]] = (),
+) -> bool | None:
+    """Whether the endpoint has an ENI in the host's AZ; None when that cannot be known.
+
+    Whether the resolver hands that ENI out is cross_az_ratio's question.
+    """
+    known = {zones[a] for a in endpoint_enis(ep, groups) if a in zones}
     if not host_az or not known:
         return None
     return host_az in known
@@ -38,6 +53,8 @@ def cross_az_ratio(
     return sum(1 for az in known if az != host_az) / len(known)
 
 
-def zones_of(ep: EndpointReport, zones: Mapping[str, str]) -> list[str]:
+def zones_of(
+    ep: EndpointReport, zones: Mapping[str, str], groups: Iterable[Sequence[str]] = ()
+) -> list[str]:
     """The distinct AZs of the endpoint's ENIs, sorted."""
-    return sorted({zones[a] for a in eni_addresses(ep.classes.items()) if a in zones})
+    return sorted({zones[a] for a in endpoint_enis(ep, groups) if a in zones})
