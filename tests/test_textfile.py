@@ -21,7 +21,7 @@ from agent.simulate.demo import REGIONAL, SimulatedVpc, simulated_vpc
 from bench.promtext import parse
 from tests.conftest import ROOT, require_binary
 from tests.support.agent_proc import agent_env, free_port, running_agent, vpc_config, wait_for
-from tests.test_deploy_systemd import SHIPPED_BINARY, installed_agent
+from tests.test_deploy_systemd import MAX_EXPOSURE, SHIPPED_BINARY, exposure, installed_agent
 
 SERVICE = ROOT / "systemd" / "sts-agent-textfile.service"
 TIMER = ROOT / "systemd" / "sts-agent-textfile.timer"
@@ -125,14 +125,26 @@ def test_unwritable_directory_is_a_one_line_error(vpc: SimulatedVpc, tmp_path: P
     assert not (locked / "sts_agent.prom").exists()
 
 
-def test_units_verify_clean(tmp_path: Path) -> None:
-    analyze = require_binary("systemd-analyze")
-    units = tmp_path / "system"
-    units.mkdir()
+def unit_tree(tmp_path: Path) -> Path:
+    """/etc/systemd/system holding both units, the service's binary path made real."""
+    units = tmp_path / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
     text = SERVICE.read_text()
     assert text.count(SHIPPED_BINARY) == 1
     (units / SERVICE.name).write_text(text.replace(SHIPPED_BINARY, installed_agent()))
     (units / TIMER.name).write_text(TIMER.read_text())
+    return units
+
+
+def test_service_exposure_within_the_daemons_budget(tmp_path: Path) -> None:
+    unit_tree(tmp_path)
+    score, report = exposure(require_binary("systemd-analyze"), tmp_path, SERVICE.name)
+    assert score <= MAX_EXPOSURE, report
+
+
+def test_units_verify_clean(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    units = unit_tree(tmp_path)
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:", "SYSTEMD_LOG_COLOR": "0"}
     out = subprocess.run(
         [analyze, "verify", "--no-pager", SERVICE.name, TIMER.name],
