@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="run every probe once and print a report")
     _add_settings_flags(c)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument(
+        "--textfile",
+        metavar="FILE",
+        help="also write the metrics serve would export to FILE (*.prom, replaced atomically) "
+        "for node_exporter's textfile collector",
+    )
 
     d = sub.add_parser("demo", help="run against a built-in simulated VPC on loopback")
     d.add_argument("--once", action="store_true", help="one round, then exit with check's code")
@@ -155,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from agent.check import run_check
 
-            return run_check(load_settings(args).settings, as_json=args.json)
+            settings = load_settings(args).settings
+            return run_check(settings, as_json=args.json, textfile=args.textfile)
         if args.command == "serve":
             from agent.daemon import serve
 

@@ -18,6 +18,8 @@ import yaml
 from tests.conftest import ROOT, require_binary
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-dashboard.json"
+FLEET_DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-fleet-dashboard.json"
+FLEET_RULES = ROOT / "deploy" / "prometheus" / "rules" / "sts-agent-fleet.rules.yml"
 
 # Metric names as the agent exposes them (histograms without _bucket/_sum/_count).
 AGENT_METRICS = frozenset(
@@ -46,6 +48,11 @@ AGENT_METRICS = frozenset(
         "sts_agent_round_duration_seconds",
         "sts_agent_rounds_total",
         "sts_agent_rounds_skipped_total",
+        "sts_agent_host_info",
+        "sts_agent_request_phase_seconds",
+        "sts_agent_endpoint_local_az_eni",
+        "sts_agent_endpoint_cross_az_ratio",
+        "sts_agent_endpoint_public_address_hash",
     }
 )
 HISTOGRAMS = frozenset(
@@ -94,17 +101,25 @@ def grafana_to_promql(expr: str) -> str:
     return re.sub(r"\$\{?\w+(?::\w+)?\}?", ".*", expr)
 
 
-def dashboard() -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(DASHBOARD.read_text())
+def dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
     return doc
 
 
-def panels() -> list[dict[str, Any]]:
-    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+def panels(path: Path = DASHBOARD) -> list[dict[str, Any]]:
+    return [p for p in dashboard(path)["panels"] if p["type"] != "row"]
 
 
-def exprs() -> list[str]:
-    return [t["expr"] for p in panels() for t in p["targets"]]
+def exprs(path: Path = DASHBOARD) -> list[str]:
+    return [t["expr"] for p in panels(path) for t in p["targets"]]
+
+
+def fleet_records() -> set[str]:
+    doc = yaml.safe_load(FLEET_RULES.read_text())
+    return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+
+
+BOTH = pytest.mark.parametrize("path", [DASHBOARD, FLEET_DASHBOARD], ids=lambda p: p.stem)
 
 
 def by_title(title: str) -> dict[str, Any]:
@@ -130,9 +145,32 @@ def test_every_expression_uses_only_agent_metrics() -> None:
     assert used == AGENT_METRICS, f"metrics shown nowhere: {sorted(AGENT_METRICS - used)}"
 
 
-def test_every_expression_parses(tmp_path: Path) -> None:
-    queries = [grafana_to_promql(e) for e in exprs()]
-    variables = [v for v in dashboard()["templating"]["list"] if v["type"] == "query"]
+def test_fleet_rows_show_every_fleet_record_and_nothing_unknown() -> None:
+    """Each fleet query names recording rules that exist (or agent metrics), and all are shown."""
+    known = AGENT_METRICS | fleet_records()
+    used: set[str] = set()
+    for e in exprs(FLEET_DASHBOARD):
+        names = metric_names(grafana_to_promql(e))
+        assert names & fleet_records() or "sts_agent_host_info" in names, e
+        assert names <= known, f"unknown {names - known} in {e!r}"
+        used |= names
+    assert fleet_records() <= used, f"records shown nowhere: {sorted(fleet_records() - used)}"
+
+
+def test_fleet_panels_follow_the_vpc_variable() -> None:
+    for p in panels(FLEET_DASHBOARD):
+        for t in p["targets"]:
+            if "threshold" not in t["expr"]:
+                assert '"$vpc_id"' in t["expr"], f"{p['title']}: ignores $vpc_id"
+            assert "$__rate_interval" in t["expr"] or "rate(" not in t["expr"], p["title"]
+    variables = {v["name"]: v for v in dashboard(FLEET_DASHBOARD)["templating"]["list"]}
+    assert variables["vpc_id"]["definition"] == "label_values(sts_agent_host_info, vpc_id)"
+
+
+@BOTH
+def test_every_expression_parses(path: Path, tmp_path: Path) -> None:
+    queries = [grafana_to_promql(e) for e in exprs(path)]
+    variables = [v for v in dashboard(path)["templating"]["list"] if v["type"] == "query"]
     for v in variables:
         m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["definition"])
         assert m, v["definition"]
@@ -146,28 +184,39 @@ def test_promql_check_rejects_a_broken_expression(tmp_path: Path) -> None:
     assert "parse error" in promql_errors(["sum by (endpoint (sts_agent_probe_success)"], tmp_path)
 
 
-def test_variables() -> None:
-    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [(DASHBOARD, ("instance", "endpoint")), (FLEET_DASHBOARD, ("vpc_id", "endpoint"))],
+)
+def test_variables(path: Path, names: tuple[str, ...]) -> None:
+    variables = {v["name"]: v for v in dashboard(path)["templating"]["list"]}
     ds = variables["datasource"]
     assert ds["type"] == "datasource" and ds["query"] == "prometheus"
-    for name in ("instance", "endpoint"):
+    for name in names:
         v = variables[name]
         assert v["type"] == "query" and v["definition"].startswith("label_values(")
         assert v["datasource"]["uid"] == "${datasource}"
         assert v["multi"] and v["includeAll"] and v["allValue"] == ".*"
 
 
-def test_every_panel_follows_the_datasource_and_instance_variables() -> None:
-    for p in panels():
+@BOTH
+def test_every_panel_follows_the_datasource_variable(path: Path) -> None:
+    for p in panels(path):
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         for t in p["targets"]:
             assert t["datasource"]["uid"] == "${datasource}"
+
+
+def test_every_host_panel_follows_the_instance_variable() -> None:
+    for p in panels():
+        for t in p["targets"]:
             assert '"$instance"' in t["expr"], f"{p['title']}: ignores $instance"
             assert "$__rate_interval" in t["expr"] or "rate(" not in t["expr"], p["title"]
 
 
-def test_layout_is_a_valid_grid() -> None:
-    doc = dashboard()
+@BOTH
+def test_layout_is_a_valid_grid(path: Path) -> None:
+    doc = dashboard(path)
     assert doc["schemaVersion"] >= 39 and doc["uid"] and doc["title"]
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
@@ -201,11 +250,13 @@ def test_path_timeline_maps_every_state() -> None:
     [
         ("Path per endpoint and resolver", "state-timeline", "sts_agent_endpoint_path"),
         (
-            "Request latency by address (p50, p99)",
+            "Latency distribution per endpoint (p50, p99)",
             "timeseries",
             "sts_agent_request_duration_seconds",
         ),
-        ("p99 by phase", "timeseries", "sts_agent_request_duration_seconds"),
+        ("Request latency by address", "timeseries", "sts_agent_request_phase_seconds"),
+        ("Phases by address", "timeseries", "sts_agent_request_phase_seconds"),
+        ("Host identity", "table", "sts_agent_host_info"),
         ("Request failures by reason", "timeseries", "sts_agent_request_failures_total"),
         ("DNS failures by reason", "timeseries", "sts_agent_dns_lookup_failures_total"),
         ("Probe success by address", "state-timeline", "sts_agent_probe_success"),
@@ -224,10 +275,17 @@ def test_required_panels(title: str, kind: str, metric: str) -> None:
         assert all(t.get("format") == "table" and t["instant"] for t in p["targets"])
 
 
-def test_latency_panels_show_percentiles_per_address_and_phase() -> None:
-    by_address = by_title("Request latency by address (p50, p99)")["targets"]
-    quantiles = [re.findall(r"histogram_quantile\(([\d.]+)", t["expr"]) for t in by_address]
+def test_latency_panels_show_percentiles_per_endpoint_and_phases_per_address() -> None:
+    """The histogram has no address label (per endpoint, phase="total"); per-ENI gauges do."""
+    per_endpoint = by_title("Latency distribution per endpoint (p50, p99)")["targets"]
+    quantiles = [re.findall(r"histogram_quantile\(([\d.]+)", t["expr"]) for t in per_endpoint]
     assert quantiles == [["0.5"], ["0.99"]]
-    assert all("sum by (le, endpoint, address)" in t["expr"] for t in by_address)
-    by_phase = by_title("p99 by phase")["targets"][0]["expr"]
-    assert "sum by (le, endpoint, phase)" in by_phase
+    assert all("sum by (le, endpoint) (" in t["expr"] for t in per_endpoint)
+    assert all('phase="total"' in t["expr"] for t in per_endpoint)
+    by_address = by_title("Request latency by address")["targets"][0]["expr"]
+    assert "max by (endpoint, address) (sts_agent_request_phase_seconds" in by_address
+    by_phase = by_title("Phases by address")["targets"][0]["expr"]
+    assert "max by (endpoint, address, phase)" in by_phase
+    for e in exprs() + exprs(FLEET_DASHBOARD):
+        if "sts_agent_request_duration_seconds" in e:
+            assert "address" not in e and 'phase="total"' in e, e

@@ -10,7 +10,7 @@ and the resulting targets are read back from Prometheus's API.
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import subprocess
 import time
@@ -23,15 +23,19 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, require_binary
-from tests.support.procs import stop_process
+from tests.support.prometheus import prometheus_process
 from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
-from tests.test_deploy_systemd import free_port
 
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "sts-agent.rules.yml"
 RULE_TESTS = PROM / "rules" / "sts-agent.rules.test.yml"
+FLEET_RULES = PROM / "rules" / "sts-agent-fleet.rules.yml"
+FLEET_RULE_TESTS = PROM / "rules" / "sts-agent-fleet.rules.test.yml"
+RULE_FILES = {RULES: RULE_TESTS, FLEET_RULES: FLEET_RULE_TESTS}
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "sts-agent-alertmanager.yml"
 CONFIGS = ["prometheus-static.yml", "prometheus-ec2-sd.yml", "prometheus-kubernetes.yml"]
 NO_K8S_SD = "field kubernetes_sd_configs not found"
+REGIONAL = "sts.eu-west-1.amazonaws.com"
 
 
 def promtool(*args: str, cwd: Path = PROM) -> subprocess.CompletedProcess[str]:
@@ -39,9 +43,27 @@ def promtool(*args: str, cwd: Path = PROM) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def alerts() -> list[dict[str, Any]]:
-    doc = yaml.safe_load(RULES.read_text())
-    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+def rules(*files: Path) -> list[dict[str, Any]]:
+    docs = [yaml.safe_load(f.read_text()) for f in files or RULE_FILES]
+    return [r for doc in docs for g in doc["groups"] for r in g["rules"]]
+
+
+def alerts(*files: Path) -> list[dict[str, Any]]:
+    return [r for r in rules(*files) if "alert" in r]
+
+
+def recorded() -> set[str]:
+    return {r["record"] for r in rules() if "record" in r}
+
+
+def alert_cases() -> list[dict[str, Any]]:
+    """Every alert_rule_test case of both unit-test files."""
+    return [
+        case
+        for tests in RULE_FILES.values()
+        for test in yaml.safe_load(tests.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
 
 
 def scrape_config(name: str) -> dict[str, Any]:
@@ -52,14 +74,16 @@ def scrape_config(name: str) -> dict[str, Any]:
 # --- rules ---------------------------------------------------------------------------------
 
 
-def test_rules_pass_promtool_check() -> None:
-    out = promtool("check", "rules", str(RULES))
+@pytest.mark.parametrize("rule_file", list(RULE_FILES), ids=lambda p: p.name)
+def test_rules_pass_promtool_check(rule_file: Path) -> None:
+    out = promtool("check", "rules", str(rule_file))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"SUCCESS: {len(alerts())} rules found" in out.stdout
+    assert f"SUCCESS: {len(rules(rule_file))} rules found" in out.stdout
 
 
-def test_rule_unit_tests_pass() -> None:
-    out = promtool("test", "rules", str(RULE_TESTS))
+@pytest.mark.parametrize("tests", list(RULE_FILES.values()), ids=lambda p: p.name)
+def test_rule_unit_tests_pass(tests: Path) -> None:
+    out = promtool("test", "rules", str(tests))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
 
@@ -92,17 +116,145 @@ def test_every_alert_is_actionable() -> None:
 
 def test_every_alert_is_tested_firing_and_silent() -> None:
     cases: dict[str, set[bool]] = {}
-    for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
-        for case in test.get("alert_rule_test", []):
-            cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
+    for case in alert_cases():
+        cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
     for a in alerts():
         assert cases.get(a["alert"]) == {True, False}, f"{a['alert']}: needs both cases"
 
 
+def test_every_recording_rule_is_tested() -> None:
+    tests = yaml.safe_load(FLEET_RULE_TESTS.read_text())["tests"]
+    checked = {
+        name
+        for test in tests
+        for case in test.get("promql_expr_test", [])
+        for name in metric_names(case["expr"])
+    }
+    # The threshold is exercised through StsFleetOffDesignedPath, firing and not.
+    assert recorded() - checked == {"fleet:sts_agent_off_path_threshold:ratio"}
+
+
 def test_rules_use_only_agent_metrics() -> None:
-    for a in alerts():
-        names = metric_names(a["expr"])
-        assert names and names <= AGENT_METRICS | {"up"}, f"{a['alert']}: {names}"
+    for r in rules():
+        names = metric_names(r["expr"])
+        known = AGENT_METRICS | {"up"} | recorded()
+        assert names <= known, f"{r.get('alert') or r['record']}: {names - known}"
+        assert names or r.get("record") == "fleet:sts_agent_off_path_threshold:ratio", r
+
+
+def test_fleet_alerts_are_scoped_and_record_names_follow_the_convention() -> None:
+    for a in alerts(FLEET_RULES):
+        assert a["labels"]["scope"] == "fleet", a["alert"]
+    for name in recorded():
+        level, metric, ops = name.split(":")
+        assert level and metric.startswith("sts_agent") and ops, name
+
+
+def test_threshold_override_per_vpc(tmp_path: Path) -> None:
+    """The documented convention: a rule with a vpc_id label overrides the default for it.
+
+    Both VPCs have one host in four off the path (25 %); the override of 50 %
+    keeps vpc-tolerant quiet, vpc-default still alerts on the 10 % default.
+    """
+    threshold = "fleet:sts_agent_off_path_threshold:ratio"
+    override = {"record": threshold, "expr": "vector(0.5)", "labels": {"vpc_id": "vpc-tolerant"}}
+    series = []
+    for vpc in ("vpc-default", "vpc-tolerant"):
+        for i in range(4):
+            host = f'job="sts-agent", instance="{vpc}-{i}"'
+            met = "sts_agent_endpoint_expectation_met"
+            series += [
+                {"series": f'sts_agent_host_info{{{host}, vpc_id="{vpc}"}}', "values": "1x30"},
+                {"series": f'{met}{{{host}, endpoint="{REGIONAL}"}}', "values": f"{int(i > 0)}x30"},
+            ]
+    firing = 'ALERTS{alertname="StsFleetOffDesignedPath", alertstate="firing"}'
+    test = {
+        "rule_files": [FLEET_RULES.name, "thresholds.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": f"count by (vpc_id) ({firing})",
+                        "eval_time": "20m",
+                        "exp_samples": [{"labels": '{vpc_id="vpc-default"}', "value": 1}],
+                    }
+                ],
+            }
+        ],
+    }
+    shutil.copy(FLEET_RULES, tmp_path / FLEET_RULES.name)
+    (tmp_path / "override.test.yml").write_text(yaml.safe_dump(test))
+    thresholds = tmp_path / "thresholds.rules.yml"
+    thresholds.write_text(yaml.safe_dump({"groups": [{"name": "t", "rules": [override]}]}))
+    out = promtool("test", "rules", "override.test.yml", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # And without the override both VPCs alert: the test above can fail.
+    thresholds.write_text("groups: []\n")
+    out = promtool("test", "rules", "override.test.yml", cwd=tmp_path)
+    assert out.returncode != 0 and "vpc-tolerant" in out.stdout + out.stderr
+
+
+def firing_labels(alertname: str) -> list[dict[str, str]]:
+    return [
+        {str(k): str(v) for k, v in exp["exp_labels"].items()}
+        for case in alert_cases()
+        if case["alertname"] == alertname
+        for exp in case["exp_alerts"]
+    ]
+
+
+def matcher_names(matchers: list[str]) -> set[str]:
+    names: set[str] = set()
+    for m in matchers:
+        key, op, value = re.fullmatch(r'(\w+)(=~|=)"([^"]*)"', m).groups()  # type: ignore[union-attr]
+        assert key == "alertname", m
+        names |= set(value.split("|")) if op == "=~" else {value}
+    return names
+
+
+def for_seconds(alertname: str) -> int:
+    """An alert's `for`, in seconds: the fleet alert must be active before its targets."""
+    duration = next(a["for"] for a in alerts() if a["alert"] == alertname)
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
+    """Each inhibit rule's `equal` labels are on its source and its target alerts.
+
+    Read from the promtool unit tests' expected labels, so this checks the
+    labels the rules really produce, not what they claim.  amtool is not
+    packaged here; the file's shape is checked instead.
+    """
+    doc = yaml.safe_load(ALERTMANAGER.read_text())
+    assert {r["name"] for r in doc["receivers"]} >= {doc["route"]["receiver"]}
+    names = {a["alert"] for a in alerts()}
+    inhibited: set[str] = set()
+    for rule in doc["inhibit_rules"]:
+        sources = matcher_names(rule["source_matchers"])
+        targets = matcher_names(rule["target_matchers"])
+        assert sources <= names and targets <= names, rule
+        for alert in sources | targets:
+            assert any(set(rule["equal"]) <= set(labels) for labels in firing_labels(alert)), (
+                f"{alert} never fires with {rule['equal']}"
+            )
+        inhibited |= targets
+    assert {a["alert"] for a in alerts(FLEET_RULES)} <= {
+        n for r in doc["inhibit_rules"] for n in matcher_names(r["source_matchers"])
+    }
+    assert inhibited == {
+        "StsEndpointPathNotAsExpected",
+        "StsPrivateDnsFlippedToPublic",
+        "StsProbeFailing",
+    }
+    for rule in doc["inhibit_rules"]:
+        for source in matcher_names(rule["source_matchers"]):
+            for target in matcher_names(rule["target_matchers"]):
+                assert for_seconds(source) <= for_seconds(target), (source, target)
+    fleet_route = next(r for r in doc["route"]["routes"] if r["matchers"] == ['scope="fleet"'])
+    assert fleet_route is doc["route"]["routes"][0], "fleet alerts must route before severity"
 
 
 @pytest.mark.parametrize(
@@ -146,7 +298,11 @@ def test_scrape_config_passes_promtool(name: str, tmp_path: Path) -> None:
 def test_scrape_config_feeds_the_alerts(name: str) -> None:
     doc = scrape_config(name)
     assert [j["job_name"] for j in doc["scrape_configs"]] == ["sts-agent"]
-    assert (PROM / doc["rule_files"][0]).resolve() == RULES
+    assert [(PROM / f).resolve() for f in doc["rule_files"]] == list(RULE_FILES)
+    # Target labels named like sts_agent_host_info's would break the fleet join.
+    for job in doc["scrape_configs"]:
+        targets = {r.get("target_label") for r in job.get("relabel_configs", [])}
+        assert not targets & {"vpc_id", "availability_zone", "region", "account_id"}, name
 
 
 EC2_TARGET = {
@@ -195,7 +351,6 @@ def get_json(url: str) -> Any:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus with both discovery configs on file targets and the rules loaded."""
-    binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
     jobs = []
     for name, sd_key, job, targets in (
@@ -211,29 +366,14 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         jobs.append(cfg)
     config = {
         "global": {"scrape_interval": "1h", "evaluation_interval": "1h"},
-        "rule_files": [str(RULES)],
+        "rule_files": [str(f) for f in RULE_FILES],
         "scrape_configs": jobs,
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        cwd=tmp,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "HOME": str(tmp)},
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc, timeout=20)
-        log.close()
+    with prometheus_process(
+        tmp / "prometheus.yml", tmp, f"--storage.tsdb.path={tmp / 'data'}"
+    ) as url:
+        yield url
 
 
 def discovered(base: str, expected: int) -> dict[str, Any]:
@@ -260,8 +400,6 @@ def test_relabelling_with_a_real_prometheus(prometheus: str) -> None:
     assert {k: v for k, v in ec2["labels"].items() if k != "job"} == {
         "instance": "i-0123456789abcdef0",
         "instance_id": "i-0123456789abcdef0",
-        "availability_zone": "eu-west-1a",
-        "vpc_id": "vpc-0a1b2c3d",
         "name": "billing-1",
     }
 
@@ -278,6 +416,8 @@ def test_prometheus_loads_every_alert(prometheus: str) -> None:
     groups = get_json(f"{prometheus}/api/v1/rules?type=alert")["data"]["groups"]
     loaded = {r["name"] for g in groups for r in g["rules"]}
     assert loaded == {a["alert"] for a in alerts()}
+    groups = get_json(f"{prometheus}/api/v1/rules?type=record")["data"]["groups"]
+    assert {r["name"] for g in groups for r in g["rules"]} == recorded()
 
 
 def test_every_alert_is_documented() -> None:

@@ -74,14 +74,14 @@ def unit_tree(tmp_path: Path, *, with_drop_in: bool) -> Path:
     return etc
 
 
-def exposure(analyze: str, root: Path) -> tuple[float, str]:
+def exposure(analyze: str, root: Path, unit: str = "sts-agent.service") -> tuple[float, str]:
     out = subprocess.run(
-        [analyze, "security", "--offline=yes", f"--root={root}", "--no-pager", "sts-agent.service"],
+        [analyze, "security", "--offline=yes", f"--root={root}", "--no-pager", unit],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    m = re.search(r"Overall exposure level for sts-agent\.service:\s*([0-9.]+)", out.stdout)
+    m = re.search(rf"Overall exposure level for {re.escape(unit)}:\s*([0-9.]+)", out.stdout)
     assert m, f"no exposure line in systemd-analyze output:\n{out.stdout}\n{out.stderr}"
     return float(m.group(1)), out.stdout
 
