@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.results import Path, Report, Severity
+from agent.verdicts.classify import classify
 
 MAX_ROUNDS = 120
 MAX_SECONDS = 3600.0
@@ -62,20 +63,28 @@ def _s(value: str) -> str:
     return sys.intern(value)
 
 
+def address_class(classes: Mapping[str, str], address: str, vpc_cidrs: Sequence[str]) -> str:
+    """The class this round's answers gave the address, or, for one still probed because
+    its DNS TTL has not run out, the class its address alone gives."""
+    return classes.get(address) or classify(address, vpc_cidrs)
+
+
 def _addresses(
-    classes: Mapping[str, str], probes: Iterable[tuple[str, bool, float | None, str | None]]
+    classes: Mapping[str, str],
+    vpc_cidrs: Sequence[str],
+    probes: Iterable[tuple[str, bool, float | None, str | None]],
 ) -> tuple[AddressSample, ...]:
     """Per-ENI samples in probe order, then one aggregate row for all public addresses."""
     out: list[AddressSample] = []
     public: list[tuple[bool, float | None, str | None]] = []
     for address, ok, total, reason in probes:
-        klass = classes.get(address)
-        if klass in ("vpce", "private"):
+        klass = address_class(classes, address, vpc_cidrs)
+        if klass == PUBLIC:
+            public.append((ok, total, reason))
+        else:
             out.append(
                 AddressSample(_s(address), _s(klass), ok, total, _s(reason) if reason else None)
             )
-        else:  # public, or unknown: bounded either way
-            public.append((ok, total, reason))
     if public:
         totals = [t for _, t, _ in public if t is not None]
         failed = [r or "other" for ok, _, r in public if not ok]
@@ -97,7 +106,9 @@ def summarize(report: Report) -> RoundSummary:
             _s(ep.endpoint.hostname),
             ep.effective_path,
             _addresses(
-                ep.classes, ((p.address, p.success, p.phases.total, p.reason) for p in ep.probes)
+                ep.classes,
+                report.vpc_cidrs,
+                ((p.address, p.success, p.phases.total, p.reason) for p in ep.probes),
             ),
         )
         for ep in report.endpoints

@@ -7,6 +7,7 @@ import json
 import statistics
 import tracemalloc
 import weakref
+from dataclasses import replace
 
 import pytest
 
@@ -60,6 +61,25 @@ def test_public_addresses_form_one_row_per_endpoint_whatever_ips_rotate() -> Non
     assert [p.success for p in pts] == [True, True, False, True]
     assert [p.total for p in pts] == [0.035, 0.035, 0.020, 0.035]  # the slowest public address
     assert pts[2].reason == "http_5xx"
+
+
+def test_an_address_still_probed_after_dns_moved_on_keeps_its_own_class() -> None:
+    calls = [
+        (ENIS[0], "vpce", 0.01),
+        ("127.20.0.20", "public", 0.03),
+        ("10.9.9.9", "private", 0.02),
+    ]
+    r = synthetic_report(T0, {REGIONAL: ("vpce", calls)})  # type: ignore[dict-item]
+    ep = r.endpoints[0]
+    answered = replace(ep.verdicts[0], addresses=ep.verdicts[0].addresses[:1])  # TTL not out yet
+    h = History()
+    h.add(replace(r, endpoints=(replace(ep, verdicts=(answered,)),)))
+    w = window(h.snapshot(now=T0))
+    assert [(s.address, s.klass) for s in w.series] == [
+        (ENIS[0], "vpce"),
+        ("10.9.9.9", "private"),
+        (PUBLIC, "public"),
+    ]
 
 
 def test_path_runs_record_a_flip_and_its_return() -> None:

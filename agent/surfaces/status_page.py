@@ -14,7 +14,7 @@ import re
 import time
 
 from agent import __version__
-from agent.history import History, Window, window
+from agent.history import History, Window, address_class, window
 from agent.results import Report
 from agent.surfaces import history_svg as svg
 from agent.surfaces.history_json import iso
@@ -144,9 +144,10 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
         for p in ep.probes:
             ok = "ok" if p.success else "fail"
             detail = (f"account {p.account}" if p.account else "") if p.success else p.error
+            klass = address_class(classes, p.address, report.vpc_cidrs)
             parts.append(
                 f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(p.address)}</td>"
-                f'<td class="{_e(classes.get(p.address))}">{_e(classes.get(p.address))}</td>'
+                f'<td class="{_e(klass)}">{_e(klass)}</td>'
                 f'<td class="{ok}">{"OK" if p.success else _e(p.reason)}</td>'
                 f"<td>{_ms(p.phases.connect)}</td><td>{_ms(p.phases.tls)}</td>"
                 f"<td>{_ms(p.phases.ttfb)}</td><td>{_ms(p.phases.total)}</td>"
