@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from agent.results import Path, Report, Severity
 from agent.verdicts.classify import classify
@@ -31,6 +32,7 @@ PUBLIC = "public"
 class AddressSample:
     """One ENI (or every public address of the endpoint together) in one round."""
 
+    at: float  # the round's time (the same float object the round holds)
     address: str
     klass: str
     success: bool
@@ -70,6 +72,7 @@ def address_class(classes: Mapping[str, str], address: str, vpc_cidrs: Sequence[
 
 
 def _addresses(
+    at: float,
     classes: Mapping[str, str],
     vpc_cidrs: Sequence[str],
     probes: Iterable[tuple[str, bool, float | None, str | None]],
@@ -83,13 +86,14 @@ def _addresses(
             public.append((ok, total, reason))
         else:
             out.append(
-                AddressSample(_s(address), _s(klass), ok, total, _s(reason) if reason else None)
+                AddressSample(at, _s(address), _s(klass), ok, total, _s(reason) if reason else None)
             )
     if public:
         totals = [t for _, t, _ in public if t is not None]
         failed = [r or "other" for ok, _, r in public if not ok]
         out.append(
             AddressSample(
+                at,
                 PUBLIC,
                 PUBLIC,
                 not failed,
@@ -106,6 +110,7 @@ def summarize(report: Report) -> RoundSummary:
             _s(ep.endpoint.hostname),
             ep.effective_path,
             _addresses(
+                report.finished,
                 ep.classes,
                 report.vpc_cidrs,
                 ((p.address, p.success, p.phases.total, p.reason) for p in ep.probes),
@@ -155,8 +160,7 @@ class History:
 # --- what the page and the JSON show, computed once from a snapshot -------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PathRun:
+class PathRun(NamedTuple):
     """Consecutive rounds on one path: a segment of an endpoint's strip."""
 
     path: Path
@@ -165,12 +169,8 @@ class PathRun:
     rounds: int
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    at: float
-    success: bool
-    total: float | None
-    reason: str | None
+#: One address in one round, as the series of a window lists it.
+Point = AddressSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,21 +223,22 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 
 def window(rounds: Sequence[RoundSummary]) -> Window:
-    paths: dict[str, list[PathRun]] = {}
+    paths: dict[str, list[list[Any]]] = {}  # path, start, end, rounds
     points: dict[tuple[str, str], list[Point]] = {}
     klass: dict[tuple[str, str], str] = {}
     spans: dict[FindingKey, list[float]] = {}  # first, last, rounds
     for r in rounds:
+        at = r.at
         for ep in r.endpoints:
             runs = paths.setdefault(ep.endpoint, [])
-            if runs and runs[-1].path == ep.path:
-                last = runs[-1]
-                runs[-1] = PathRun(last.path, last.start, r.at, last.rounds + 1)
+            if runs and runs[-1][0] == ep.path:
+                runs[-1][2] = at
+                runs[-1][3] += 1
             else:
-                runs.append(PathRun(ep.path, r.at, r.at, 1))
+                runs.append([ep.path, at, at, 1])
             for a in ep.addresses:
                 key = (ep.endpoint, a.address)
-                points.setdefault(key, []).append(Point(r.at, a.success, a.total, a.reason))
+                points.setdefault(key, []).append(a)
                 klass[key] = a.klass
         for f in r.findings:
             span = spans.get(f)
@@ -247,21 +248,28 @@ def window(rounds: Sequence[RoundSummary]) -> Window:
                 span[1], span[2] = r.at, span[2] + 1
     latest = set(rounds[-1].findings) if rounds else set()
     order = {endpoint: i for i, endpoint in enumerate(paths)}  # per endpoint, public last
-    series = tuple(
-        AddressSeries(
-            endpoint,
-            address,
-            klass[(endpoint, address)],
-            tuple(pts),
-            percentile((p.total for p in pts if p.success and p.total is not None), 50),
-            percentile((p.total for p in pts if p.success and p.total is not None), 99),
+    series = []
+    for (endpoint, address), pts in sorted(
+        points.items(), key=lambda kv: (order[kv[0][0]], kv[0][1] == PUBLIC)
+    ):
+        ok = sorted(p.total for p in pts if p.success and p.total is not None)
+        series.append(
+            AddressSeries(
+                endpoint,
+                address,
+                klass[(endpoint, address)],
+                tuple(pts),
+                percentile(ok, 50),
+                percentile(ok, 99),
+            )
         )
-        for (endpoint, address), pts in sorted(
-            points.items(), key=lambda kv: (order[kv[0][0]], kv[0][1] == PUBLIC)
-        )
-    )
     findings = tuple(
         FindingSpan(k, first, last, int(n), k in latest)
         for k, (first, last, n) in sorted(spans.items(), key=lambda kv: kv[1][0])
     )
-    return Window(tuple(rounds), {e: tuple(v) for e, v in paths.items()}, series, findings)
+    return Window(
+        tuple(rounds),
+        {e: tuple(PathRun(*r) for r in v) for e, v in paths.items()},
+        tuple(series),
+        findings,
+    )

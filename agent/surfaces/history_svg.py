@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from agent.history import AddressSeries, PathRun
 from agent.results import PATHS
@@ -64,22 +63,29 @@ def legend() -> str:
     )
 
 
-@dataclass(frozen=True)
 class Axis:
-    """Maps epoch seconds onto 0..WIDTH; the last round gets one average slot."""
+    """Maps epoch seconds onto 0..WIDTH; the last round gets one average slot.
 
-    start: float
-    end: float  # the latest round's time
-    slot: float  # seconds one round occupies on the axis
+    Every sparkline of a page plots the same round times, so each round's
+    position (and its ISO time) is worked out once per page, not once per line.
+    """
 
-    @classmethod
-    def of(cls, times: Sequence[float]) -> Axis:
-        start, end = times[0], times[-1]
-        slot = (end - start) / (len(times) - 1) if len(times) > 1 else 1.0
-        return cls(start, end, slot or 1.0)
+    def __init__(self, times: Sequence[float]) -> None:
+        self.start, self.end = times[0], times[-1]
+        slot = (self.end - self.start) / (len(times) - 1) if len(times) > 1 else 1.0
+        self.slot = slot or 1.0
+        self._centres: dict[float, tuple[float, str, str]] = {}
 
     def x(self, t: float) -> float:
         return (t - self.start) / (self.end + self.slot - self.start) * WIDTH
+
+    def centre(self, t: float) -> tuple[float, str, str]:
+        """The middle of round `t`'s slot: x, x as drawn, and the round's ISO time."""
+        found = self._centres.get(t)
+        if found is None:
+            x = self.x(t + self.slot / 2)
+            found = self._centres[t] = (x, f"{x:.1f}", iso(t))
+        return found
 
 
 def path_strip(
@@ -120,18 +126,17 @@ def sparkline(series: AddressSeries, axis: Axis, when: Callable[[float], str]) -
     plot = SPARK_HEIGHT - 26  # 12 above for the scale, 12 below for the failure marks
     lines: list[list[str]] = [[]]
     marks = []
-    half = axis.slot / 2
+    scale = plot / top if top else 0.0
     for p in series.points:
-        x = axis.x(p.at + half)
+        x, drawn, at = axis.centre(p.at)
         if p.success and p.total is not None:
-            y = 13 + plot - (p.total / top * plot if top else 0.0)
-            lines[-1].append(f"{x:.1f},{y:.1f}")
+            lines[-1].append(f"{drawn},{13 + plot - p.total * scale:.1f}")
         elif not p.success:
             if lines[-1]:
                 lines.append([])
             y = SPARK_HEIGHT - 5
             marks.append(
-                f'<path class="fail" data-at="{iso(p.at)}" data-reason="{_a(p.reason or "")}" '
+                f'<path class="fail" data-at="{at}" data-reason="{_a(p.reason or "")}" '
                 f'd="M{x - 3:.1f} {y - 3}l6 6m0-6l-6 6"><title>'
                 f"{_a(f'failed ({p.reason}) at {when(p.at)}')}</title></path>"
             )
@@ -140,14 +145,14 @@ def sparkline(series: AddressSeries, axis: Axis, when: Callable[[float], str]) -
         for pts in lines
         if pts
     )
-    scale = f"{top * 1000:.1f} ms" if ok else "no successful call"
+    label = f"{top * 1000:.1f} ms" if ok else "no successful call"
     return (
         f'<svg class="spark" data-endpoint="{_a(series.endpoint)}" '
         f'data-address="{_a(series.address)}" data-failures="{series.failures}" role="img" '
         f'aria-label="{_a(f"total time per round for {series.address}")}" width="{WIDTH}" '
         f'height="{SPARK_HEIGHT}" viewBox="0 0 {WIDTH} {SPARK_HEIGHT}" font-size="10">'
         f'<rect width="{WIDTH}" height="{SPARK_HEIGHT}" fill="#fafafa" stroke="#ddd"/>'
-        f'<text x="3" y="10" fill="#555">max {scale}</text>'
+        f'<text x="3" y="10" fill="#555">max {label}</text>'
         f'<g class="latency" fill="none" stroke="#1f4e99" stroke-width="1.5">{polylines}</g>'
         f'<g class="failures" stroke="#b00020" stroke-width="2">{"".join(marks)}</g></svg>'
     )

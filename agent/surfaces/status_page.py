@@ -189,7 +189,7 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
 def _history(w: Window, history: History, clock: _Clock) -> list[str]:
     if not w.rounds:
         return []
-    axis = svg.Axis.of([r.at for r in w.rounds])
+    axis = svg.Axis([r.at for r in w.rounds])
     start, n = w.rounds[0].at, len(w.rounds)
     parts = [
         f'<div id="history" data-rounds="{n}" data-start="{iso(start)}" '
