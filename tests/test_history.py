@@ -32,9 +32,9 @@ def test_the_window_keeps_the_last_rounds_up_to_the_round_cap() -> None:
     h = History(max_rounds=120, max_seconds=3600)
     for i in range(130):
         h.add(synthetic_report(T0 + i, healthy(i)))
-    rounds = h.snapshot(now=T0 + 130)
-    assert len(rounds) == 120
-    assert rounds[0].at == T0 + 10 and rounds[-1].at == T0 + 129
+    times = h.snapshot(now=T0 + 130).times
+    assert len(times) == 120
+    assert times[0] == T0 + 10 and times[-1] == T0 + 129
 
 
 def test_the_window_drops_rounds_older_than_the_age_cap_even_when_none_arrive() -> None:
@@ -42,9 +42,9 @@ def test_the_window_drops_rounds_older_than_the_age_cap_even_when_none_arrive() 
     for i in range(100):  # one round a minute: the hour, not the round cap, bounds it
         h.add(synthetic_report(T0 + 60 * i, healthy()))
     last = T0 + 60 * 99
-    assert len(h.snapshot(now=last)) == 61
-    assert h.snapshot(now=last + 1800)[0].at == last - 1800
-    assert h.snapshot(now=last + 3601) == ()
+    assert len(h.snapshot(now=last).times) == 61
+    assert h.snapshot(now=last + 1800).times[0] == last - 1800
+    assert h.snapshot(now=last + 3601).times == ()
 
 
 def test_public_addresses_form_one_row_per_endpoint_whatever_ips_rotate() -> None:
@@ -94,6 +94,31 @@ def test_path_runs_record_a_flip_and_its_return() -> None:
         ("public", 2, T0 + 3, T0 + 4),
         ("vpce", 1, T0 + 5, T0 + 5),
     ]
+
+
+def test_rows_that_left_the_window_go_with_it() -> None:
+    h = History(max_rounds=10)
+    for i in range(3):
+        h.add(synthetic_report(T0 + i, {REGIONAL: ("public", [("127.20.0.20", "public", 0.03)])}))
+    for i in range(3, 13):
+        h.add(synthetic_report(T0 + i, {GLOBAL: ("public", [("127.20.0.10", "public", 0.05)])}))
+    w = window(h.snapshot(now=T0 + 13))
+    assert list(w.paths) == [GLOBAL] and [(s.endpoint, s.address) for s in w.series] == [
+        (GLOBAL, PUBLIC)
+    ]
+
+
+def test_a_round_without_the_endpoint_ends_its_run() -> None:
+    h = History()
+    regional = {REGIONAL: ("vpce", [(ENIS[0], "vpce", 0.01)])}
+    for i, rnd in enumerate([regional, {}, regional]):
+        h.add(synthetic_report(T0 + i, rnd))  # type: ignore[arg-type]
+    w = window(h.snapshot(now=T0 + 3))
+    assert [(r.path, r.start, r.rounds) for r in w.paths[REGIONAL]] == [
+        ("vpce", T0, 1),
+        ("vpce", T0 + 2, 1),
+    ]
+    assert [p.at for p in w.series[0].points] == [T0, T0 + 2]
 
 
 def test_percentiles_use_successful_calls_only() -> None:
@@ -146,7 +171,7 @@ def test_memory_stays_flat_once_the_window_is_full() -> None:
         later = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert len(h.snapshot(now=T0 + 1200)) == 120
+    assert len(h.snapshot(now=T0 + 1200).times) == 120
     assert later - full < 16 * 1024, f"grew {later - full} bytes after 1080 more rounds"
 
 

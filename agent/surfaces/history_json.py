@@ -62,7 +62,7 @@ def to_json(history: History, w: Window | None = None) -> dict[str, Any]:
         "window": {
             "max_rounds": history.max_rounds,
             "max_seconds": history.max_seconds,
-            "rounds": len(w.rounds),
+            "rounds": len(w.times),
             "start": _opt(w.start),
             "end": _opt(w.end),
         },

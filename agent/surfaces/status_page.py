@@ -187,13 +187,13 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
 
 
 def _history(w: Window, history: History, clock: _Clock) -> list[str]:
-    if not w.rounds:
+    if not w.times:
         return []
-    axis = svg.Axis([r.at for r in w.rounds])
-    start, n = w.rounds[0].at, len(w.rounds)
+    axis = svg.Axis(w.times)
+    start, n = w.times[0], len(w.times)
     parts = [
         f'<div id="history" data-rounds="{n}" data-start="{iso(start)}" '
-        f'data-end="{iso(w.rounds[-1].at)}"><h2>The last {n} round(s), since '
+        f'data-end="{iso(w.times[-1])}"><h2>The last {n} round(s), since '
         f"{clock.when(start)}</h2>"
         f'<p class="info">The window holds at most {history.max_rounds} rounds and '
         f"{history.max_seconds / 60:.0f} minutes. Hover a mark for its time.</p>",
