@@ -78,7 +78,7 @@ class Sample:
     threads: int
     rounds: int
     skipped: int
-    history_rounds: int  # rounds the daemon's history window holds
+    history_rounds: int | None  # rounds the history window holds (start and end only)
 
 
 @dataclass
@@ -173,13 +173,15 @@ class Daemon:
         }
         return int(values["sts_agent_rounds_total"]), int(values["sts_agent_rounds_skipped_total"])
 
-    def sample(self) -> Sample:
+    def sample(self, *, with_history: bool = False) -> Sample:
         # /proc first: the scrape's own connection must not be counted as the daemon's.
         proc = psutil.Process(self.pid)
         with proc.oneshot():
             rss, fds, threads = proc.memory_info().rss, proc.num_fds(), proc.num_threads()
         rounds, skipped = self.counters()
-        return Sample(time.monotonic(), rss, fds, threads, rounds, skipped, self.history()[0])
+        # /api/history only at start and end: like a status page, it is not polled.
+        held = self.history()[0] if with_history else None
+        return Sample(time.monotonic(), rss, fds, threads, rounds, skipped, held)
 
     def history(self) -> tuple[int, int]:
         """(rounds held, rounds the window holds at most), from /api/history."""
@@ -330,7 +332,7 @@ def _settled_sample(daemon: Daemon, settle_rounds: int, interval: float) -> Samp
         lambda: daemon.counters()[0] >= first + settle_rounds,
         settle_rounds * interval * 10 + 30,
     )
-    return daemon.sample()
+    return daemon.sample(with_history=True)
 
 
 def _brief(s: Sample) -> str:
@@ -428,7 +430,7 @@ def format_report(result: SoakResult, host: dict[str, str] | None = None) -> str
             "history rounds held",
             str(s.history_rounds),
             str(e.history_rounds),
-            f"{e.history_rounds - s.history_rounds:+d}",
+            f"{(e.history_rounds or 0) - (s.history_rounds or 0):+d}",
         ),
     ]
     lines = [f"{k}: {v}" for k, v in (host or machine()).items()]

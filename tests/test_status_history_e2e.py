@@ -11,6 +11,8 @@ screenshot goes to the test log.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -145,3 +147,24 @@ def test_page_draws_a_path_flip_and_a_flapping_eni_as_the_json_lists_them(
     flip = raised["PRIVATE_DNS_NOT_RESOLVING"]
     assert flip["rounds"] >= 2 and not flip["active"]
     assert page.findings["PRIVATE_DNS_NOT_RESOLVING"]["data-rounds"] == str(flip["rounds"])
+
+
+def test_a_process_named_with_invalid_bytes_does_not_break_the_page(tmp_path: Path) -> None:
+    """A neighbour sets its own name to bytes that are not UTF-8 (anyone may)."""
+    rename = (
+        "import time; open('/proc/self/comm', 'wb').write(b'\\xff<b>python'); "
+        "open(__import__('sys').argv[1], 'w').close(); time.sleep(60)"
+    )
+    ready = tmp_path / "renamed"
+    env = {"PATH": "/usr/bin:/bin", "AWS_REGION": "us-east-2"}
+    child = subprocess.Popen([sys.executable, "-c", rename, str(ready)], env=env)
+    try:
+        _until(ready.exists, "the neighbour renamed")
+        with live_agent(tmp_path, audit__processes=True) as live:
+            live.wait_rounds(2)
+            status, body = live.agent.get("/")
+    finally:
+        child.kill()
+        child.wait()
+    assert status == 200, body[:2000]
+    assert "\ufffd&lt;b&gt;python" in body and "<b>python" not in body
