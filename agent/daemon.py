@@ -8,6 +8,7 @@ can block another.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -19,10 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent import __version__, logs
 from agent.audit.host import HostAudits
 from agent.config import ConfigError, Loaded, Settings
+from agent.history import History
 from agent.memory import limit_malloc_arenas
+from agent.results import Report
 from agent.scheduler import Scheduler
 from agent.sdnotify import notify, watchdog_interval
-from agent.surfaces import status_page
+from agent.surfaces import history_json, status_page
 from agent.surfaces.http_server import HttpServer, ListenError, Request, Response
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.webconfig import WebConfigError, load_web_config
@@ -37,9 +40,10 @@ class Agent:
         self.settings = settings
         self.metrics = Metrics(settings.metrics_histogram_phases)
         self.audits = HostAudits()
+        self.history = History()
         self.scheduler = Scheduler(
             settings,
-            self.metrics.observe,
+            self._observe,
             on_skip=self.metrics.count_skipped,
             extras=self.audits.apply,
         )
@@ -53,7 +57,16 @@ class Agent:
             "/-/ready": self._ready,
             "/": self._status,
             "/probe": self._probe,
+            "/api/history": self._history,
         }
+
+    def _observe(self, report: Report) -> None:
+        self.metrics.observe(report)
+        self.history.add(report)
+
+    def _history(self, _: Request) -> Response:
+        body = json.dumps(history_json.to_json(self.history), separators=(",", ":"))
+        return Response(200, "application/json", body.encode())
 
     def _metrics(self, _: Request) -> Response:
         return Response(200, CONTENT_TYPE_LATEST, self.metrics.registry.exposition())
@@ -65,7 +78,9 @@ class Agent:
 
     def _status(self, _: Request) -> Response:
         body = status_page.render(
-            self.scheduler.latest, refresh=max(5, int(self.settings.interval))
+            self.scheduler.latest,
+            refresh=max(5, int(self.settings.interval)),
+            history=self.history,
         )
         return Response(200, "text/html; charset=utf-8", body.encode())
 

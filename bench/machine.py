@@ -21,14 +21,16 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def describe() -> dict[str, str]:
+def describe(*, with_blackbox: bool = True) -> dict[str, str]:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {
+    out = {
         "nproc": str(len(os.sched_getaffinity(0))),
         "CPU": _cpu_model(),
         "memory": f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB",
         "kernel": platform.release(),
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "blackbox_exporter": blackbox.version(),
         "load average at start": load,
     }
+    if with_blackbox:
+        out["blackbox_exporter"] = blackbox.version()
+    return out

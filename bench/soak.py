@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import random
@@ -61,6 +62,7 @@ STS_FAULTS = (
 )
 IMDS_FAULTS = (None, None, None, "timeout", "unauthorized", "token_forbidden", "garbage_cidrs")
 _SCRAPE_TIMEOUT = 5.0
+_HISTORY_WAIT_ROUNDS = 120  # the daemon's window; the wait is a generous multiple of it
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 Log = Callable[[str], None]
@@ -76,6 +78,7 @@ class Sample:
     threads: int
     rounds: int
     skipped: int
+    history_rounds: int | None  # rounds the history window holds (start and end only)
 
 
 @dataclass
@@ -170,13 +173,27 @@ class Daemon:
         }
         return int(values["sts_agent_rounds_total"]), int(values["sts_agent_rounds_skipped_total"])
 
-    def sample(self) -> Sample:
+    def sample(self, *, with_history: bool = False) -> Sample:
         # /proc first: the scrape's own connection must not be counted as the daemon's.
         proc = psutil.Process(self.pid)
         with proc.oneshot():
             rss, fds, threads = proc.memory_info().rss, proc.num_fds(), proc.num_threads()
         rounds, skipped = self.counters()
-        return Sample(time.monotonic(), rss, fds, threads, rounds, skipped)
+        # /api/history only at start and end: like a status page, it is not polled.
+        held = self.history()[0] if with_history else None
+        return Sample(time.monotonic(), rss, fds, threads, rounds, skipped, held)
+
+    def history(self) -> tuple[int, int]:
+        """(rounds held, rounds the window holds at most), from /api/history."""
+        status, text = self.get("/api/history")
+        if status != 200:
+            raise OSError(f"/api/history answered {status}")
+        window = json.loads(text)["window"]
+        return int(window["rounds"]), int(window["max_rounds"])
+
+    def history_full(self) -> bool:
+        held, most = self.history()
+        return held >= most
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -271,6 +288,12 @@ def run_soak(
         say(f"agent pid {daemon.pid} ready on {daemon.base}; warming up for {warmup:.0f} s")
         flapper.start()
         time.sleep(warmup)
+        # Memory is compared with the history window full, as it is on a host after an hour.
+        daemon.wait(
+            "a full history window",
+            daemon.history_full,
+            _HISTORY_WAIT_ROUNDS * interval * 4 + 60,
+        )
         flapper.stop()
         start = _settled_sample(daemon, settle_rounds, interval)
         say(f"start: {_brief(start)}")
@@ -309,7 +332,7 @@ def _settled_sample(daemon: Daemon, settle_rounds: int, interval: float) -> Samp
         lambda: daemon.counters()[0] >= first + settle_rounds,
         settle_rounds * interval * 10 + 30,
     )
-    return daemon.sample()
+    return daemon.sample(with_history=True)
 
 
 def _brief(s: Sample) -> str:
@@ -403,6 +426,12 @@ def format_report(result: SoakResult, host: dict[str, str] | None = None) -> str
         ("threads", str(s.threads), str(e.threads), f"{e.threads - s.threads:+d}"),
         ("rounds completed", str(s.rounds), str(e.rounds), f"{e.rounds - s.rounds:+d}"),
         ("rounds skipped", str(s.skipped), str(e.skipped), f"{e.skipped - s.skipped:+d}"),
+        (
+            "history rounds held",
+            str(s.history_rounds),
+            str(e.history_rounds),
+            f"{(e.history_rounds or 0) - (s.history_rounds or 0):+d}",
+        ),
     ]
     lines = [f"{k}: {v}" for k, v in (host or machine()).items()]
     peak = max(t.rss_bytes for t in result.trace) / mib

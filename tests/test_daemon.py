@@ -27,6 +27,7 @@ from tests.support.agent_proc import (
     vpc_config,
     wait_for,
 )
+from tests.support.chromium import dump_dom
 from tests.support.prometheus import prometheus_scraping
 
 PATH_VPCE = f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce",'
@@ -219,35 +220,14 @@ def test_probe_endpoint_runs_one_synchronous_round(vpc: SimulatedVpc, tmp_path: 
 
 
 def test_status_page_in_headless_chromium(vpc: SimulatedVpc, tmp_path: Path) -> None:
-    chromium = require_binary("chromium", "chromium-browser")
     port = free_port()
     vpc.private_dns(False)  # so the page has a finding to show
     with running_agent(
         vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
     ) as agent:
         agent.wait_ready()
-        profile = tmp_path / "chromium-profile"
-        out = subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--dump-dom",
-                f"http://127.0.0.1:{port}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-    dom = out.stdout
-    assert '<table id="endpoints">' in dom or 'id="endpoints"' in dom, out.stderr[-2000:]
+        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+    assert '<table id="endpoints">' in dom or 'id="endpoints"' in dom, dom[:2000]
     row = re.search(rf"<tr><td>{re.escape(REGIONAL)}</td>.*?</tr>", dom)
     assert row and 'data-path="public"' in row.group(0)
     assert "PRIVATE_DNS_NOT_RESOLVING" in dom

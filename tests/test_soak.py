@@ -89,10 +89,16 @@ def test_memory_growth_is_bounded(result: Any) -> None:
     assert r.end.rss_bytes - r.start.rss_bytes < RSS_BOUND, soak.format_report(r)
 
 
+def test_memory_is_compared_with_the_history_window_full(result: Any) -> None:
+    assert result.start.history_rounds == result.end.history_rounds == 120, soak.format_report(
+        result
+    )
+
+
 def test_report_shows_the_machine_and_the_table() -> None:
     """The report a soak prints: machine first, then start/end/change per resource."""
-    start = soak.Sample(0.0, 50 * 2**20, 6, 7, 40, 1)
-    end = soak.Sample(200.0, 52 * 2**20, 6, 8, 1240, 9)
+    start = soak.Sample(0.0, 50 * 2**20, 6, 7, 40, 1, 120)
+    end = soak.Sample(200.0, 52 * 2**20, 6, 8, 1240, 9, 120)
     r = soak.SoakResult(start, end, [start, end], 0.2, 2.0)
     text = soak.format_report(r)
     assert text.splitlines()[0].startswith("cpus: ")
@@ -104,3 +110,4 @@ def test_report_shows_the_machine_and_the_table() -> None:
     assert rows["threads"] == ["7", "8", "+1"]
     assert rows["rounds completed"] == ["40", "1240", "+1200"]
     assert rows["rounds skipped"] == ["1", "9", "+8"]
+    assert rows["history rounds held"] == ["120", "120", "+0"]

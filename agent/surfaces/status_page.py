@@ -1,53 +1,119 @@
 """The `/` status page: server-rendered HTML with no external assets.
 
 It must work on an isolated host with no internet, so styles are inline and
-there is no JavaScript; a meta refresh keeps it current.
+there is no JavaScript; a meta refresh keeps it current.  Every value is
+escaped and every attribute quoted, and the finished page is made valid text
+(process names from /proc can carry undecodable bytes), so no value can break
+the markup or the response.
 """
 
 from __future__ import annotations
 
 import html
+import re
 import time
 
 from agent import __version__
+from agent.history import History, Window, address_class, window
 from agent.results import Report
+from agent.surfaces import history_svg as svg
+from agent.surfaces.history_json import iso
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}
 table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:middle}
+th{background:#f3f3f3}
 .vpce,.ok{color:#0a6b2b;font-weight:bold}.public,.fail,.critical{color:#b00020;font-weight:bold}
 .private{color:#8a5a00;font-weight:bold}.mixed,.unresolved,.warning{color:#b35c00;font-weight:bold}
-.info{color:#555}code{background:#f6f6f6;padding:0 3px}
+.info,.ago{color:#555}code{background:#f6f6f6;padding:0 3px}
+.key{margin-right:1.2em;white-space:nowrap}.key svg{display:inline;vertical-align:-1px}
+td.n{white-space:nowrap}
 """
+_SURROGATES = re.compile("[\ud800-\udfff]")
+#: How many path changes the text beside a strip lists (the strip shows them all).
+_CHANGES_LISTED = 6
 
 
 def _e(v: object) -> str:
-    return html.escape("" if v is None else str(v))
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return html.escape("" if v is None else str(v), quote=True)
 
 
 def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v * 1000:.1f} ms"
 
 
-def render(report: Report | None, *, refresh: int = 30) -> str:
+def _ago(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    return f"{s // 3600} h {s % 3600 // 60} min ago"
+
+
+def _offset(t: float) -> str:
+    off = time.localtime(t).tm_gmtoff
+    sign = "-" if off < 0 else "+"
+    return f"UTC{sign}{abs(off) // 3600:02d}:{abs(off) % 3600 // 60:02d}"
+
+
+class _Clock:
+    """Formats times as UTC, with local time where the host is not on UTC, and their age."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.local = time.localtime(now).tm_gmtoff != 0
+
+    def short(self, t: float) -> str:
+        text = time.strftime("%H:%M:%S UTC", time.gmtime(t))
+        if self.local:
+            text += time.strftime(" (%H:%M:%S local)", time.localtime(t))
+        return text
+
+    def when(self, t: float) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        return (
+            f'<time datetime="{stamp}">{self.short(t)}</time> '
+            f'<span class="ago">{_ago(self.now - t)}</span>'
+        )
+
+
+def render(report: Report | None, *, refresh: int = 30, history: History | None = None) -> str:
+    now = time.time()
     head = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta http-equiv=refresh content={refresh}><title>sts-agent</title>"
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{refresh}"><title>sts-agent</title>'
         f"<style>{_STYLE}</style></head><body><h1>sts-agent {_e(__version__)}</h1>"
     )
     if report is None:
-        return head + "<p id=waiting>Waiting for the first probe round…</p></body></html>"
-    parts = [head]
-    age = time.time() - report.finished
-    imds = report.imds
+        return head + '<p id="waiting">Waiting for the first probe round…</p></body></html>'
+    clock = _Clock(now)
+    parts = [head, *_latest(report, clock)]
+    if history is not None:
+        parts.extend(_history(window(history.snapshot(now)), history, clock))
     parts.append(
+        '<p class="info"><a href="/metrics">/metrics</a> · <a href="/api/history">'
+        '/api/history</a> · <a href="/-/ready">/-/ready</a></p></body></html>'
+    )
+    # One pass over the finished page: a lone surrogate (os.fsdecode of a bad byte)
+    # would make the response's UTF-8 encoding fail.
+    return _SURROGATES.sub("\ufffd", "".join(parts))
+
+
+def _latest(report: Report, clock: _Clock) -> list[str]:
+    imds = report.imds
+    parts = [
         f"<p>Region <b>{_e(report.region or 'unknown')}</b> (from {_e(report.region_source)}); "
         f"VPC CIDRs {_e(', '.join(report.vpc_cidrs) or 'unknown')}; IMDS "
         f"{'available' if imds.available else 'unavailable: ' + _e(imds.reason)}; "
-        f"last round {age:.0f}s ago, took {report.finished - report.started:.2f}s.</p>"
-    )
+        f"last round {clock.when(report.finished)}, took "
+        f"{report.finished - report.started:.2f}s. Times are UTC; this host's clock is "
+        f"{_offset(clock.now)}.</p>"
+    ]
     if report.sdk is not None:
         s = report.sdk
         parts.append(
@@ -56,7 +122,7 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
             f"{', through the proxy <code>' + _e(s.proxy) + '</code>' if s.proxy else ''}.</p>"
         )
     parts.append(
-        "<h2>Endpoints</h2><table id=endpoints><tr><th>Endpoint</th><th>Kind</th>"
+        '<h2>Endpoints</h2><table id="endpoints"><tr><th>Endpoint</th><th>Kind</th>'
         "<th>Path</th><th>Expected</th><th>Per resolver</th></tr>"
     )
     for ep in report.endpoints:
@@ -65,11 +131,11 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
         met = "" if ep.expectation_met is None else (" ✓" if ep.expectation_met else " ✗")
         parts.append(
             f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(ep.endpoint.kind)}</td>"
-            f"<td class={_e(ep.path)} data-path={_e(ep.path)}>{_e(ep.path)}</td>"
+            f'<td class="{_e(ep.path)}" data-path="{_e(ep.path)}">{_e(ep.path)}</td>'
             f"<td>{_e(exp)}{met}</td><td>{per}</td></tr>"
         )
     parts.append(
-        "</table><h2>STS calls per address</h2><table id=probes><tr><th>Endpoint</th>"
+        '</table><h2>STS calls per address</h2><table id="probes"><tr><th>Endpoint</th>'
         "<th>Address</th><th>Class</th><th>Result</th><th>connect</th><th>TLS</th>"
         "<th>first byte</th><th>total</th><th>Detail</th></tr>"
     )
@@ -78,45 +144,109 @@ def render(report: Report | None, *, refresh: int = 30) -> str:
         for p in ep.probes:
             ok = "ok" if p.success else "fail"
             detail = (f"account {p.account}" if p.account else "") if p.success else p.error
+            klass = address_class(classes, p.address, report.vpc_cidrs)
             parts.append(
                 f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(p.address)}</td>"
-                f"<td class={_e(classes.get(p.address))}>{_e(classes.get(p.address))}</td>"
-                f"<td class={ok}>{'OK' if p.success else _e(p.reason)}</td>"
+                f'<td class="{_e(klass)}">{_e(klass)}</td>'
+                f'<td class="{ok}">{"OK" if p.success else _e(p.reason)}</td>'
                 f"<td>{_ms(p.phases.connect)}</td><td>{_ms(p.phases.tls)}</td>"
-                f"<td>{_ms(p.phases.ttfb)}</td><td>{_ms(p.phases.total)}</td><td>{_e(detail)}</td></tr>"
+                f"<td>{_ms(p.phases.ttfb)}</td><td>{_ms(p.phases.total)}</td>"
+                f"<td>{_e(detail)}</td></tr>"
             )
     parts.append("</table><h2>Findings</h2>")
     if not report.findings:
         parts.append(
-            "<p id=findings class=ok>No findings: STS traffic takes the expected path.</p>"
+            '<p id="findings" class="ok">No findings: STS traffic takes the expected path.</p>'
         )
     else:
         parts.append(
-            "<table id=findings><tr><th>Severity</th><th>Code</th><th>Message</th>"
+            '<table id="findings"><tr><th>Severity</th><th>Code</th><th>Message</th>'
             "<th>Advice</th></tr>"
         )
         for f in report.findings:
             parts.append(
-                f"<tr><td class={_e(f.severity)}>{_e(f.severity)}</td><td><code>{_e(f.code)}"
-                f"</code></td><td>{_e(f.message)}</td><td>{_e(f.advice)}</td></tr>"
+                f'<tr><td class="{_e(f.severity)}">{_e(f.severity)}</td><td><code>'
+                f"{_e(f.code)}</code></td><td>{_e(f.message)}</td><td>{_e(f.advice)}</td></tr>"
             )
         parts.append("</table>")
     procs = report.extras.get("audit", {})
     plist = procs.get("processes", {}).get("processes", []) if isinstance(procs, dict) else []
     if plist:
         parts.append(
-            "<h2>Processes and the STS endpoint their SDK would use</h2><table id=processes>"
+            '<h2>Processes and the STS endpoint their SDK would use</h2><table id="processes">'
             "<tr><th>PID</th><th>Name</th><th>Mode</th><th>Endpoint</th></tr>"
         )
         for p in plist:
             parts.append(
                 f"<tr><td>{_e(p.get('pid'))}</td><td>{_e(p.get('name'))}</td>"
-                f"<td class={_e(p.get('mode'))}>{_e(p.get('mode'))}</td>"
+                f'<td class="{_e(p.get("mode"))}">{_e(p.get("mode"))}</td>'
                 f"<td>{_e(p.get('endpoint_url'))}</td></tr>"
             )
         parts.append("</table>")
+    return parts
+
+
+def _history(w: Window, history: History, clock: _Clock) -> list[str]:
+    if not w.times:
+        return []
+    axis = svg.Axis(w.times)
+    start, n = w.times[0], len(w.times)
+    parts = [
+        f'<div id="history" data-rounds="{n}" data-start="{iso(start)}" '
+        f'data-end="{iso(w.times[-1])}"><h2>The last {n} round(s), since '
+        f"{clock.when(start)}</h2>"
+        f'<p class="info">The window holds at most {history.max_rounds} rounds and '
+        f"{history.max_seconds / 60:.0f} minutes. Hover a mark for its time.</p>",
+        svg.defs(),
+        f'<p class="legend">Paths: {svg.legend()}</p>'
+        '<table id="path-history"><tr><th>Endpoint</th><th>Path over time</th>'
+        "<th>Changes</th></tr>",
+    ]
+    for endpoint, runs in w.paths.items():
+        listed = runs[-_CHANGES_LISTED:]
+        earlier = len(runs) - len(listed)
+        text = " → ".join(
+            f'<span class="{r.path}">{r.path}</span> from {clock.when(r.start)} '
+            f"({r.rounds} round{'s' if r.rounds != 1 else ''})"
+            for r in listed
+        )
+        more = f"{earlier} earlier change(s); " if earlier else ""
+        parts.append(
+            f'<tr><td class="n">{_e(endpoint)}</td>'
+            f"<td>{svg.path_strip(endpoint, runs, axis, clock.short)}</td>"
+            f"<td>{more}{text}</td></tr>"
+        )
     parts.append(
-        "<p class=info><a href=/metrics>/metrics</a> · <a href=/-/ready>/-/ready</a>"
-        "</p></body></html>"
+        '</table><table id="latency-history"><tr><th>Endpoint</th><th>Address</th>'
+        "<th>Total time per round (× = failed)</th><th>p50</th><th>p99</th>"
+        "<th>Failed</th></tr>"
     )
-    return "".join(parts)
+    for s in w.series:
+        fails = [p for p in s.points if not p.success]
+        last = f"; last {_e(fails[-1].reason)} at {clock.when(fails[-1].at)}" if fails else ""
+        parts.append(
+            f'<tr><td class="n">{_e(s.endpoint)}</td><td class="n">{_e(s.address)} '
+            f'<span class="{_e(s.klass)}">({_e(s.klass)})</span></td>'
+            f'<td>{svg.sparkline(s, axis, clock.short)}</td><td class="n">{_ms(s.p50)}</td>'
+            f'<td class="n">{_ms(s.p99)}</td><td>{len(fails)} of {len(s.points)}{last}</td></tr>'
+        )
+    parts.append("</table>")
+    if w.findings:
+        parts.append(
+            '<table id="finding-history"><tr><th>Code</th><th>Severity</th><th>Endpoint</th>'
+            "<th>First seen in the window</th><th>Last seen</th><th>Rounds held</th></tr>"
+        )
+        for f in w.findings:
+            k = f.key
+            parts.append(
+                f'<tr data-code="{_e(k.code)}" data-rounds="{f.rounds}"><td><code>'
+                f'{_e(k.code)}</code></td><td class="{_e(k.severity)}">{_e(k.severity)}</td>'
+                f"<td>{_e(k.endpoint or '–')}</td><td>{clock.when(f.first)}</td>"
+                f"<td>{'now' if f.active else clock.when(f.last)}</td>"
+                f"<td>{f.rounds} of {n}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append('<p id="finding-history" class="ok">No findings in the window.</p>')
+    parts.append("</div>")
+    return parts
