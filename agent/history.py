@@ -17,17 +17,15 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from agent.results import PATHS, STS_REASONS, Path, Report, Severity
-from agent.verdicts.classify import classify
+from agent.results import PATHS, STS_REASONS, EndpointReport, Path, Report, Severity
+from agent.surfaces.series import PUBLIC, by_label
 
 MAX_ROUNDS = 120
 MAX_SECONDS = 3600.0
-#: Every public address of an endpoint is one row, as in the metrics' `address` label.
-PUBLIC = "public"
 _ABSENT = -1  # the endpoint or address was not part of that round
 _OK = 0  # outcome codes above this are 1 + the index of the failure reason in STS_REASONS
 _REASON = {r: i + 1 for i, r in enumerate(STS_REASONS)}
@@ -52,35 +50,19 @@ class _Column:
         self.total = array("d", [math.nan]) * absent_rounds
 
 
-def address_class(classes: Mapping[str, str], address: str, vpc_cidrs: Sequence[str]) -> str:
-    """The class this round's answers gave the address, or, for one still probed because
-    its DNS TTL has not run out, the class its address alone gives."""
-    return classes.get(address) or classify(address, vpc_cidrs)
-
-
 def _outcome(ok: bool, reason: str | None) -> int:
     return _OK if ok else _REASON.get(reason or "other", _REASON["other"])
 
 
-def _addresses(
-    classes: Mapping[str, str],
-    vpc_cidrs: Sequence[str],
-    probes: Iterable[tuple[str, bool, float | None, str | None]],
-) -> dict[str, tuple[str, int, float]]:
-    """address -> (class, outcome, total) for each ENI, then one aggregate public row."""
+def _addresses(ep: EndpointReport, vpc_cidrs: Sequence[str]) -> dict[str, tuple[str, int, float]]:
+    """label -> (class, outcome, total), grouped as the metrics' `address` label groups:
+    each ENI, then one public row (the slowest public address; failed if any failed, with
+    the first reason)."""
     out: dict[str, tuple[str, int, float]] = {}
-    public: list[tuple[bool, float | None, str | None]] = []
-    for address, ok, total, reason in probes:
-        klass = address_class(classes, address, vpc_cidrs)
-        if klass == PUBLIC:
-            public.append((ok, total, reason))
-        else:
-            out[address] = (klass, _outcome(ok, reason), math.nan if total is None else total)
-    if public:  # the slowest public address; failed if any failed, with the first reason
-        totals = [t for _, t, _ in public if t is not None]
-        failed = [r for ok, _, r in public if not ok]
-        outcome = _outcome(False, failed[0]) if failed else _OK
-        out[PUBLIC] = (PUBLIC, outcome, max(totals) if totals else math.nan)
+    for group in by_label(ep, vpc_cidrs):
+        reason = next((p.reason for p in group.probes if not p.success), None)
+        total = group.phases().get("total", math.nan)
+        out[group.label] = (group.klass, _outcome(group.success, reason), total)
     return out
 
 
@@ -106,11 +88,7 @@ class History:
         values = {
             (ep.endpoint.hostname, address): v
             for ep in report.endpoints
-            for address, v in _addresses(
-                ep.classes,
-                report.vpc_cidrs,
-                ((p.address, p.success, p.phases.total, p.reason) for p in ep.probes),
-            ).items()
+            for address, v in _addresses(ep, report.vpc_cidrs).items()
         }
         raised = [FindingKey(f.code, f.severity, f.endpoint) for f in report.findings]
         with self._lock:

@@ -262,7 +262,10 @@ def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
     [
         ("StsEndpointPathNotAsExpected", "sts_agent_endpoint_expectation_met == 0"),
         ("StsProbeFailing", "sts_agent_probe_success == 0"),
-        ("StsSdkUsesGlobalEndpoint", 'code=~"SDK_USES_GLOBAL_ENDPOINT|PROCESS_USES_GLOBAL_ENDPOINT"'),
+        (
+            "StsSdkUsesGlobalEndpoint",
+            'code=~"SDK_USES_GLOBAL_ENDPOINT|PROCESS_USES_GLOBAL_ENDPOINT"',
+        ),
         ("StsSdkGlobalServedInUsEast1", 'code="SDK_GLOBAL_SERVED_US_EAST_1"'),
         ("StsAgentDown", 'up{job="sts-agent"} == 0'),
         ("StsImdsUnreachable", "sts_agent_imds_available == 0"),

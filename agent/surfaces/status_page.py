@@ -14,10 +14,11 @@ import re
 import time
 
 from agent import __version__
-from agent.history import History, Window, address_class, window
+from agent.history import History, Window, window
 from agent.results import Report
 from agent.surfaces import history_svg as svg
 from agent.surfaces.history_json import iso
+from agent.surfaces.series import probe_classes
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -140,11 +141,11 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
         "<th>first byte</th><th>total</th><th>Detail</th></tr>"
     )
     for ep in report.endpoints:
-        classes = ep.classes
+        classes = probe_classes(ep, report.vpc_cidrs)
         for p in ep.probes:
             ok = "ok" if p.success else "fail"
             detail = (f"account {p.account}" if p.account else "") if p.success else p.error
-            klass = address_class(classes, p.address, report.vpc_cidrs)
+            klass = classes[p.address]
             parts.append(
                 f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(p.address)}</td>"
                 f'<td class="{_e(klass)}">{_e(klass)}</td>'
