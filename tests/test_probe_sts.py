@@ -299,6 +299,8 @@ def test_certificate_expiry_is_reported(authority: Authority, context: ssl.SSLCo
         ("reset_response", "connection_reset", "ttfb"),
         ("huge_body", "bad_response", "ttfb"),
         ("malformed", "bad_response", "ttfb"),
+        # More than 100 header lines: http.client's own limit must not escape the probe.
+        ("header_flood", "bad_response", "ttfb"),
     ],
 )
 def test_transport_faults(

@@ -290,6 +290,11 @@ def probe(
             code = message = account = arn = None
     except _Failed as f:
         return result(False, f.reason, str(f))
+    except http.client.HTTPException as e:
+        # http.client's own limits (over 100 header lines, a 64 KiB line): a broken answer.
+        return result(False, "bad_response", f"unparseable response headers: {_short(e)}")
+    except Exception as e:  # the docstring's promise: a probe is a result, never a traceback
+        return result(False, "other", f"{type(e).__name__}: {_short(e)}")
     finally:
         if sock is not None:
             sock.close()
