@@ -27,6 +27,7 @@ from tests.support.agent_proc import (
     vpc_config,
     wait_for,
 )
+from tests.support.phases import PHASES
 from tests.support.prometheus import prometheus_scraping
 
 PATH_VPCE = f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce",'
@@ -69,7 +70,7 @@ def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
                 "count by (phase) (sts_agent_request_duration_seconds_count"
                 f'{{endpoint="{REGIONAL}"}})'
             )
-            assert {r["metric"]["phase"] for r in phases} == {"connect", "tls", "ttfb", "total"}
+            assert {r["metric"]["phase"] for r in phases} == set(PHASES)
             met = prom.query("sts_agent_endpoint_expectation_met")
             assert {r["metric"]["endpoint"]: r["value"][1] for r in met} == {
                 REGIONAL: "1",

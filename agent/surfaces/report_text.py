@@ -12,10 +12,7 @@ def _ms(v: float | None) -> str:
 
 
 def _probe_line(p: StsProbe) -> str:
-    ph = p.phases
-    timing = (
-        f"connect {_ms(ph.connect)}  tls {_ms(ph.tls)}  ttfb {_ms(ph.ttfb)}  total {_ms(ph.total)}"
-    )
+    timing = "  ".join(f"{name} {_ms(v)}" for name, v in p.phases.as_dict().items())
     if p.success:
         who = f"account {p.account}" if p.account else f"HTTP {p.http_status} (unsigned)"
         return f"      {p.address:<39} OK    {timing}  {who}"
