@@ -11,10 +11,15 @@ so owner names are best effort and capped to keep output bounded.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import psutil
+
+from agent.audit import sockdiag
+
+log = logging.getLogger("agent.audit")
 
 MAX_OWNERS_PER_GROUP = 10
 
@@ -26,6 +31,7 @@ class ConnectionAudit:
     counts: dict[Group, int]  # every group in `known` appears, zero included
     owners: dict[Group, tuple[str, ...]]  # process names, sorted, at most 10 per group
     error: str | None = None
+    source: str = "psutil"  # what read the socket table: netlink, proc or psutil
 
 
 def normalise_ip(text: str) -> str:
@@ -58,7 +64,7 @@ def _decode(hex_addr: str, version: int) -> str:
     return normalise_ip(str(ipaddress.IPv6Address(words)))
 
 
-def _established_remotes(ports: Collection[int]) -> Iterator[str]:
+def _proc_remotes(ports: Collection[int]) -> Iterator[str]:
     """Remote addresses of ESTABLISHED sockets to `ports`, straight from /proc/net.
 
     psutil.net_connections() also maps every socket to its process by walking
@@ -87,11 +93,15 @@ def count_connections(
     ports: Collection[int] = (443,),
     *,
     with_owners: bool = True,
+    reader: str = "auto",
 ) -> ConnectionAudit:
     """Count ESTABLISHED TCP connections to `known` addresses on `ports`, by group.
 
-    `with_owners=False` skips the owner lookup and reads /proc/net directly (the
-    daemon's per-round path); `check` keeps the names.  Raises ValueError naming
+    `with_owners=False` skips the owner lookup (the daemon's per-round path) and
+    asks the kernel for the matching sockets alone (sock_diag), or reads
+    /proc/net where a sandbox refuses netlink; `source` says which ran.
+    `reader="proc"` skips netlink (to compare the two).  `check` keeps the
+    names (psutil, the whole table).  Raises ValueError naming
     the key when `known` holds something that is not an IP address; failures to
     read the socket table come back in `error`.
     """
@@ -103,14 +113,7 @@ def count_connections(
             raise ValueError(f"known: {ip!r} is not an IP address") from None
     counts: dict[Group, int] = dict.fromkeys(table.values(), 0)
     if not with_owners:
-        try:
-            for remote in _established_remotes(ports):
-                group = table.get(remote)
-                if group is not None:
-                    counts[group] += 1
-        except (OSError, ValueError) as exc:
-            return ConnectionAudit(counts, {}, f"cannot read the socket table: {exc}")
-        return ConnectionAudit(counts, {})
+        return _count_without_owners(table, counts, ports, reader)
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError) as exc:
@@ -135,3 +138,30 @@ def count_connections(
             names.setdefault(group, set()).add(name)
     owners = {g: tuple(sorted(n)[:MAX_OWNERS_PER_GROUP]) for g, n in names.items()}
     return ConnectionAudit(counts, owners)
+
+
+_refused: list[str] = []  # why netlink was refused, once, so the log says it once
+
+
+def _count_without_owners(
+    table: Mapping[str, Group], counts: dict[Group, int], ports: Collection[int], reader: str
+) -> ConnectionAudit:
+    remotes: list[str] | None = None
+    if reader != "proc":
+        try:
+            remotes = list(sockdiag.established_remotes(table, ports))
+        except OSError as exc:
+            if not _refused:
+                _refused.append(str(exc))
+                log.warning("sock_diag refused (%s): the connection audit reads /proc/net", exc)
+    source = "proc" if remotes is None else "netlink"
+    if remotes is None:
+        try:
+            remotes = list(_proc_remotes(ports))
+        except (OSError, ValueError) as exc:
+            return ConnectionAudit(counts, {}, f"cannot read the socket table: {exc}", source)
+    for remote in remotes:
+        group = table.get(remote)
+        if group is not None:
+            counts[group] += 1
+    return ConnectionAudit(counts, {}, None, source)

@@ -65,6 +65,7 @@ def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[
         "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
         "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
         "error": result.error,
+        "source": result.source,
     }
 
 
