@@ -189,6 +189,20 @@ def test_netlink_filter_holds_more_addresses_than_one_request() -> None:
     assert audit.counts == {VPCE: 1, PUBLIC: 0}
 
 
+def test_kernels_without_the_one_walk_request_are_asked_per_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message type the kernel does not know stands for one that dropped TCPDIAG_GETSOCK."""
+    monkeypatch.setattr(sockdiag, "TCPDIAG_GETSOCK", 17)  # sock_diag answers EINVAL
+    with (
+        connection(client_family=socket.AF_INET6) as mapped,
+        connection("::1", socket.AF_INET6) as v6,
+    ):
+        known = {"127.0.0.1": VPCE, "::1": PUBLIC}
+        audit = count_connections(known, ports=(mapped, v6), with_owners=False)
+    assert (audit.source, audit.error, audit.counts) == ("netlink", None, {VPCE: 1, PUBLIC: 1})
+
+
 def test_refused_netlink_falls_back_to_proc_and_says_so(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
