@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from agent.audit import connections, sockdiag
-from agent.audit.connections import count_connections, normalise_ip
+from agent.audit.connections import PacedCounter, count_connections, normalise_ip
 from tests.conftest import missing
 from tests.support.privileges import run_as_nobody
 
@@ -216,3 +216,22 @@ def test_refused_netlink_falls_back_to_proc_and_says_so(
     assert again.source == "proc"
     warnings = [r.getMessage() for r in caplog.records if "sock_diag refused" in r.getMessage()]
     assert len(warnings) == 1, warnings  # said once, not every round
+
+
+def test_paced_counter_reuses_an_audit_within_its_cpu_share_and_not_past_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = {"127.0.0.1": VPCE}
+    with connection() as port:
+        counter = PacedCounter()
+        monkeypatch.setattr(connections, "DUTY", 1e-12)  # any audit is worth reusing for ages
+        assert counter.count(known, (port,)).counts == {VPCE: 1}
+        assert counter.age == 0.0
+        with socket.create_connection(("127.0.0.1", port)):  # a second one, not yet counted
+            assert counter.count(known, (port,)).counts == {VPCE: 1}  # reused
+            assert counter.age > 0
+            assert counter.count({"127.0.0.1": PUBLIC}, (port,)).counts == {PUBLIC: 2}
+            assert counter.age == 0.0  # the groups changed: counted again at once
+            monkeypatch.setattr(connections, "DUTY", 1e9)  # nothing is worth reusing
+            assert counter.count(known, (port,)).counts == {VPCE: 2}
+            assert counter.age == 0.0

@@ -23,6 +23,7 @@ class HostAudits:
 
     def __init__(self, *, with_owners: bool = False) -> None:
         self.with_owners = with_owners
+        self._conns: Any = None  # PacedCounter, imported with the audit on first use
         self._procs: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
         self._vpce: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
 
@@ -30,7 +31,7 @@ class HostAudits:
         audit: dict[str, Any] = {}
         findings: list[Finding] = []
         if settings.audit_connections:
-            audit["connections"] = _connections(settings, report, self.with_owners)
+            audit["connections"] = self._connections(settings, report)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
                 self._procs = (time.time(), *_processes())
@@ -48,25 +49,31 @@ class HostAudits:
             report, extras=extras, findings=report.findings + tuple(findings)
         )
 
+    def _connections(self, settings: Settings, report: Report) -> dict[str, Any]:
+        from agent.audit.connections import PacedCounter, count_connections
 
-def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[str, Any]:
-    from agent.audit.connections import count_connections
-
-    known: dict[str, tuple[str, str]] = {}
-    for ep in report.endpoints:
-        for v in ep.verdicts:
-            for a in v.addresses:
-                known.setdefault(a.address, (ep.endpoint.kind, a.klass))
-    try:
-        result = count_connections(known, ports=(settings.port,), with_owners=with_owners)
-    except Exception as e:  # an audit must never cost the round
-        return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
-    return {
-        "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
-        "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
-        "error": result.error,
-        "source": result.source,
-    }
+        known: dict[str, tuple[str, str]] = {}
+        for ep in report.endpoints:
+            for v in ep.verdicts:
+                for a in v.addresses:
+                    known.setdefault(a.address, (ep.endpoint.kind, a.klass))
+        age = 0.0
+        try:
+            if self.with_owners:
+                result = count_connections(known, ports=(settings.port,))
+            else:
+                self._conns = self._conns or PacedCounter()
+                result = self._conns.count(known, (settings.port,))
+                age = self._conns.age
+        except Exception as e:  # an audit must never cost the round
+            return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
+        return {
+            "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
+            "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
+            "error": result.error,
+            "source": result.source,
+            "age_seconds": round(age, 3),
+        }
 
 
 def _processes() -> tuple[dict[str, Any], tuple[Finding, ...]]:

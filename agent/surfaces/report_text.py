@@ -96,7 +96,10 @@ def _audit_lines(audit: object) -> list[str]:
     conns = audit.get("connections") or {}
     counts = {k: n for k, n in conns.get("counts", {}).items() if n}
     if counts or conns.get("error"):
-        source = f" (read via {conns['source']})" if conns.get("source") else ""
+        source = f" (read via {conns['source']}" if conns.get("source") else ""
+        if source and conns.get("age_seconds"):
+            source += f", {conns['age_seconds']:.0f} s ago"
+        source += ")" if source else ""
         out += ["", f"Live connections from this host to STS addresses{source}:"]
         owners = conns.get("owners", {})
         for key, n in sorted(counts.items()):
