@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.audit.connections import DUTY
-from bench.hostcost import socket_count
+from bench.hostcost import audit_cpu_ms, socket_count
 from bench.procs import REPO, cpu_seconds, free_port, rounds, running_agent, settle
 from bench.report import Goal, Result, main_for
-from bench.stats import median, ratio, table
+from bench.stats import ratio, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
 
@@ -135,18 +135,11 @@ def _table() -> Iterator[Table]:
         t.close()
 
 
-def audit_ms(t: Targets, reader: str, n: int) -> tuple[float, str]:
-    """Median thread CPU of one audit of the targets' addresses, and the reader that ran."""
+def _reader(t: Targets) -> str:
     from agent.audit.connections import count_connections
 
     known = {a: ("regional", "vpce") for addrs in t.names.values() for a in addrs}
-    costs, source = [], ""
-    for _ in range(n):
-        started = time.thread_time()
-        res = count_connections(known, ports=(t.port,), with_owners=False, reader=reader)
-        costs.append(1000 * (time.thread_time() - started))
-        source = res.source
-    return median(costs), source
+    return count_connections(known, ports=(t.port,), with_owners=False).source
 
 
 Row = dict[str, float | str]
@@ -160,8 +153,8 @@ def measure(t: Targets, tmp: Path, sizes: tuple[int, ...], window: float, calls:
         agent.wait_ready()
         for size in sizes:
             entries = filler.grow_to(size)
-            netlink_ms, source = audit_ms(t, "auto", calls)
-            proc_ms, _ = audit_ms(t, "proc", max(3, calls // 4))
+            netlink_ms, source = audit_cpu_ms(t, calls), _reader(t)
+            proc_ms = audit_cpu_ms(t, max(3, calls // 4), reader="proc")
             settle(agent.proc.pid, limit=3)
             r0, c0 = rounds(agent), cpu_seconds(agent.proc.pid)
             time.sleep(window)
