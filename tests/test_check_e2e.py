@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -273,6 +274,10 @@ def test_healthy_text_report(
     for addr in ENIS:
         assert f"Address: {addr}" in text
     assert f"account {sts.account}" in text
+    lines = text.splitlines()
+    for addr in ENIS:  # every phase, in the record's order, on each probe's line
+        (line,) = [ln for ln in lines if ln.strip().startswith(f"{addr} ") and " OK " in ln]
+        assert re.search(r"  ".join(rf"{p} +\d+\.\dms" for p in PHASES), line), line
     assert "FAIL" not in text
     assert "No findings" in text
     no_secrets(run)

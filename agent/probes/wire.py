@@ -21,7 +21,9 @@ import time
 SO_TIMESTAMPNS = int(getattr(socket, "SO_TIMESTAMPNS", 35))
 _TIMESPEC = struct.Struct("@ll")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
-_CHUNK = 65536
+# One TLS record at most (16 KiB and its overhead): a probe's answer is under 1 KiB, and
+# every read allocates its whole size before shrinking, which the heap keeps.
+_RECORD = 16384 + 1024
 
 
 _keeper: list[socket.socket] = []
@@ -75,7 +77,7 @@ class StampedSocket:
     def recv(self, deadline: float) -> tuple[bytes, float]:
         """(bytes, when the latest of them arrived); b"" once the peer has closed."""
         self.sock.settimeout(_remaining(deadline))
-        data, ancillary, _, _ = self.sock.recvmsg(_CHUNK, _ANCILLARY)
+        data, ancillary, _, _ = self.sock.recvmsg(_RECORD, _ANCILLARY)
         now = time.perf_counter()
         wall = time.time_ns()
         self.lag = 0.0
@@ -135,7 +137,7 @@ class TlsChannel:
         arrived = time.perf_counter()
         while True:
             try:
-                return self.tls.read(_CHUNK), arrived
+                return self.tls.read(_RECORD), arrived
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
