@@ -10,6 +10,7 @@ timed separately.  No retries: a probe reports what one attempt saw.
 from __future__ import annotations
 
 import http.client
+import importlib
 import io
 import ssl
 import time
@@ -61,6 +62,16 @@ class _Partial(_Failed):
     def __init__(self, reason: str, message: str, first: float | None) -> None:
         super().__init__(reason, message)
         self.first = first
+
+
+def load_signer() -> None:
+    """Import botocore's signer now, so the first probes' `sign` times signing, not importing.
+
+    Three probes importing it at once also hold the interpreter for tens of
+    milliseconds, which lands in the other probes' phases.
+    """
+    for module in ("botocore.auth", "botocore.awsrequest"):
+        importlib.import_module(module)
 
 
 def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
