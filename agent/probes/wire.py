@@ -5,8 +5,9 @@ it can read the clock; on a loaded host, or while other probes run Python,
 that wait (tens of microseconds to milliseconds) lands in whatever phase is
 being timed.  With SO_TIMESTAMPNS every read also says when its bytes
 arrived, so a phase can end at that moment plus the work the probe then did
-on them, and the probe's own wake-up is left out.  The TLS handshake runs
-over memory BIOs so that every read is one of ours and carries its stamp.
+on them (its CPU time), and the probe's own wake-up and waits for the
+interpreter are left out.  The TLS handshake runs over memory BIOs so that
+every read is one of ours and carries its stamp.
 Times are time.perf_counter() seconds.
 """
 
@@ -65,6 +66,8 @@ class StampedSocket:
         except OSError:
             pass  # reads then count as arriving when they are read, as before
         self.lag = 0.0  # how long after its bytes arrived the latest read returned
+        self.arrived = 0.0  # when the latest read's bytes arrived
+        self._cpu_at_read = 0.0  # this thread's CPU clock when that read returned
 
     def connect(self, deadline: float) -> None:
         self.sock.settimeout(_remaining(deadline))
@@ -80,13 +83,23 @@ class StampedSocket:
         data, ancillary, _, _ = self.sock.recvmsg(_RECORD, _ANCILLARY)
         now = time.perf_counter()
         wall = time.time_ns()
+        self._cpu_at_read = time.thread_time()
         self.lag = 0.0
         for level, kind, raw in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
                 sec, nsec = _TIMESPEC.unpack_from(raw)
                 # A wall clock stepped back would make this negative: then trust the read.
                 self.lag = max(0.0, (wall - sec * 1_000_000_000 - nsec) / 1e9)
-        return data, now - self.lag
+        self.arrived = now - self.lag
+        return data, self.arrived
+
+    def settled(self) -> float:
+        """When the latest read's bytes arrived, plus the CPU this thread has used since.
+
+        CPU, not wall time: waiting for a core or for the interpreter while
+        working on the bytes is the probe's own delay, not the server's.
+        """
+        return self.arrived + (time.thread_time() - self._cpu_at_read)
 
     def close(self) -> None:
         self.sock.close()
@@ -106,7 +119,7 @@ class TlsChannel:
             self.sock.send(data, deadline)
 
     def handshake(self, deadline: float) -> float:
-        """Complete the handshake; returns when it did, less the wake-up of the last read.
+        """Complete the handshake; returns when it did, less the probe's own waits.
 
         Raises the ssl module's errors; ConnectionResetError if the peer closes.
         """
@@ -149,5 +162,5 @@ class TlsChannel:
                 self._in.write_eof()
 
     def settled(self) -> float:
-        """Now, less the wake-up of the latest read: when the probe would be, had it not waited."""
-        return time.perf_counter() - self.sock.lag
+        """When the probe would be done with the latest read, had it never waited for a CPU."""
+        return self.sock.settled()
