@@ -154,10 +154,10 @@ class Phases:
     Each phase starts where the previous one ended, so once the response has
     been read in full connect + tls + sign + ttfb + transfer == total (up to
     float rounding; JSON's microseconds leave at most 3 µs).  A phase that
-    ends on the server's bytes ends when the kernel queued them plus the
-    probe's work on them, not when the probe's thread woke up: that wake-up
-    is in `sign` after the handshake, and left out of `total` after the last
-    byte.  A probe that fails mid-way has `total` up to the failure and no
+    ends on the server's bytes ends when the kernel queued them plus the CPU
+    the probe then spent on them, not when the probe's thread woke up: that
+    wake-up (and any wait for the interpreter) is in `sign` after the
+    handshake, and left out of `total` after the last byte.  A probe that fails mid-way has `total` up to the failure and no
     value for the phase it failed in.
     """
 
