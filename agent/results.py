@@ -157,8 +157,9 @@ class Phases:
     ends on the server's bytes ends when the kernel queued them plus the CPU
     the probe then spent on them, not when the probe's thread woke up: that
     wake-up (and any wait for the interpreter) is in `sign` after the
-    handshake, and left out of `total` after the last byte.  A probe that fails mid-way has `total` up to the failure and no
-    value for the phase it failed in.
+    handshake, and left out of `total` after the last byte.  A probe that
+    fails mid-way has `total` up to the failure and no value for the phase
+    it failed in.
     """
 
     connect: float | None = None  # TCP handshake
