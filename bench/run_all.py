@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and regenerate docs/BENCHMARKS.md.
 
-python -m bench.run_all            # about 12 minutes
+python -m bench.run_all            # about 14 minutes (sockets.py adds under 2)
 python -m bench.run_all --quick    # a smoke run with few samples (not for the docs)
 python -m bench.run_all --only accuracy scrape_latency --output /tmp/b.md
 """
