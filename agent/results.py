@@ -148,17 +148,37 @@ class DnsLookup:
         return min(ttls) if ttls else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Phases:
-    """Seconds spent in each step of one STS request; None where not reached."""
+    """Seconds spent in each step of one STS request; None where not reached.
 
-    connect: float | None = None
-    tls: float | None = None
-    ttfb: float | None = None
+    Each phase starts where the previous one ended, so once the response has
+    been read in full connect + tls + sign + ttfb + transfer == total (up to
+    float rounding; JSON's microseconds leave at most 3 µs).  A phase that
+    ends on the server's bytes ends when the kernel queued them plus the CPU
+    the probe then spent on them, not when the probe's thread woke up: that
+    wake-up (and any wait for the interpreter) is in `sign` after the
+    handshake, and left out of `total` after the last byte.  A probe that
+    fails mid-way has `total` up to the failure and no value for the phase
+    it failed in.
+    """
+
+    connect: float | None = None  # TCP handshake
+    tls: float | None = None  # TLS handshake, certificate checks included
+    sign: float | None = None  # SigV4 signing and the probe's own turn after the handshake
+    ttfb: float | None = None  # from writing the request to the first response byte
+    transfer: float | None = None  # the rest of the response
     total: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"connect": self.connect, "tls": self.tls, "ttfb": self.ttfb, "total": self.total}
+        return {
+            "connect": self.connect,
+            "tls": self.tls,
+            "sign": self.sign,
+            "ttfb": self.ttfb,
+            "transfer": self.transfer,
+            "total": self.total,
+        }
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,8 @@ class Prober:
         self.settings = settings
         self.context: ssl.SSLContext = sts_probe.tls_context(settings.ca_bundle)
         self.credentials = Credentials(settings.credentials, in_child=credentials_in_child)
+        if settings.credentials == "chain":
+            sts_probe.load_signer()
         self.book = AddressBook()
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "AgentProcess",
     "cpu_seconds",
     "free_port",
+    "rounds",
     "rss_mib",
     "running_agent",
     "settle",
@@ -62,6 +63,14 @@ def running_agent(
 ) -> contextlib.AbstractContextManager[AgentProcess]:
     """`sts-agent serve --config FILE`, optionally under a prefix such as taskset."""
     return _running_agent(config, env, port, tmp=workdir, prefix=prefix)
+
+
+def rounds(agent: AgentProcess) -> float:
+    """Rounds the agent has finished, from its own /metrics."""
+    from bench.promtext import parse, value
+
+    with urllib.request.urlopen(f"{agent.base}/metrics", timeout=5) as r:
+        return value(parse(r.read().decode()), "sts_agent_rounds_total") or 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -7,6 +7,7 @@ audit as `nobody` in a forked child, against a connection this process owns.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -17,7 +18,8 @@ from contextlib import AbstractContextManager, contextmanager
 import psutil
 import pytest
 
-from agent.audit.connections import count_connections, normalise_ip
+from agent.audit import connections, sockdiag
+from agent.audit.connections import PacedCounter, count_connections, normalise_ip
 from tests.conftest import missing
 from tests.support.privileges import run_as_nobody
 
@@ -162,11 +164,74 @@ def test_counts_work_without_privileges() -> None:
 def test_counts_without_owners_read_proc_net_and_agree_with_psutil(
     opened: Callable[[], AbstractContextManager[int]], known: str
 ) -> None:
-    """The daemon's per-round path decodes /proc/net/tcp{,6} itself; it must count the same."""
+    """The daemon's per-round path asks the kernel (sock_diag) or decodes /proc/net/tcp{,6}
+    itself; both must count what psutil counts."""
     with opened() as port:
-        fast = count_connections({known: VPCE}, ports=(port,), with_owners=False)
         slow = count_connections({known: VPCE}, ports=(port,), with_owners=True)
-        assert fast.error is None and fast.owners == {}
-        assert fast.counts == slow.counts == {VPCE: 1}
-        other_port = count_connections({known: VPCE}, ports=(port + 1,), with_owners=False)
-        assert other_port.counts == {VPCE: 0}
+        assert slow.counts == {VPCE: 1}
+        for reader, source in (("auto", "netlink"), ("proc", "proc")):
+            fast = count_connections({known: VPCE}, ports=(port,), with_owners=False, reader=reader)
+            assert (fast.error, fast.owners, fast.source) == (None, {}, source)
+            assert fast.counts == slow.counts
+            other_port = count_connections(
+                {known: VPCE}, ports=(port + 1,), with_owners=False, reader=reader
+            )
+            assert other_port.counts == {VPCE: 0}
+
+
+def test_netlink_filter_holds_more_addresses_than_one_request() -> None:
+    """Past MAX_CONDITIONS the addresses go in several requests; the kernel checks each one."""
+    others = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(sockdiag.MAX_CONDITIONS + 500)]
+    known = dict.fromkeys(others, PUBLIC) | {"::1": PUBLIC, "127.0.0.1": VPCE}
+    with connection() as port:
+        audit = count_connections(known, ports=(port, 443), with_owners=False)
+    assert (audit.source, audit.error) == ("netlink", None)
+    assert audit.counts == {VPCE: 1, PUBLIC: 0}
+
+
+def test_kernels_without_the_one_walk_request_are_asked_per_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message type the kernel does not know stands for one that dropped TCPDIAG_GETSOCK."""
+    monkeypatch.setattr(sockdiag, "TCPDIAG_GETSOCK", 17)  # sock_diag answers EINVAL
+    with (
+        connection(client_family=socket.AF_INET6) as mapped,
+        connection("::1", socket.AF_INET6) as v6,
+    ):
+        known = {"127.0.0.1": VPCE, "::1": PUBLIC}
+        audit = count_connections(known, ports=(mapped, v6), with_owners=False)
+    assert (audit.source, audit.error, audit.counts) == ("netlink", None, {VPCE: 1, PUBLIC: 1})
+
+
+def test_refused_netlink_falls_back_to_proc_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sandbox that refuses sock_diag: the kernel really refuses the socket here."""
+    monkeypatch.setattr(sockdiag, "NETLINK_SOCK_DIAG", 31)  # no such netlink family
+    monkeypatch.setattr(connections, "_refused", [])
+    with connection() as port, caplog.at_level(logging.WARNING, "agent.audit"):
+        audit = count_connections({"127.0.0.1": VPCE}, ports=(port,), with_owners=False)
+        again = count_connections({"127.0.0.1": VPCE}, ports=(port,), with_owners=False)
+    assert (audit.source, audit.error, audit.counts) == ("proc", None, {VPCE: 1})
+    assert again.source == "proc"
+    warnings = [r.getMessage() for r in caplog.records if "sock_diag refused" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # said once, not every round
+
+
+def test_paced_counter_reuses_an_audit_within_its_cpu_share_and_not_past_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = {"127.0.0.1": VPCE}
+    with connection() as port:
+        counter = PacedCounter()
+        monkeypatch.setattr(connections, "DUTY", 1e-12)  # any audit is worth reusing for ages
+        assert counter.count(known, (port,)).counts == {VPCE: 1}
+        assert counter.age == 0.0
+        with socket.create_connection(("127.0.0.1", port)):  # a second one, not yet counted
+            assert counter.count(known, (port,)).counts == {VPCE: 1}  # reused
+            assert counter.age > 0
+            assert counter.count({"127.0.0.1": PUBLIC}, (port,)).counts == {PUBLIC: 2}
+            assert counter.age == 0.0  # the groups changed: counted again at once
+            monkeypatch.setattr(connections, "DUTY", 1e9)  # nothing is worth reusing
+            assert counter.count(known, (port,)).counts == {VPCE: 2}
+            assert counter.age == 0.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from agent.simulate.imds_server import ImdsServer
 from tests.support.agent_proc import write_config
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.moto_tls import MotoStsTls
+from tests.support.phases import JSON_ROUNDING, PHASES, assert_phases_add_up
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-2"
@@ -247,7 +249,8 @@ def test_healthy_private_path(
         assert p["error"] is None
         assert p["account"] == sts.account
         assert p["signed"] is True  # instance-profile credentials, through botocore's chain
-        assert all(p["phases"][k] > 0 for k in ("connect", "tls", "ttfb", "total")), p
+        assert all(p["phases"][k] > 0 for k in PHASES), p
+        assert_phases_add_up(p["phases"], JSON_ROUNDING)
 
     glob = run.endpoint(GLOBAL)
     assert (glob["path"], glob["expectation_met"]) == ("public", True)
@@ -271,6 +274,10 @@ def test_healthy_text_report(
     for addr in ENIS:
         assert f"Address: {addr}" in text
     assert f"account {sts.account}" in text
+    lines = text.splitlines()
+    for addr in ENIS:  # every phase, in the record's order, on each probe's line
+        (line,) = [ln for ln in lines if ln.strip().startswith(f"{addr} ") and " OK " in ln]
+        assert re.search(r"  ".join(rf"{p} +\d+\.\dms" for p in PHASES), line), line
     assert "FAIL" not in text
     assert "No findings" in text
     no_secrets(run)
@@ -296,7 +303,7 @@ def test_json_contract(tmp_path: Path, sts: Sts, imds: ImdsServer) -> None:
             assert isinstance(p["address"], str)
             assert isinstance(p["success"], bool)
             assert p["error"] is None or isinstance(p["error"], str)
-            assert set(p["phases"]) == {"connect", "tls", "ttfb", "total"}
+            assert tuple(p["phases"]) == PHASES
             assert all(isinstance(v, float) for v in p["phases"].values())
     for f in doc["findings"]:
         assert isinstance(f["code"], str) and f["code"].isupper()
@@ -544,7 +551,8 @@ def test_instance_without_a_profile_reports_missing_credentials(
         assert probes
         for p in probes:
             assert (p["success"], p["error"], p["signed"]) == (False, "credentials_missing", False)
-            assert all(p["phases"][k] > 0 for k in ("connect", "tls", "ttfb", "total")), p
+            assert all(p["phases"][k] > 0 for k in PHASES), p
+        assert_phases_add_up(p["phases"], JSON_ROUNDING)
     assert run.codes()["CREDENTIALS_MISSING"] == "warning"
     assert "STS_CALL_FAILED" not in run.codes()
 

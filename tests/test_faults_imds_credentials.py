@@ -27,6 +27,7 @@ from tests.support.faults import (
     all_enis_answer,
     live_agent,
 )
+from tests.support.phases import PHASES
 
 RESOLVER_INFO = "sts_agent_resolver_info"
 IMDS_FAST: dict[str, Any] = {"discovery_interval": 1, "imds__timeout": 0.5}
@@ -107,7 +108,7 @@ def test_missing_credentials_still_measure_the_path_and_recover(tmp_path: Path) 
         )
         for a in ENI_ADDRESSES:
             assert s.value(SUCCESS, endpoint=REGIONAL, address=a) == 0
-            for phase in ("connect", "tls", "ttfb", "total"):
+            for phase in PHASES:
                 assert (s.value(PHASE, endpoint=REGIONAL, address=a, phase=phase) or 0) > 0
         reasons = {x.labels["reason"] for x in s.find(REQ_FAILURES, endpoint=REGIONAL) if x.value}
         assert reasons == {"credentials_missing"}

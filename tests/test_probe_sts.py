@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from agent.probes import sts
+from agent.probes import sts, wire
 from agent.results import STS_REASONS, StsProbe
 from agent.simulate.ca import Authority
 from agent.simulate.sts_server import StsServer
+from tests.support.phases import assert_phases_add_up
 
 REGIONAL = "sts.us-east-2.amazonaws.com"
 GLOBAL = "sts.amazonaws.com"
@@ -91,9 +93,7 @@ def test_signed_call_succeeds_with_identity_and_every_phase(
     assert p.signed is True
     assert p.tls_version in ("TLSv1.2", "TLSv1.3")
     assert p.cert_not_after is not None and p.cert_not_after > p.started
-    ph = p.phases
-    assert ph.connect and ph.tls and ph.ttfb and ph.total
-    assert ph.total >= ph.connect + ph.tls + ph.ttfb
+    assert_phases_add_up(p.phases.as_dict())
     assert (p.endpoint, p.address, p.port) == (REGIONAL, "127.0.0.1", server.port)
     assert_no_secrets(p)
 
@@ -147,6 +147,40 @@ def test_ipv6_address(leaf: tuple[Path, Path], context: ssl.SSLContext) -> None:
         server.stop()
 
 
+def test_injected_delays_land_in_their_phases_and_the_phases_still_add_up(
+    server: StsServer, context: ssl.SSLContext
+) -> None:
+    """The first byte is timed from its arrival, yet never before the server could send it."""
+    server.processing_delay = 0.05
+    server.handshake_delay = 0.05
+    p = run(server, context, timeout=5)
+    assert p.success, p.error
+    assert_phases_add_up(p.phases.as_dict())
+    assert p.phases.ttfb is not None and p.phases.ttfb >= 0.05  # the server held it 50 ms
+
+
+def test_reads_carry_the_kernels_arrival_time() -> None:
+    """A read made well after its bytes arrived dates them back by at least that wait."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sock = wire.StampedSocket("127.0.0.1", listener.getsockname()[1])
+        try:
+            sock.connect(time.perf_counter() + 5)
+            peer, _ = listener.accept()
+            with peer:
+                # The kernel turns stamping on from a work queue: the first bytes may miss it.
+                peer.sendall(b"w")
+                sock.recv(time.perf_counter() + 5)
+                time.sleep(0.05)
+                peer.sendall(b"x")
+                time.sleep(0.05)  # the byte is queued by now; the read comes 50 ms late
+                before = time.perf_counter()
+                data, arrived = sock.recv(time.perf_counter() + 5)
+        finally:
+            sock.close()
+    assert data == b"x"
+    assert sock.lag >= 0.05 and arrived <= before - 0.05
+
+
 # -- STS errors -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("code", "reason", "status"),
@@ -170,6 +204,7 @@ def test_sts_error_codes_map_to_reasons(
     assert p.http_status == status
     assert p.error is not None and code in p.error
     assert p.phases.ttfb is not None  # the path worked; the answer was a refusal
+    assert_phases_add_up(p.phases.as_dict())
     assert_no_secrets(p)
 
 
@@ -204,7 +239,7 @@ def test_missing_credentials_still_measure_the_transport(
 ) -> None:
     p = run(server, context, credentials=None, signed=True)
     assert (p.success, p.reason, p.signed) == (False, "credentials_missing", False)
-    assert p.phases.connect and p.phases.tls and p.phases.ttfb and p.phases.total
+    assert_phases_add_up(p.phases.as_dict())
     assert server.requests[0]["had_authorization"] is False
 
 
@@ -293,12 +328,14 @@ def test_certificate_expiry_is_reported(authority: Authority, context: ssl.SSLCo
         ("hang_accept", "timeout", "connect"),  # TCP accepted, no TLS answer
         ("reset_handshake", "tls_error", "connect"),
         ("plain_http", "tls_error", "connect"),
-        ("hang", "timeout", "tls"),
+        ("hang", "timeout", "sign"),  # handshake done, request signed and sent
         # A first byte that arrived is timed even when the rest never comes.
         ("slow_drip", "timeout", "ttfb"),
         ("reset_response", "connection_reset", "ttfb"),
         ("huge_body", "bad_response", "ttfb"),
-        ("malformed", "bad_response", "ttfb"),
+        ("malformed", "bad_response", "transfer"),
+        # More than 100 header lines: http.client's own limit must not escape the probe.
+        ("header_flood", "bad_response", "ttfb"),
     ],
 )
 def test_transport_faults(
@@ -307,7 +344,9 @@ def test_transport_faults(
     server.fault = fault
     p = run(server, context)
     assert (p.success, p.reason) == (False, reason), p.error
-    order = ["connect", "tls", "ttfb"]
+    if reached == "transfer":  # the whole answer was read: the phases account for total
+        assert_phases_add_up(p.phases.as_dict())
+    order = ["connect", "tls", "sign", "ttfb", "transfer"]
     phases = p.phases.as_dict()
     for i, name in enumerate(order):
         measured = phases[name] is not None

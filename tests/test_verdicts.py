@@ -137,7 +137,9 @@ def lookup(resolver: Resolver, host: str, *addresses: str, reason: str | None = 
 def probe(address: str, host: str = REGIONAL, **kw: object) -> StsProbe:
     fields: dict[str, object] = {
         "success": True,
-        "phases": Phases(0.001, 0.002, 0.003, 0.007),
+        "phases": Phases(
+            connect=0.001, tls=0.002, sign=0.0005, ttfb=0.003, transfer=0.0005, total=0.007
+        ),
         "account": "123456789012",
     }
     fields.update(kw)

@@ -11,12 +11,22 @@ so owner names are best effort and capped to keep output bounded.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import psutil
 
+from agent.audit import sockdiag
+
+log = logging.getLogger("agent.audit")
+
 MAX_OWNERS_PER_GROUP = 10
+# Share of one CPU the per-round audit may use.  Even asked through sock_diag the kernel
+# walks its whole connection hash (about 0.2 µs a socket), so on a host with tens of
+# thousands of sockets the audit runs less often than every round, never above this.
+DUTY = 0.002
 
 Group = tuple[str, str]  # (endpoint kind, path)
 
@@ -26,6 +36,7 @@ class ConnectionAudit:
     counts: dict[Group, int]  # every group in `known` appears, zero included
     owners: dict[Group, tuple[str, ...]]  # process names, sorted, at most 10 per group
     error: str | None = None
+    source: str = "psutil"  # what read the socket table: netlink, proc or psutil
 
 
 def normalise_ip(text: str) -> str:
@@ -58,7 +69,7 @@ def _decode(hex_addr: str, version: int) -> str:
     return normalise_ip(str(ipaddress.IPv6Address(words)))
 
 
-def _established_remotes(ports: Collection[int]) -> Iterator[str]:
+def _proc_remotes(ports: Collection[int]) -> Iterator[str]:
     """Remote addresses of ESTABLISHED sockets to `ports`, straight from /proc/net.
 
     psutil.net_connections() also maps every socket to its process by walking
@@ -87,11 +98,15 @@ def count_connections(
     ports: Collection[int] = (443,),
     *,
     with_owners: bool = True,
+    reader: str = "auto",
 ) -> ConnectionAudit:
     """Count ESTABLISHED TCP connections to `known` addresses on `ports`, by group.
 
-    `with_owners=False` skips the owner lookup and reads /proc/net directly (the
-    daemon's per-round path); `check` keeps the names.  Raises ValueError naming
+    `with_owners=False` skips the owner lookup (the daemon's per-round path) and
+    asks the kernel for the matching sockets alone (sock_diag), or reads
+    /proc/net where a sandbox refuses netlink; `source` says which ran.
+    `reader="proc"` skips netlink (to compare the two).  `check` keeps the
+    names (psutil, the whole table).  Raises ValueError naming
     the key when `known` holds something that is not an IP address; failures to
     read the socket table come back in `error`.
     """
@@ -103,14 +118,7 @@ def count_connections(
             raise ValueError(f"known: {ip!r} is not an IP address") from None
     counts: dict[Group, int] = dict.fromkeys(table.values(), 0)
     if not with_owners:
-        try:
-            for remote in _established_remotes(ports):
-                group = table.get(remote)
-                if group is not None:
-                    counts[group] += 1
-        except (OSError, ValueError) as exc:
-            return ConnectionAudit(counts, {}, f"cannot read the socket table: {exc}")
-        return ConnectionAudit(counts, {})
+        return _count_without_owners(table, counts, ports, reader)
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError) as exc:
@@ -135,3 +143,59 @@ def count_connections(
             names.setdefault(group, set()).add(name)
     owners = {g: tuple(sorted(n)[:MAX_OWNERS_PER_GROUP]) for g, n in names.items()}
     return ConnectionAudit(counts, owners)
+
+
+_refused: list[str] = []  # why netlink was refused, once, so the log says it once
+
+
+def _count_without_owners(
+    table: Mapping[str, Group], counts: dict[Group, int], ports: Collection[int], reader: str
+) -> ConnectionAudit:
+    remotes: list[str] | None = None
+    if reader != "proc":
+        try:
+            remotes = list(sockdiag.established_remotes(table, ports))
+        except OSError as exc:
+            if not _refused:
+                _refused.append(str(exc))
+                log.warning("sock_diag refused (%s): the connection audit reads /proc/net", exc)
+    source = "proc" if remotes is None else "netlink"
+    if remotes is None:
+        try:
+            remotes = list(_proc_remotes(ports))
+        except (OSError, ValueError) as exc:
+            return ConnectionAudit(counts, {}, f"cannot read the socket table: {exc}", source)
+    for remote in remotes:
+        group = table.get(remote)
+        if group is not None:
+            counts[group] += 1
+    return ConnectionAudit(counts, {}, None, source)
+
+
+class PacedCounter:
+    """count_connections for the daemon's rounds, at a pace that keeps it under DUTY.
+
+    An audit that cost c seconds of CPU is reused for c / DUTY seconds (5 s
+    after a 10 ms audit); a change in the groups being counted (a path that
+    changed) asks again at once.  `age` says how old the counts are.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float, frozenset[Group], ConnectionAudit] | None = None
+        self.age = 0.0
+
+    def count(
+        self, known: Mapping[str, tuple[str, str]], ports: Collection[int]
+    ) -> ConnectionAudit:
+        now = time.monotonic()
+        groups = frozenset(known.values())
+        if self._last is not None:
+            when, cost, seen, audit = self._last
+            if seen == groups and now - when < cost / DUTY and audit.error is None:
+                self.age = now - when
+                return audit
+        started = time.thread_time()
+        audit = count_connections(known, ports, with_owners=False)
+        self._last = (now, time.thread_time() - started, groups, audit)
+        self.age = 0.0
+        return audit

@@ -25,6 +25,7 @@ class HostAudits:
 
     def __init__(self, *, with_owners: bool = False) -> None:
         self.with_owners = with_owners
+        self._conns: Any = None  # PacedCounter, imported with the audit on first use
         self._procs: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
         self._vpce: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
 
@@ -33,7 +34,7 @@ class HostAudits:
         findings: list[Finding] = []
         base = report.findings
         if settings.audit_connections:
-            audit["connections"] = _connections(settings, report, self.with_owners)
+            audit["connections"] = self._connections(settings, report)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
                 self._procs = (time.time(), *_processes(report))
@@ -55,6 +56,32 @@ class HostAudits:
         report = dataclasses.replace(report, extras=extras, findings=base + tuple(findings))
         return _with_api_zones(report, audit.get("vpc_endpoints"))
 
+    def _connections(self, settings: Settings, report: Report) -> dict[str, Any]:
+        from agent.audit.connections import PacedCounter, count_connections
+
+        known: dict[str, tuple[str, str]] = {}
+        for ep in report.endpoints:
+            for v in ep.verdicts:
+                for a in v.addresses:
+                    known.setdefault(a.address, (ep.endpoint.kind, a.klass))
+        age = 0.0
+        try:
+            if self.with_owners:
+                result = count_connections(known, ports=(settings.port,))
+            else:
+                self._conns = self._conns or PacedCounter()
+                result = self._conns.count(known, (settings.port,))
+                age = self._conns.age
+        except Exception as e:  # an audit must never cost the round
+            return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
+        return {
+            "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
+            "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
+            "error": result.error,
+            "source": result.source,
+            "age_seconds": round(age, 3),
+        }
+
 
 def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
     """Fill in ENI AZs the EC2 API reported and zonal DNS names did not, then judge again."""
@@ -70,25 +97,6 @@ def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
     )
     kept = tuple(f for f in report.findings if f.code != "ENDPOINT_NO_LOCAL_AZ_ENI")
     return dataclasses.replace(report, findings=kept + tuple(zone_findings(report)))
-
-
-def _connections(settings: Settings, report: Report, with_owners: bool) -> dict[str, Any]:
-    from agent.audit.connections import count_connections
-
-    known: dict[str, tuple[str, str]] = {}
-    for ep in report.endpoints:
-        for v in ep.verdicts:
-            for a in v.addresses:
-                known.setdefault(a.address, (ep.endpoint.kind, a.klass))
-    try:
-        result = count_connections(known, ports=(settings.port,), with_owners=with_owners)
-    except Exception as e:  # an audit must never cost the round
-        return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
-    return {
-        "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
-        "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
-        "error": result.error,
-    }
 
 
 def _processes(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:

@@ -10,14 +10,15 @@ timed separately.  No retries: a probe reports what one attempt saw.
 from __future__ import annotations
 
 import http.client
+import importlib
 import io
-import socket
 import ssl
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from agent.probes.wire import StampedSocket, TlsChannel
 from agent.results import Phases, StsProbe
 
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
@@ -53,6 +54,24 @@ class _Failed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class _Partial(_Failed):
+    """A response that began (its first byte is timed) but did not complete."""
+
+    def __init__(self, reason: str, message: str, first: float | None) -> None:
+        super().__init__(reason, message)
+        self.first = first
+
+
+def load_signer() -> None:
+    """Import botocore's signer now, so the first probes' `sign` times signing, not importing.
+
+    Three probes importing it at once also hold the interpreter for tens of
+    milliseconds, which lands in the other probes' phases.
+    """
+    for module in ("botocore.auth", "botocore.awsrequest"):
+        importlib.import_module(module)
 
 
 def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
@@ -92,37 +111,58 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     return ctx
 
 
-def _read_response(sock: ssl.SSLSocket, deadline: float, mark_first: list[float]) -> bytes:
-    """Read until the server closes, a full Content-Length arrives, or a bound is hit."""
+def _headers(block: bytes) -> http.client.HTTPMessage:
+    """Parsed header lines; http.client's limits (100 lines, 64 KiB a line) make it bad_response."""
+    try:
+        return http.client.parse_headers(io.BytesIO(block))
+    except http.client.HTTPException as e:
+        raise _Failed("bad_response", f"unparseable response headers: {_short(e)}") from None
+
+
+def _read_response(chan: TlsChannel, deadline: float, sent: float) -> tuple[bytes, float, float]:
+    """(response, when its first byte arrived, when the last was in) once the server closes,
+    a full Content-Length arrives, or a bound is hit.
+
+    _Partial carries the first byte's arrival when the response began but never completed.
+    """
     buf = bytearray()
     need: int | None = None
-    while True:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            raise _Failed("timeout", "no complete response before the timeout")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            raise _Failed("timeout", "no complete response before the timeout") from None
-        if chunk and not mark_first:
-            mark_first.append(time.perf_counter())
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > MAX_RESPONSE_BYTES:
-            raise _Failed("bad_response", f"response larger than {MAX_RESPONSE_BYTES} bytes")
-        if need is None:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                headers = http.client.parse_headers(
-                    io.BytesIO(bytes(buf[: end + 4]).split(b"\r\n", 1)[1])
-                )
-                length = headers.get("Content-Length")
-                if length is not None and length.isdigit():
-                    need = end + 4 + int(length)
-        if need is not None and len(buf) >= need:
-            return bytes(buf[:need])
+    first: float | None = None
+    try:
+        while True:
+            chunk, arrived = chan.read(deadline)
+            if chunk and first is None:
+                first = max(sent, arrived)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_RESPONSE_BYTES:
+                raise _Failed("bad_response", f"response larger than {MAX_RESPONSE_BYTES} bytes")
+            if need is None:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    headers = _headers(bytes(buf[: end + 4]).split(b"\r\n", 1)[1])
+                    length = headers.get("Content-Length")
+                    if length is not None and length.isdigit():
+                        need = end + 4 + int(length)
+            if need is not None and len(buf) >= need:
+                del buf[need:]
+                break
+    except TimeoutError:
+        raise _Partial("timeout", "no complete response before the timeout", first) from None
+    except ConnectionResetError:
+        raise _Partial(
+            "connection_reset", "connection reset while waiting for the response", first
+        ) from None
+    except (ssl.SSLError, OSError) as e:
+        raise _Partial(
+            "connection_reset", f"connection failed mid-response: {_short(e)}", first
+        ) from None
+    except _Failed as f:
+        raise _Partial(f.reason, str(f), first) from None
+    if first is None:
+        first = max(sent, chan.settled())
+    return bytes(buf), first, max(first, chan.settled())
 
 
 def _parse_http(raw: bytes) -> tuple[int, bytes]:
@@ -133,7 +173,7 @@ def _parse_http(raw: bytes) -> tuple[int, bytes]:
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise _Failed("bad_response", f"not an HTTP response: {status_line[:60]!r}")
-    headers = http.client.parse_headers(io.BytesIO(header_block + b"\r\n\r\n"))
+    headers = _headers(header_block + b"\r\n\r\n")
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
         body = _dechunk(body)
     return int(parts[1]), body
@@ -188,12 +228,9 @@ def probe(
     measured, and the result says credentials_missing.
     """
     started_wall = time.time()
-    t0 = time.perf_counter()
-    deadline = t0 + timeout
     phases: dict[str, float] = {}
-    first_byte: list[float] = []
     info: dict[str, Any] = {}
-    sock: socket.socket | None = None
+    t0 = time.perf_counter()
 
     def result(success: bool, reason: str | None, error: str | None, **kw: Any) -> StsProbe:
         phases.setdefault("total", time.perf_counter() - t0)
@@ -211,9 +248,16 @@ def probe(
             **kw,
         )
 
+    sock: StampedSocket | None = None
     try:
+        # Our own set-up (socket, SSL object) comes before the clock starts, as in Go's
+        # httptrace; each phase then starts where the previous one ended (see Phases).
+        sock = StampedSocket(target.address, target.port)
+        chan = TlsChannel(sock, context, target.hostname)
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
         try:
-            sock = socket.create_connection((target.address, target.port), timeout=timeout)
+            sock.connect(deadline)
         except TimeoutError:
             raise _Failed(
                 "connect_timeout", f"TCP connect to {_hostport(target)} timed out"
@@ -230,16 +274,8 @@ def probe(
         t_conn = time.perf_counter()
         phases["connect"] = t_conn - t0
 
-        sock.settimeout(max(deadline - time.perf_counter(), 0.001))
-        tls = context.wrap_socket(
-            sock, server_hostname=target.hostname, do_handshake_on_connect=False
-        )
-        sock = tls
-        # Building the SSL object is our own work; the phase starts with the ClientHello,
-        # as Go's httptrace TLSHandshakeStart does.
-        t_hello = time.perf_counter()
         try:
-            tls.do_handshake()
+            t_tls = max(t_conn, chan.handshake(deadline))
         except ssl.SSLCertVerificationError as e:
             reason = "tls_hostname_mismatch" if e.verify_code == 62 else "tls_error"
             raise _Failed(reason, f"certificate rejected: {e.verify_message}") from None
@@ -249,10 +285,9 @@ def probe(
             raise _Failed("tls_error", "connection reset during the TLS handshake") from None
         except (ssl.SSLError, OSError) as e:
             raise _Failed("tls_error", f"TLS handshake failed: {_short(e)}") from None
-        t_tls = time.perf_counter()
-        phases["tls"] = t_tls - t_hello
-        info["tls_version"] = tls.version()
-        cert = tls.getpeercert()
+        phases["tls"] = t_tls - t_conn
+        info["tls_version"] = chan.tls.version()
+        cert = chan.tls.getpeercert()
         if cert and cert.get("notAfter"):
             info["cert_not_after"] = float(ssl.cert_time_to_seconds(str(cert["notAfter"])))
 
@@ -260,25 +295,24 @@ def probe(
         headers["Content-Length"] = str(len(BODY))
         headers["Connection"] = "close"
         request = "POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        t_sent = time.perf_counter()
+        data = request.encode("latin-1") + b"\r\n" + BODY
+        t_send = time.perf_counter()
+        phases["sign"] = t_send - t_tls
         try:
-            tls.sendall(request.encode("latin-1") + b"\r\n" + BODY)
-            t_sent = time.perf_counter()
-            raw = _read_response(tls, deadline, first_byte)
-        except ConnectionResetError:
-            raise _Failed(
-                "connection_reset", "connection reset while waiting for the response"
-            ) from None
-        except (ssl.SSLError, OSError) as e:
-            raise _Failed(
-                "connection_reset", f"connection failed mid-response: {_short(e)}"
-            ) from None
-        finally:
+            chan.write(data, deadline)
+            raw, first, done = _read_response(chan, deadline, t_send)
+        except _Partial as p:
             # A first byte that arrived counts even when the rest never does (slow or cut).
-            if first_byte:
-                phases["ttfb"] = first_byte[0] - t_sent
-        phases["ttfb"] = (first_byte[0] if first_byte else time.perf_counter()) - t_sent
-        phases["total"] = time.perf_counter() - t0
+            if p.first is not None:
+                phases["ttfb"] = p.first - t_send
+            raise
+        except TimeoutError:
+            raise _Failed("timeout", "no complete response before the timeout") from None
+        except (ssl.SSLError, OSError) as e:
+            raise _Failed("connection_reset", f"connection failed sending: {_short(e)}") from None
+        phases["ttfb"] = first - t_send
+        phases["transfer"] = done - first
+        phases["total"] = done - t0
         status, body = _parse_http(raw)
         info["http_status"] = status
         try:
@@ -290,6 +324,8 @@ def probe(
             code = message = account = arn = None
     except _Failed as f:
         return result(False, f.reason, str(f))
+    except Exception as e:  # the docstring's promise: a probe is a result, never a traceback
+        return result(False, "other", f"{type(e).__name__}: {_short(e)}")
     finally:
         if sock is not None:
             sock.close()

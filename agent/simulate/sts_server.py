@@ -37,6 +37,7 @@ FAULTS = (
     "huge_body",
     "malformed",
     "plain_http",
+    "header_flood",
 )
 HUGE_BODY_BYTES = 50 * 1024 * 1024
 _ERROR_STATUS = {
@@ -61,6 +62,7 @@ _MAX_BODY = 1024 * 1024
 _POLL = 0.1
 _DRIP_INTERVAL = 0.5
 _RESET_GRACE = 0.05
+_FLOOD_HEADERS = 101
 _ACCOUNT = re.compile(r"\d{12}")
 _ERROR_FAULT = re.compile(r"error:[A-Za-z][A-Za-z0-9.]*")
 
@@ -213,6 +215,10 @@ class StsServer(Service):
             return
         status, ctype, body = self._respond(request, fault, request_id)
         data = _head(status, ctype, len(body), request_id) + body
+        if fault == "header_flood":
+            # More header lines than http.client accepts (100): what a broken proxy can send.
+            flood = b"".join(b"X-Filler-%d: x\r\n" % i for i in range(_FLOOD_HEADERS))
+            data = data.replace(b"\r\n", b"\r\n" + flood, 1)
         if fault == "reset_response":
             conn.sendall(data[: data.index(b"\r\n\r\n") // 2])
             # Let the partial headers land first, so clients see a response begin, then die.

@@ -13,10 +13,7 @@ def _ms(v: float | None) -> str:
 
 
 def _probe_line(p: StsProbe) -> str:
-    ph = p.phases
-    timing = (
-        f"connect {_ms(ph.connect)}  tls {_ms(ph.tls)}  ttfb {_ms(ph.ttfb)}  total {_ms(ph.total)}"
-    )
+    timing = "  ".join(f"{name} {_ms(v)}" for name, v in p.phases.as_dict().items())
     if p.success:
         who = f"account {p.account}" if p.account else f"HTTP {p.http_status} (unsigned)"
         return f"      {p.address:<39} OK    {timing}  {who}"
@@ -104,7 +101,11 @@ def _audit_lines(audit: object) -> list[str]:
     conns = audit.get("connections") or {}
     counts = {k: n for k, n in conns.get("counts", {}).items() if n}
     if counts or conns.get("error"):
-        out += ["", "Live connections from this host to STS addresses:"]
+        source = f" (read via {conns['source']}" if conns.get("source") else ""
+        if source and conns.get("age_seconds"):
+            source += f", {conns['age_seconds']:.0f} s ago"
+        source += ")" if source else ""
+        out += ["", f"Live connections from this host to STS addresses{source}:"]
         owners = conns.get("owners", {})
         for key, n in sorted(counts.items()):
             who = ", ".join(owners.get(key, []))

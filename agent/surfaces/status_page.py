@@ -15,7 +15,7 @@ import time
 
 from agent import __version__
 from agent.history import History, Window, window
-from agent.results import Report
+from agent.results import Phases, Report
 from agent.surfaces import history_svg as svg
 from agent.surfaces.history_json import iso
 from agent.surfaces.series import probe_classes
@@ -35,6 +35,7 @@ td.n{white-space:nowrap}
 _SURROGATES = re.compile("[\ud800-\udfff]")
 #: How many path changes the text beside a strip lists (the strip shows them all).
 _CHANGES_LISTED = 6
+_PHASE_TITLES = {"tls": "TLS", "ttfb": "first byte"}
 
 
 def _e(v: object) -> str:
@@ -137,8 +138,9 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
         )
     parts.append(
         '</table><h2>STS calls per address</h2><table id="probes"><tr><th>Endpoint</th>'
-        "<th>Address</th><th>Class</th><th>Result</th><th>connect</th><th>TLS</th>"
-        "<th>first byte</th><th>total</th><th>Detail</th></tr>"
+        "<th>Address</th><th>Class</th><th>Result</th>"
+        + "".join(f"<th>{_PHASE_TITLES.get(k, k)}</th>" for k in Phases().as_dict())
+        + "<th>Detail</th></tr>"
     )
     for ep in report.endpoints:
         classes = probe_classes(ep, report.vpc_cidrs)
@@ -150,9 +152,8 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
                 f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(p.address)}</td>"
                 f'<td class="{_e(klass)}">{_e(klass)}</td>'
                 f'<td class="{ok}">{"OK" if p.success else _e(p.reason)}</td>'
-                f"<td>{_ms(p.phases.connect)}</td><td>{_ms(p.phases.tls)}</td>"
-                f"<td>{_ms(p.phases.ttfb)}</td><td>{_ms(p.phases.total)}</td>"
-                f"<td>{_e(detail)}</td></tr>"
+                + "".join(f"<td>{_ms(v)}</td>" for v in p.phases.as_dict().values())
+                + f"<td>{_e(detail)}</td></tr>"
             )
     parts.append("</table><h2>Findings</h2>")
     if not report.findings:
