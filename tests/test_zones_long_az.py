@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from agent.discovery.zones import zonal_names
+import pytest
+
+from agent.config import ConfigError, build
+from agent.discovery.zones import eni_zones, zonal_names
+from agent.results import Resolver
 from agent.runner import discover
 from agent.simulate.demo import ENI_ZONES, VPCE_REGIONAL, simulated_vpc
 
@@ -27,3 +31,14 @@ def test_discovery_with_such_an_az_still_learns_the_enis_zones(tmp_path: Path) -
         disc = discover(s, env)
     assert disc.imds.availability_zone == LONG_AZ
     assert disc.eni_zones == ENI_ZONES
+
+
+LONG_REGION_VPCE = "vpce-0123456789abcdef0-abcdefgh.sts.us-" + "e" * 40 + "-1.vpce.amazonaws.com"
+
+
+def test_a_vpce_name_whose_zonal_names_cannot_exist_is_refused_or_skipped() -> None:
+    with pytest.raises(ConfigError, match=r"vpce_dns_names.*too long"):
+        build(None, {"STS_AGENT_VPCE_DNS_NAMES": LONG_REGION_VPCE})
+    # endpoints.extra is not checked for this: discovery asks nothing and learns nothing
+    dead = Resolver("127.0.0.1", 9, amazon_provided=False, source="config")
+    assert eni_zones([LONG_REGION_VPCE], (dead,), None, 0.2) == ({}, ())

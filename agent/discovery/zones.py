@@ -61,6 +61,8 @@ def eni_zones(
         for regional in regionals
         for az, name in zonal_names(regional, host_az).items()
     ]
+    if not questions:
+        return {}, ()
     with ThreadPoolExecutor(max_workers=min(16, len(questions)), thread_name_prefix="az") as ex:
         lookups = list(ex.map(lambda q: dns_probe.lookup(q[2], resolvers[0], timeout), questions))
     claims: dict[str, set[str]] = {}
