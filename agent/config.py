@@ -326,7 +326,7 @@ def _phase(v: Any) -> str:
 
 
 def _vpce_name(v: Any) -> str:
-    from agent.discovery.zones import REGIONAL_VPCE
+    from agent.discovery.zones import REGIONAL_VPCE, zonal_names
 
     s = _hostname(v)
     if not REGIONAL_VPCE.fullmatch(s):
@@ -334,6 +334,8 @@ def _vpce_name(v: Any) -> str:
             "must be an endpoint's regional DNS name, "
             "vpce-<id>-<suffix>.sts.<region>.vpce.amazonaws.com"
         )
+    if not zonal_names(s, None):
+        raise ValueError("names a region too long for its zonal names to be DNS names")
     return s
 
 

@@ -152,15 +152,18 @@ def _s3_sources(url: str) -> Iterator[Source | InputProblem]:
     if not bucket:
         yield InputProblem(url, "no bucket name; expected s3://BUCKET/PREFIX")
         return
+    # Keys are read page by page as the audit goes: an organisation trail's prefix holds
+    # millions of objects, too many to list into memory first. S3 lists them in key order.
+    found = 0
     try:
         client = boto3.client("s3")
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = [
-            obj["Key"]
-            for page in pages
-            for obj in page.get("Contents", [])
-            if _wanted(obj["Key"]) and f"/{DIGEST_DIR}/" not in f"/{obj['Key']}"
-        ]
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if _wanted(key) and f"/{DIGEST_DIR}/" not in f"/{key}":
+                    found += 1
+                    yield Source(f"s3://{bucket}/{key}", _s3_opener(client, bucket, key))
     except ClientError as e:
         err = e.response.get("Error", {})
         yield InputProblem(
@@ -170,10 +173,8 @@ def _s3_sources(url: str) -> Iterator[Source | InputProblem]:
     except BotoCoreError as e:
         yield InputProblem(url, f"S3 listing failed: {e}")
         return
-    if not keys:
+    if not found:
         yield InputProblem(url, "no .json or .json.gz objects under this prefix")
-    for key in sorted(keys):
-        yield Source(f"s3://{bucket}/{key}", _s3_opener(client, bucket, key))
 
 
 def _s3_opener(client: Any, bucket: str, key: str) -> Callable[[], _Readable]:

@@ -25,6 +25,7 @@ REGIONAL_VPCE = re.compile(
     r"\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.vpce\.amazonaws\.com"
 )
 AZ_LETTERS = string.ascii_lowercase[:6]
+MAX_LABEL = 63  # octets in one DNS label; a longer zonal label is no name at all
 
 
 def regional_vpce_names(hostnames: Iterable[str]) -> list[str]:
@@ -41,7 +42,9 @@ def zonal_names(regional: str, host_az: str | None) -> dict[str, str]:
     azs = [host_az] if host_az and host_az.startswith(region) else []
     azs += [region + c for c in AZ_LETTERS if region + c not in azs]
     rest = regional[len(m["id"]) :]
-    return {az: f"{m['id']}-{az}{rest}" for az in azs}
+    # An AZ from IMDS or configuration is only loosely checked: one too long for a label
+    # has no zonal name (dnspython would refuse to build the question).
+    return {az: f"{m['id']}-{az}{rest}" for az in azs if len(m["id"]) + 1 + len(az) <= MAX_LABEL}
 
 
 def eni_zones(
@@ -58,6 +61,8 @@ def eni_zones(
         for regional in regionals
         for az, name in zonal_names(regional, host_az).items()
     ]
+    if not questions:
+        return {}, ()
     with ThreadPoolExecutor(max_workers=min(16, len(questions)), thread_name_prefix="az") as ex:
         lookups = list(ex.map(lambda q: dns_probe.lookup(q[2], resolvers[0], timeout), questions))
     claims: dict[str, set[str]] = {}

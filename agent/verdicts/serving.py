@@ -42,6 +42,7 @@ SERVING_WHY: dict[str, str] = {
     "amazon_dns": "the host resolves through the Amazon-provided DNS in a default-enabled region",
     "opt_in_region": "the host is in an opt-in region, where the global endpoint is not served",
     "custom_resolver": "a resolver other than the Amazon-provided DNS answers the host",
+    "home_region": "the host is in us-east-1, which serves global calls whatever resolves them",
     "proxy": "an HTTPS proxy resolves the name, so its resolver decides",
     "region_unknown": "the host's region is not known",
     "resolvers_unknown": "the host's resolvers are not known",
@@ -70,6 +71,8 @@ def global_serving(
         return None, "resolvers_unknown"
     if all(r.amazon_provided for r in used):
         return host_region, "amazon_dns"
+    if host_region == US_EAST_1:  # us-east-1 either way: the host's own region
+        return US_EAST_1, "home_region"
     return US_EAST_1, "custom_resolver"
 
 

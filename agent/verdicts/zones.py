@@ -3,16 +3,32 @@
 Only AZs learned without guessing count (zonal vpce DNS names, the EC2 API):
 an address whose AZ is unknown is left out, and with none known there is no
 verdict at all rather than a wrong one.  Calls to an ENI in another AZ cost
-cross-AZ latency and data charges, and fail with that AZ.
+cross-AZ latency and data charges, and fail with that AZ.  Only AZs of the host's own
+region compare with the host's: an endpoint of another region (peering, transit
+gateway) has no ENI here by nature and gets no verdict.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent.results import AddressVerdict, EndpointReport
 
 ENI_CLASSES = ("vpce", "private")
+#: The region an AZ name starts with: us-east-2a, us-east-1-bos-1a, ap-northeast-1-wl1-kix-wlz-1.
+_REGION_OF_AZ = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+
+
+def _region(az: str) -> str | None:
+    m = _REGION_OF_AZ.match(az)
+    return m.group(0) if m else None
+
+
+def _comparable(azs: Iterable[str], host_az: str | None) -> list[str]:
+    """The AZs that lie in the host's region (all of them when its region is unclear)."""
+    region = _region(host_az) if host_az else None
+    return [az for az in azs if region is None or _region(az) == region]
 
 
 def eni_addresses(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -37,7 +53,7 @@ def local_az_eni(
 
     Whether the resolver hands that ENI out is cross_az_ratio's question.
     """
-    known = {zones[a] for a in endpoint_enis(ep, groups) if a in zones}
+    known = set(_comparable((zones[a] for a in endpoint_enis(ep, groups) if a in zones), host_az))
     if not host_az or not known:
         return None
     return host_az in known
@@ -47,7 +63,8 @@ def cross_az_ratio(
     answers: Iterable[AddressVerdict], zones: Mapping[str, str], host_az: str | None
 ) -> float | None:
     """Share of a resolver's ENI answers (of known AZ) that lie in another AZ than the host's."""
-    known = [zones[a] for a in eni_addresses((v.address, v.klass) for v in answers) if a in zones]
+    answered = eni_addresses((v.address, v.klass) for v in answers)
+    known = _comparable((zones[a] for a in answered if a in zones), host_az)
     if not host_az or not known:
         return None
     return sum(1 for az in known if az != host_az) / len(known)
