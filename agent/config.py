@@ -65,6 +65,8 @@ class Settings:
     cert_warning_days: float = 14.0
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_config_file: str | None = None
+    web_probe_rate: float = 1.0
+    web_probe_remote: bool = False
     log_format: str = "plain"  # plain | json
     log_level: str = "info"
     audit_processes: bool = False
@@ -365,6 +367,8 @@ FIELDS: tuple[Field, ...] = (
         "web config YAML (TLS, basic auth)",
         "--web.config.file",
     ),
+    Field("web.probe_rate", "web_probe_rate", _positive(float), "new /probe rounds per second"),
+    Field("web.probe_remote", "web_probe_remote", _bool, "/probe from other hosts without auth"),
     Field("log.format", "log_format", _choice("plain", "json"), "plain or json"),
     Field("log.level", "log_level", _choice("debug", "info", "warning", "error"), "log level"),
     Field("audit.processes", "audit_processes", _bool, "inspect other processes' AWS settings"),

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from agent.lifecycle import Service
 from agent.surfaces.http_loop import Connection, ConnectionLoop
-from agent.surfaces.webconfig import WebConfig, WebConfigError
+from agent.surfaces.webconfig import AuthBusy, WebConfig, WebConfigError
 
 log = logging.getLogger("agent.http")
 
@@ -230,7 +230,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._framing_ok():
             return
         config = self.server.web_config
-        if not config.check_basic_auth(self.headers.get("Authorization")):
+        try:
+            authorized = config.check_basic_auth(self.headers.get("Authorization"))
+        except AuthBusy:
+            self.close_connection = True
+            busy = Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "Authentication busy, retry")
+            self._send(busy, (("Retry-After", "1"),))
+            return
+        if not authorized:
             self._send(
                 Response.text(HTTPStatus.UNAUTHORIZED, "Unauthorized"),
                 (("WWW-Authenticate", _REALM),),

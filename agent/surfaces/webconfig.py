@@ -38,6 +38,8 @@ import re
 import secrets
 import ssl
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -129,12 +131,27 @@ class TLSServerConfig:
         return (self.cert_file, self.key_file, *extra)
 
 
-class _BasicAuth:
-    """bcrypt checks with a cache of successful logins, as exporter-toolkit keeps.
+class AuthBusy(Exception):
+    """Every bcrypt slot stayed busy past the bounded wait: answer 503, not 401."""
 
-    The cache maps a user to a keyed digest of the password that last passed
-    bcrypt; the key is random per process, so the cache never holds anything
-    reusable.  Failures are not cached: each wrong guess pays full bcrypt cost.
+
+#: bcrypt checks at once: enough for a few clients, too few to eat every core.
+BCRYPT_SLOTS = 2
+#: How long a request waits for a slot before it is answered 503.
+BCRYPT_WAIT = 2.0
+#: Recent failures answered without bcrypt, and for how long.
+FAILURE_CACHE_SIZE = 1024
+FAILURE_CACHE_SECONDS = 30.0
+
+
+class _BasicAuth:
+    """bcrypt checks with short caches of recent successes and failures.
+
+    Both caches hold a keyed digest (HMAC, random key per process) of user and
+    password, never anything reusable.  A repeated wrong guess is refused from
+    the cache instead of paying bcrypt again, and at most BCRYPT_SLOTS checks
+    run at once with a bounded wait, so a flood of bad logins cannot starve a
+    legitimate client of the CPU or leave it waiting without end.
     """
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
@@ -144,20 +161,23 @@ class _BasicAuth:
         self._users = dict(users)
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        self._failed: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry
         self._cache_lock = threading.Lock()
-        # One bcrypt at a time: a flood of bad logins must not eat every core.
-        self._bcrypt_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
+        self._decoy_lock = threading.Lock()
         self._decoy: bytes | None = None
+        self.busy_refusals = 0
 
     def _decoy_hash(self) -> bytes:
         # Unknown users are checked against a hash of the same cost, so the
         # response time does not reveal which user names exist.
-        if self._decoy is None:
-            cost = max(int(h[4:6]) for h in self._users.values())
-            self._decoy = self._bcrypt.hashpw(
-                secrets.token_bytes(16), self._bcrypt.gensalt(rounds=cost)
-            )
-        return self._decoy
+        with self._decoy_lock:
+            if self._decoy is None:
+                cost = max(int(h[4:6]) for h in self._users.values())
+                self._decoy = self._bcrypt.hashpw(
+                    secrets.token_bytes(16), self._bcrypt.gensalt(rounds=cost)
+                )
+            return self._decoy
 
     def _digest(self, user: str, password: bytes) -> bytes:
         name = user.encode("utf-8")
@@ -165,24 +185,39 @@ class _BasicAuth:
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
     def check(self, header_value: str | None) -> bool:
+        """True or False; AuthBusy when no bcrypt slot frees up within BCRYPT_WAIT."""
         creds = _parse_basic(header_value)
         if creds is None:
             return False
         user, password = creds
         digest = self._digest(user, password)
+        now = time.monotonic()
         with self._cache_lock:
             known = self._verified.get(user)
+            failed_until = self._failed.get(digest, 0.0)
         if known is not None and hmac.compare_digest(known, digest):
             return True
-        stored = self._users.get(user)
-        with self._bcrypt_lock:
-            candidate = stored if stored is not None else self._decoy_hash()
-            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
-        if not ok or stored is None:
+        if failed_until > now:
             return False
+        stored = self._users.get(user)
+        candidate = stored if stored is not None else self._decoy_hash()
+        if not self._slots.acquire(timeout=BCRYPT_WAIT):
+            with self._cache_lock:
+                self.busy_refusals += 1
+            raise AuthBusy("every basic-auth check slot is busy")
+        try:
+            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
+        finally:
+            self._slots.release()
         with self._cache_lock:
-            self._verified[user] = digest
-        return True
+            if ok and stored is not None:
+                self._verified[user] = digest
+                return True
+            self._failed[digest] = time.monotonic() + FAILURE_CACHE_SECONDS
+            self._failed.move_to_end(digest)
+            while len(self._failed) > FAILURE_CACHE_SIZE:
+                self._failed.popitem(last=False)
+        return False
 
 
 def _parse_basic(header_value: str | None) -> tuple[str, bytes] | None:
@@ -218,6 +253,12 @@ class WebConfig:
     def auth_enabled(self) -> bool:
         return self._auth is not None
 
+    @property
+    def authenticates_clients(self) -> bool:
+        """Every request proves who sends it: basic auth, or a required client certificate."""
+        required = self.tls is not None and self.tls.verify_mode == ssl.CERT_REQUIRED
+        return self.auth_enabled or required
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """A fresh server context from the files as they are now (None without TLS)."""
         if self.tls is None:
@@ -225,10 +266,17 @@ class WebConfig:
         return _build_context(self.path, self.tls)
 
     def check_basic_auth(self, header_value: str | None) -> bool:
-        """True when no users are configured or the Authorization value matches one."""
+        """True when no users are configured or the Authorization value matches one.
+
+        Raises AuthBusy when the check could not run within its bounded wait.
+        """
         if self._auth is None:
             return True
         return self._auth.check(header_value)
+
+    def auth_refusals(self) -> dict[str, int]:
+        """Requests refused because the checks were busy (for the metrics)."""
+        return {"busy": self._auth.busy_refusals if self._auth else 0}
 
     def client_cert_allowed(self, peer_cert: Mapping[str, Any] | None) -> bool:
         """Apply client_allowed_sans to a verified peer certificate (getpeercert())."""
