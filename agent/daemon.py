@@ -89,7 +89,20 @@ class Agent:
         return Response(200, "text/html; charset=utf-8", body.encode())
 
     def _probe(self, req: Request) -> Response:
-        """Blackbox-style: one synchronous round for one endpoint, its own fresh registry."""
+        """Blackbox-style: one synchronous round for one endpoint, its own fresh registry.
+
+        Each round signs real calls with the host's credentials, so callers share
+        rounds, new ones are rate-limited, and other hosts need auth (or an opt-in).
+        """
+        if not (self.settings.web_probe_remote or self.web.authenticates_clients) and not (
+            _is_loopback(req.client_address)
+        ):
+            self.probe_gate.count_refusal("remote")
+            return _text(
+                403,
+                "/probe from another host needs basic auth, a required client certificate, "
+                "or web.probe_remote = true\n",
+            )
         wanted = (req.query.get("endpoint") or [""])[0]
         disc = self.scheduler.discovery
         known = {
@@ -101,15 +114,6 @@ class Agent:
         if wanted not in known and wanted not in kinds:
             choices = ", ".join(sorted(known) + sorted(kinds))
             return _text(400, f"endpoint must be one of: {choices}\n")
-        if not (self.settings.web_probe_remote or self.web.authenticates_clients) and not (
-            _is_loopback(req.client_address)
-        ):
-            self.probe_gate.count_refusal("remote")
-            return _text(
-                403,
-                "/probe from another host needs basic auth, a required client certificate, "
-                "or web.probe_remote = true\n",
-            )
         wait = self.scheduler.round_budget()
         try:
             report = self.probe_gate.run(
