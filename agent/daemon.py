@@ -86,7 +86,8 @@ class Agent:
         body = status_page.render(
             self.scheduler.latest, refresh=max(5, int(self.settings.interval))
         )
-        return Response(200, "text/html; charset=utf-8", body.encode())
+        # "replace": text a target process chose must never turn the page into a 500.
+        return Response(200, "text/html; charset=utf-8", body.encode("utf-8", "replace"))
 
     def _probe(self, req: Request) -> Response:
         """Blackbox-style: one synchronous round for one endpoint, its own fresh registry.
