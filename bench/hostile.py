@@ -136,7 +136,10 @@ def slowloris(agent: AgentProcess, seconds: float) -> list[object]:
     rounds = metric(agent, "sts_agent_probe_last_run_timestamp_seconds") > rounds_before
     success = metric(agent, f'sts_agent_probe_success{{address="{ENI_ADDRESSES[0]}"')
     failures = metric(agent, "sts_agent_request_failures_total") - failures_before
-    dropped = metric(agent, "sts_agent_http_connections_dropped_total")
+    dropped = "/".join(
+        str(int(metric(agent, f'sts_agent_http_connections_dropped_total{{reason="{r}"}}')))
+        for r in ("limit", "deadline")
+    )
     for s in socks:
         s.close()
     return [
@@ -149,7 +152,7 @@ def slowloris(agent: AgentProcess, seconds: float) -> list[object]:
         "yes" if rounds else "NO",
         int(success),
         int(failures),
-        int(dropped),
+        dropped,
     ]
 
 
@@ -275,7 +278,7 @@ def run(quick: bool) -> str:
                         "rounds ran",
                         "ENI probe success",
                         "new probe failures",
-                        "conns dropped",
+                        "dropped limit/deadline",
                     ],
                     rows,
                 ),
