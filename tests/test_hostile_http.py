@@ -299,3 +299,60 @@ def test_tls_client_certificates_still_enforced_by_the_loop(tmp_path: Path) -> N
             get(server, context=ctx)
         client_ca.issue_cert("scraper.example").configure_cert(ctx)
         assert get(server, context=ctx)[0] == 200
+
+
+# --- out of descriptors ----------------------------------------------------------
+
+_FD_STARVED_SERVER = """
+import json, os, resource, sys
+from agent.surfaces.http_server import HttpServer, Response
+server = HttpServer("127.0.0.1:0", {"/metrics": lambda r: Response(200, "text/plain", b"ok\\n")})
+server.start()
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, used + 8))
+fillers = []
+try:
+    while True:
+        fillers.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+print(server.port, flush=True)
+for line in sys.stdin:
+    if line.strip() == "free":
+        for fd in fillers:
+            os.close(fd)
+        fillers = []
+    print(json.dumps(server.connection_stats()[1]), flush=True)
+"""
+
+
+def test_accept_backs_off_when_out_of_descriptors_and_recovers() -> None:
+    import json
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FD_STARVED_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = int(child.stdout.readline())
+        with ExitStack() as stack:
+            for _ in range(5):  # queued in the backlog; accept fails with EMFILE
+                s = stack.enter_context(socket.create_connection((LOOPBACK, port), timeout=10))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(3)
+            child.stdin.write("stats\n")
+            child.stdin.flush()
+            starved = json.loads(child.stdout.readline())
+            # Pauses of 0.1 s doubling to 2 s: a handful of attempts, not a spinning loop.
+            assert 1 <= starved.get("accept_error", 0) <= 20, starved
+            child.stdin.write("free\n")
+            child.stdin.flush()
+            child.stdout.readline()
+            assert s.recv(12) == b"HTTP/1.1 200"  # the queued client is served once fds are back
+    finally:
+        child.kill()
+        child.wait()

@@ -309,8 +309,10 @@ class ConnectionLoop:
     def _expire(self, now: float) -> None:
         for conn in list(self._idle):
             if conn.deadline <= now:
-                log.debug("closing %s: no complete request head in time", conn.peer)
-                self._count("deadline")
+                # An idle keep-alive connection timing out is routine; a head cut short is not.
+                partial = bool(conn.buf) or conn.handshaking
+                log.debug("closing %s: %s", conn.peer, "head too slow" if partial else "idle")
+                self._count("deadline" if partial else "idle")
                 self._forget(conn)
 
     def _count(self, reason: str) -> None:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-CONNECTION_DROP_REASONS = ("limit", "deadline", "accept_error")
+CONNECTION_DROP_REASONS = ("limit", "deadline", "idle", "accept_error")
 PROBE_REFUSAL_REASONS = ("busy", "rate", "timeout", "remote")
 AUTH_REFUSAL_REASONS = ("busy",)
 
@@ -34,8 +34,8 @@ class _ListenerCollector(Collector):
         )
         yield _counter(
             "sts_agent_http_connections_dropped",
-            "Client connections the agent closed: over the cap, no request head in time, "
-            "or accept out of descriptors",
+            "Client connections the agent closed: over the cap, request head or TLS handshake "
+            "not done in time, idle too long, or accept out of descriptors",
             CONNECTION_DROP_REASONS,
             dropped,
         )
