@@ -22,7 +22,7 @@ import bcrypt
 import pytest
 import trustme
 
-from agent.surfaces import webconfig
+from agent.surfaces import basic_auth
 from agent.surfaces.http_loop import MAX_HEAD_BYTES, head_end
 from agent.surfaces.http_server import HttpServer, Request, Response
 from agent.surfaces.webconfig import WebConfig, load_web_config
@@ -253,7 +253,7 @@ def test_busy_bcrypt_slots_give_503_instead_of_an_unbounded_wait(
         return bool(real(password, hashed))
 
     monkeypatch.setattr(bcrypt, "checkpw", stuck)
-    monkeypatch.setattr(webconfig, "BCRYPT_WAIT", 0.2)
+    monkeypatch.setattr(basic_auth, "BCRYPT_WAIT", 0.2)
     with running(auth) as server:
         holders = [
             threading.Thread(
@@ -261,7 +261,7 @@ def test_busy_bcrypt_slots_give_503_instead_of_an_unbounded_wait(
                 args=(server,),
                 kwargs={"headers": {"Authorization": basic("prometheus", f"guess{i}")}},
             )
-            for i in range(webconfig.BCRYPT_SLOTS)
+            for i in range(basic_auth.BCRYPT_SLOTS)
         ]
         for t in holders:
             t.start()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -27,8 +26,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.lifecycle import Service
+from agent.surfaces.basic_auth import AuthBusy
 from agent.surfaces.http_loop import Connection, ConnectionLoop
-from agent.surfaces.webconfig import AuthBusy, WebConfig, WebConfigError
+from agent.surfaces.tls_reload import TLSContexts
+from agent.surfaces.webconfig import WebConfig
 
 log = logging.getLogger("agent.http")
 
@@ -109,49 +110,6 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     elif ":" in host:
         raise ListenError(f"web.listen-address {address!r}: put IPv6 addresses in brackets")
     return host, int(port_text)
-
-
-class _TLSContexts:
-    """Serves the current SSL context, rebuilding it when a certificate file changes.
-
-    exporter-toolkit rereads certificates on every handshake so rotation needs no
-    restart; checking the files' stat per connection gives the same result cheaply.
-    A broken rotation keeps the last good context and logs why.
-    """
-
-    def __init__(self, config: WebConfig) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        ctx = config.ssl_context()
-        assert ctx is not None
-        self._ctx = ctx
-
-    def _file_stamp(self) -> tuple[tuple[int, int, int], ...]:
-        assert self._config.tls is not None
-        stamps = []
-        for path in self._config.tls.files:
-            try:
-                st = os.stat(path)
-                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamps.append((0, 0, 0))
-        return tuple(stamps)
-
-    def get(self) -> ssl.SSLContext:
-        with self._lock:
-            stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    fresh = self._config.ssl_context()
-                except WebConfigError as exc:
-                    log.warning("keeping the previous TLS certificate: %s", exc)
-                else:
-                    assert fresh is not None
-                    self._ctx = fresh
-                    log.info("reloaded TLS certificate files from %s", self._config.path)
-            return self._ctx
 
 
 @dataclass(frozen=True)
@@ -369,7 +327,7 @@ class HttpServer(Service):
             raise ListenError(
                 f"web.listen-address {self.listen_address}: cannot listen: {reason}"
             ) from None
-        tls = _TLSContexts(self._web_config) if self._web_config.tls_enabled else None
+        tls = TLSContexts(self._web_config) if self._web_config.tls_enabled else None
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="http")
         self._loop = ConnectionLoop(
             sock,

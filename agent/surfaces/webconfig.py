@@ -27,23 +27,17 @@ rejected or mapped as follows:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
-import hashlib
-import hmac
 import ipaddress
 import os
 import re
-import secrets
 import ssl
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from agent.surfaces.basic_auth import BasicAuth
 
 if TYPE_CHECKING:
     import yaml
@@ -95,7 +89,6 @@ _UNSUPPORTED: Mapping[str, str] = {
     "tls_server_config.curve_preferences": "is not supported; OpenSSL's defaults apply",
 }
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
-_MAX_BCRYPT_PASSWORD = 72
 
 
 class WebConfigError(ValueError):
@@ -131,109 +124,6 @@ class TLSServerConfig:
         return (self.cert_file, self.key_file, *extra)
 
 
-class AuthBusy(Exception):
-    """Every bcrypt slot stayed busy past the bounded wait: answer 503, not 401."""
-
-
-#: bcrypt checks at once: enough for a few clients, too few to eat every core.
-BCRYPT_SLOTS = 2
-#: How long a request waits for a slot before it is answered 503.
-BCRYPT_WAIT = 2.0
-#: Recent failures answered without bcrypt, and for how long.
-FAILURE_CACHE_SIZE = 1024
-FAILURE_CACHE_SECONDS = 30.0
-
-
-class _BasicAuth:
-    """bcrypt checks with short caches of recent successes and failures.
-
-    Both caches hold a keyed digest (HMAC, random key per process) of user and
-    password, never anything reusable.  A repeated wrong guess is refused from
-    the cache instead of paying bcrypt again, and at most BCRYPT_SLOTS checks
-    run at once with a bounded wait, so a flood of bad logins cannot starve a
-    legitimate client of the CPU or leave it waiting without end.
-    """
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        import bcrypt  # only when basic auth is configured
-
-        self._bcrypt = bcrypt
-        self._users = dict(users)
-        self._key = secrets.token_bytes(32)
-        self._verified: dict[str, bytes] = {}
-        self._failed: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry
-        self._cache_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
-        self._decoy_lock = threading.Lock()
-        self._decoy: bytes | None = None
-        self.busy_refusals = 0
-
-    def _decoy_hash(self) -> bytes:
-        # Unknown users are checked against a hash of the same cost, so the
-        # response time does not reveal which user names exist.
-        with self._decoy_lock:
-            if self._decoy is None:
-                cost = max(int(h[4:6]) for h in self._users.values())
-                self._decoy = self._bcrypt.hashpw(
-                    secrets.token_bytes(16), self._bcrypt.gensalt(rounds=cost)
-                )
-            return self._decoy
-
-    def _digest(self, user: str, password: bytes) -> bytes:
-        name = user.encode("utf-8")
-        msg = len(name).to_bytes(4, "big") + name + password
-        return hmac.new(self._key, msg, hashlib.sha256).digest()
-
-    def check(self, header_value: str | None) -> bool:
-        """True or False; AuthBusy when no bcrypt slot frees up within BCRYPT_WAIT."""
-        creds = _parse_basic(header_value)
-        if creds is None:
-            return False
-        user, password = creds
-        digest = self._digest(user, password)
-        now = time.monotonic()
-        with self._cache_lock:
-            known = self._verified.get(user)
-            failed_until = self._failed.get(digest, 0.0)
-        if known is not None and hmac.compare_digest(known, digest):
-            return True
-        if failed_until > now:
-            return False
-        stored = self._users.get(user)
-        candidate = stored if stored is not None else self._decoy_hash()
-        if not self._slots.acquire(timeout=BCRYPT_WAIT):
-            with self._cache_lock:
-                self.busy_refusals += 1
-            raise AuthBusy("every basic-auth check slot is busy")
-        try:
-            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
-        finally:
-            self._slots.release()
-        with self._cache_lock:
-            if ok and stored is not None:
-                self._verified[user] = digest
-                return True
-            self._failed[digest] = time.monotonic() + FAILURE_CACHE_SECONDS
-            self._failed.move_to_end(digest)
-            while len(self._failed) > FAILURE_CACHE_SIZE:
-                self._failed.popitem(last=False)
-        return False
-
-
-def _parse_basic(header_value: str | None) -> tuple[str, bytes] | None:
-    if not header_value:
-        return None
-    scheme, _, encoded = header_value.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-        user, sep, password = raw.partition(b":")
-        return (user.decode("utf-8"), password) if sep else None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
 @dataclass(frozen=True)
 class WebConfig:
     """A loaded, validated web config.  WebConfig() is the "no file" default."""
@@ -243,7 +133,7 @@ class WebConfig:
     basic_auth_users: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     http2: bool = True
-    _auth: _BasicAuth | None = field(default=None, repr=False, compare=False)
+    _auth: BasicAuth | None = field(default=None, repr=False, compare=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -404,7 +294,7 @@ class _Parser:
             basic_auth_users=tuple(sorted(users)),
             headers=headers,
             http2=http2,
-            _auth=_BasicAuth(users) if users else None,
+            _auth=BasicAuth(users) if users else None,
         )
 
     def tls(self, raw: Any) -> TLSServerConfig | None:
