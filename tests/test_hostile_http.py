@@ -131,6 +131,37 @@ def test_tls_handshake_and_head_share_the_deadline(tmp_path: Path) -> None:
         assert (status, body) == (200, b"ok\n")
 
 
+def test_clients_that_never_read_their_answer_hold_no_worker() -> None:
+    big = b"x" * (
+        6 << 20
+    )  # more than the kernel buffers (4 MiB autotuned) hold for a stalled reader
+
+    def big_route(_: Request) -> Response:
+        return Response(200, "text/plain; charset=utf-8", big)
+
+    server = HttpServer(
+        f"{LOOPBACK}:0", {"/metrics": ok_route, "/big": big_route}, connection_timeout=60
+    )
+    server.start()
+    try:
+        with ExitStack() as stack:
+            for _ in range(server.workers + 1):
+                s = stack.enter_context(socket.socket())
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                s.settimeout(10)
+                s.connect((LOOPBACK, server.port))
+                s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+            time.sleep(0.5)
+            # Before: every worker sat in sendall for up to 60 s, so this timed out.
+            conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (200, b"ok\n")
+            conn.close()
+    finally:
+        server.stop()
+
+
 def test_at_the_cap_the_oldest_idle_connection_makes_room() -> None:
     with running(max_connections=20) as server, ExitStack() as stack:
         idle = slow_clients(stack, server.port, 30)

@@ -1,7 +1,9 @@
 """One thread that owns every connection while it is idle: accept, TLS handshake, request head.
 
 A client that connects and then dribbles bytes costs a buffer here, not a
-thread, and one deadline covers its whole handshake and request head.  Only a
+thread, and one deadline covers its whole handshake and request head; a
+client that reads its answer slowly gets it from here too, under the same
+deadline.  Only a
 complete head goes to a worker, so a bounded pool serves any number of slow
 clients.  Connections are capped well below the file-descriptor limit, so no
 client can take the descriptors the probes need; at the cap the oldest idle
@@ -56,6 +58,9 @@ class Connection:
     deadline: float
     buf: bytearray = field(default_factory=bytearray)
     handshaking: bool = False
+    out: bytes = b""  # response bytes the client has not taken yet
+    sent: int = 0
+    close_after: bool = False
 
 
 Dispatch = Callable[[Connection, bytes], None]
@@ -115,21 +120,48 @@ class ConnectionLoop:
         with self._lock:
             return len(self._idle) + len(self._busy)
 
-    def resume(self, conn: Connection) -> None:
-        """A worker hands a kept-alive connection back for its next request head."""
+    def respond(self, conn: Connection, response: bytes, *, keep_alive: bool) -> None:
+        """A worker hands back a connection with its answer; the loop writes what is left.
+
+        One non-blocking send here usually takes it all; a client that reads
+        slowly gets the rest from the loop under the connection deadline, so
+        it holds a buffer rather than a worker.
+        """
+        conn.out, conn.sent, conn.close_after = response, 0, not keep_alive
+        self._send_some(conn)
         with self._lock:
             self._busy.discard(conn)
-            if self._stop.is_set():
+            if self._stop.is_set() or (conn.close_after and not self._pending(conn)):
                 _close(conn)
                 return
             self._resumed.append(conn)
         self._wake()
 
     def release(self, conn: Connection) -> None:
-        """A worker is done with a connection it has closed."""
+        """A worker is done with a connection that failed."""
         with self._lock:
             self._busy.discard(conn)
         _close(conn)
+
+    @staticmethod
+    def _pending(conn: Connection) -> bool:
+        return conn.sent < len(conn.out)
+
+    @staticmethod
+    def _send_some(conn: Connection) -> bool:
+        """Send what the socket takes now; False when the client is gone."""
+        view = memoryview(conn.out)
+        while conn.sent < len(conn.out):
+            try:
+                n = conn.sock.send(view[conn.sent :])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                return True
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return False
+            conn.sent += n
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -227,9 +259,16 @@ class ConnectionLoop:
         return True
 
     def _adopt(self, conn: Connection) -> None:
-        """Own an idle connection: wait for its next head, or dispatch one already buffered."""
+        """Own an idle connection: finish its answer, wait for its next head, or dispatch one."""
         if not conn.handshaking:
             conn.deadline = time.monotonic() + self._head_timeout
+        if self._pending(conn):
+            self._idle[conn] = None
+            try:
+                self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+            except (OSError, ValueError):
+                self._forget(conn)
+            return
         if self._try_dispatch(conn):
             return
         self._idle[conn] = None
@@ -242,6 +281,9 @@ class ConnectionLoop:
         self._advance(conn)
 
     def _advance(self, conn: Connection) -> None:
+        if self._pending(conn):
+            self._flush(conn)
+            return
         if conn.handshaking and not self._handshake(conn):
             return
         while True:
@@ -271,6 +313,19 @@ class ConnectionLoop:
             self._forget(conn)
         else:
             self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+
+    def _flush(self, conn: Connection) -> None:
+        if not self._send_some(conn):
+            self._forget(conn)
+        elif self._pending(conn):
+            return  # still registered for EVENT_WRITE
+        elif conn.close_after:
+            self._forget(conn)
+        else:
+            conn.out, conn.sent = b"", 0
+            self._unregister(conn)
+            self._idle.pop(conn, None)
+            self._adopt(conn)
 
     def _handshake(self, conn: Connection) -> bool:
         assert isinstance(conn.sock, ssl.SSLSocket)
@@ -310,7 +365,7 @@ class ConnectionLoop:
         for conn in list(self._idle):
             if conn.deadline <= now:
                 # An idle keep-alive connection timing out is routine; a head cut short is not.
-                partial = bool(conn.buf) or conn.handshaking
+                partial = bool(conn.buf) or conn.handshaking or self._pending(conn)
                 log.debug("closing %s: %s", conn.peer, "head too slow" if partial else "idle")
                 self._count("deadline" if partial else "idle")
                 self._forget(conn)

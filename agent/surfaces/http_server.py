@@ -135,13 +135,13 @@ def _listen(bind: tuple[str, int], family: socket.AddressFamily, dual: bool) -> 
 
 
 class _Writer:
-    """The response side of a connection: whole writes under the socket's timeout."""
+    """Collects the response; the connection loop sends it, so no worker waits on a client."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
 
     def write(self, data: bytes) -> int:
-        self._sock.sendall(data)
+        self.chunks.append(bytes(data))
         return len(data)
 
     def flush(self) -> None:
@@ -161,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = io.BytesIO(self._head)
-        self.wfile = _Writer(self.request)  # type: ignore[assignment]
+        self.wfile = _Writer()  # type: ignore[assignment]
 
     def handle(self) -> None:
         self.close_connection = True
@@ -362,21 +362,18 @@ class HttpServer(Service):
         self._pool.submit(self._serve, conn, head)
 
     def _serve(self, conn: Connection, head: bytes) -> None:
-        """On a worker: answer one request, then hand the connection back or close it."""
+        """On a worker: answer one request into memory and hand it to the loop to send."""
         loop = self._loop
         assert loop is not None
-        keep = False
         try:
-            conn.sock.settimeout(self._connection_timeout)
-            keep = not _Handler(conn, head, self._site).close_connection
-            conn.sock.setblocking(False)
-        except Exception:  # a client that vanished mid-response is routine
-            log.debug("connection from %s ended with an error", conn.peer, exc_info=True)
-            keep = False
-        if keep:
-            loop.resume(conn)
-        else:
+            handler = _Handler(conn, head, self._site)
+        except Exception:  # a malformed request the handler could not even answer
+            log.debug("request from %s failed", conn.peer, exc_info=True)
             loop.release(conn)
+            return
+        assert isinstance(handler.wfile, _Writer)
+        response = b"".join(handler.wfile.chunks)
+        loop.respond(conn, response, keep_alive=not handler.close_connection)
 
     def connection_stats(self) -> tuple[int, Mapping[str, int]]:
         """(open connections, connections we closed by reason) for the metrics."""
