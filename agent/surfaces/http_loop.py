@@ -175,7 +175,11 @@ class ConnectionLoop:
     def run(self) -> None:
         try:
             while not self._stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except Exception:  # the listener must outlive any one bad connection
+                    log.exception("HTTP connection loop error; continuing")
+                    time.sleep(_TICK)
         finally:
             self._shutdown()
 
