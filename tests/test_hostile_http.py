@@ -226,6 +226,14 @@ def test_any_transfer_encoding_is_refused(value: str) -> None:
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
 
 
+@pytest.mark.parametrize("value", ["+0", "-1", "0x10", "1 1", ""])
+def test_a_content_length_that_is_not_digits_is_refused(value: str) -> None:
+    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n"
+    with running() as server:
+        reply = raw_exchange(server.port, request.encode())
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+
+
 def test_pipelined_requests_still_answer_in_order() -> None:
     one = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
     last = b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
