@@ -201,6 +201,23 @@ def known_regions() -> frozenset[str]:
     return frozenset(regions)
 
 
+# us-east-2, us-gov-west-1, eu-isoe-west-1, ap-southeast-5: the shape of every region name.
+_REGION_SHAPE = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}")
+
+
+def region_shaped(v: Any) -> str:
+    """`v` normalised if it has the shape of a region name, else ValueError.
+
+    The check for values read at run time (environment, IMDS): it keeps odd
+    characters out of hostnames and labels without loading botocore's endpoint
+    data, which would stay resident in the daemon (about 27 MiB).
+    """
+    name = _str(v).lower()
+    if not _REGION_SHAPE.fullmatch(name):
+        raise ValueError("is not a region name (such as us-east-2)")
+    return name
+
+
 def validate_region(v: Any) -> str:
     name = _str(v).lower()
     known = known_regions()

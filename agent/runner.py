@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from agent.child import ChildError, ask_child
-from agent.config import Settings, validate_region
+from agent.config import Settings, region_shaped
 from agent.credentials import Credentials
 from agent.discovery.hosts_file import HostsPins, read_pins
 from agent.discovery.imds import discover as imds_discover
@@ -73,14 +73,14 @@ def _regions(
 
 
 def _checked_region(source: str, value: str | None) -> str | None:
-    """`value` if it is a region botocore knows, as the config file's are; else None, logged.
+    """`value` if it has a region name's shape, else None, logged in one line.
 
     It becomes part of hostnames and label values, so odd characters must stop here.
     """
     if not value or not value.strip():
         return None
     try:
-        return validate_region(value.strip())
+        return region_shaped(value.strip())
     except ValueError as exc:
         log.error("%s %r: %s; ignored", source, value[:64], exc)
         return None

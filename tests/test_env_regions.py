@@ -1,8 +1,8 @@
-"""Regions from the environment (and IMDS) are checked like the config file's.
+"""Regions from the environment (and IMDS) are checked before they are used.
 
-They end up in STS hostnames and label values, so a value with odd characters
-must be refused with a one-line message naming the variable, and the next
-source used instead.
+They end up in STS hostnames and label values, so a value that does not have a
+region name's shape is refused with a one-line message naming the variable,
+and the next source is used instead.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ NO_IMDS = ImdsInfo(available=False, reason="disabled")
         "us-east-2\nsts_agent_fake 1",
         "evil.example.com/",
         "us-east-2.attacker.example",
-        "us-eest-2",
+        "us east 2",
+        "sts.us-east-2",
         "x" * 300,
     ],
 )
@@ -39,7 +40,7 @@ def test_odd_region_from_the_environment_is_refused_and_named(
     (record,) = caplog.records
     message = record.getMessage()
     assert message.startswith("AWS_DEFAULT_REGION ") and "\n" not in message
-    assert "not a region" in message
+    assert "not a region name" in message
 
 
 def test_imds_region_is_checked_too(caplog: pytest.LogCaptureFixture) -> None:
@@ -58,3 +59,11 @@ def test_good_regions_pass_normalised() -> None:
         ("ap-south-1",),
         "imds",
     )
+
+
+def test_every_region_botocore_knows_has_the_shape() -> None:
+    from agent.config import known_regions, region_shaped
+
+    regions = known_regions()
+    assert len(regions) > 20
+    assert {region_shaped(r) for r in regions} == regions
