@@ -21,10 +21,11 @@ from typing import Any
 
 #: The directory holding the `agent` package this process imported.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-# First on the path, so no other copy of the package (a stale install) can win.
+# A checkout goes first, so no other copy of the package (a stale install) can win;
+# site-packages, already on the path, keeps its place after the standard library.
 _BOOT = (
     "import runpy, sys; root, module = sys.argv[1:3]; sys.argv[1:3] = []; "
-    "sys.path.insert(0, root); "
+    "root in sys.path or sys.path.insert(0, root); "
     "runpy.run_module(module, run_name='__main__', alter_sys=True)"
 )
 
