@@ -267,22 +267,23 @@ class ConnectionLoop:
         if not conn.handshaking:
             conn.deadline = time.monotonic() + self._head_timeout
         if self._pending(conn):
-            self._idle[conn] = None
-            try:
-                self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
-            except (OSError, ValueError):
-                self._forget(conn)
+            self._watch(conn, selectors.EVENT_WRITE)
             return
         if self._try_dispatch(conn):
             return
+        if self._watch(conn, selectors.EVENT_READ):
+            # TLS may hold decrypted bytes the selector cannot see: read once now.
+            self._advance(conn)
+
+    def _watch(self, conn: Connection, events: int) -> bool:
+        """Register an idle connection for `events`; False (and closed) if that fails."""
         self._idle[conn] = None
         try:
-            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            self._sel.register(conn.sock, events, conn)
         except (OSError, ValueError):
             self._forget(conn)
-            return
-        # TLS may hold decrypted bytes the selector cannot see: read once now.
-        self._advance(conn)
+            return False
+        return True
 
     def _advance(self, conn: Connection) -> None:
         if self._pending(conn):
