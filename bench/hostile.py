@@ -1,6 +1,6 @@
 """Hostile clients: what one bad client costs the agent, and what a /probe flood costs STS.
 
-Four attacks against a real `sts-agent serve` probing the simulated VPC on
+Five attacks against a real `sts-agent serve` probing the simulated VPC on
 loopback, each bounded to seconds and a few hundred connections:
 
 1. slowloris: 300 connections that send a request head one byte at a time,
@@ -11,7 +11,9 @@ loopback, each bounded to seconds and a few hundred connections:
    within 1 s (what a Kubernetes probe allows);
 3. a /probe flood: 50 threads back to back; signed calls per second counted at
    the simulated STS servers, and the longest any caller waited;
-4. a basic-auth flood: 20 clients with wrong passwords against a cost-12
+4. a request flood: 40 clients asking / and /metrics back to back, and the
+   probes' mean time at one ENI in a quiet window and in the flooded one;
+5. a basic-auth flood: 20 clients with wrong passwords against a cost-12
    bcrypt hash, and a legitimate client's first login meanwhile.
 
 Prints one Markdown table per attack.  `--quick` shortens every phase.
@@ -213,6 +215,49 @@ def probe_flood(agent: AgentProcess, vpc: SimulatedVpc, seconds: float) -> list[
     ]
 
 
+def _probe_totals(agent: AgentProcess) -> tuple[float, float]:
+    """(sum, count) of the probes' total time at the first ENI, from the histogram."""
+    _, body = agent.get("/metrics", timeout=30)
+    sums = counts = 0.0
+    for line in body.splitlines():
+        if f'address="{ENI_ADDRESSES[0]}"' in line and 'phase="total"' in line:
+            if line.startswith("sts_agent_request_duration_seconds_sum"):
+                sums += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("sts_agent_request_duration_seconds_count"):
+                counts += float(line.rsplit(" ", 1)[1])
+    return sums, counts
+
+
+def request_flood(agent: AgentProcess, seconds: float) -> list[object]:
+    """Mean probe time in a quiet window, then while 40 clients hammer / and /metrics."""
+
+    def window(flood: bool) -> tuple[float, int]:
+        s0, c0 = _probe_totals(agent)
+        ends = time.monotonic() + seconds
+        answered = [0]
+
+        def hammer(path: str) -> None:
+            while time.monotonic() < ends:
+                if request(agent.port, path, timeout=30)[1] == 200:
+                    answered[0] += 1
+
+        threads = [
+            threading.Thread(target=hammer, args=("/" if i % 2 else "/metrics",))
+            for i in range(40 if flood else 0)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        for t in threads:
+            t.join()
+        s1, c1 = _probe_totals(agent)
+        return ((s1 - s0) / (c1 - c0) if c1 > c0 else float("nan")), answered[0]
+
+    quiet, _ = window(False)
+    busy, answered = window(True)
+    return [ms(quiet), ms(busy), f"{busy / quiet:.2f}×" if quiet else "n/a", answered]
+
+
 def auth_flood(vpc: SimulatedVpc, work: Path, seconds: float) -> list[object]:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
     web = work / "web.yml"
@@ -307,6 +352,14 @@ def run(quick: bool) -> str:
                             "max wait ms",
                         ],
                         [probe_flood(agent, vpc, phase)],
+                    ),
+                    "",
+                ]
+                out += [
+                    "### Request flood: 40 clients on / and /metrics (probe time at one ENI)",
+                    table(
+                        ["quiet mean ms", "flooded mean ms", "ratio", "requests answered"],
+                        [request_flood(agent, phase)],
                     ),
                     "",
                 ]
