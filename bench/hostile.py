@@ -286,13 +286,20 @@ def auth_flood(vpc: SimulatedVpc, work: Path, seconds: float) -> list[object]:
         for t in attackers:
             t.start()
         time.sleep(min(1.0, seconds / 4))
-        first = request(agent.port, "/metrics", good)
+        # The legitimate client retries every 0.2 s until it gets in, as a scraper would.
+        started, tries, status = time.perf_counter(), 0, 0
+        while status != 200 and time.monotonic() < stop:
+            tries += 1
+            status = request(agent.port, "/metrics", good)[1]
+            if status != 200:
+                time.sleep(0.2)
+        first = (time.perf_counter() - started, status, tries)
         later = [request(agent.port, "/metrics", good) for _ in range(20)]
         for t in attackers:
             t.join()
     return [
         AUTH_CLIENTS,
-        f"{first[1]} in {ms(first[0], 0)} ms",
+        f"{first[1]} after {ms(first[0], 0)} ms, {first[2]} tries",
         f"{sum(s == 200 for _, s in later)}/20, median {ms(median([t for t, _ in later]))} ms",
         refused.count(401),
         refused.count(503),

@@ -324,6 +324,49 @@ def test_busy_bcrypt_slots_give_503_instead_of_an_unbounded_wait(
     assert auth.auth_refusals() == {"busy": 1}
 
 
+def test_guessers_cannot_hold_every_worker_from_a_logged_in_scraper(
+    auth: WebConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = {"Authorization": basic("prometheus", PASSWORD)}
+    release = threading.Event()
+    real = bcrypt.checkpw
+
+    def stuck(password: bytes, hashed: bytes) -> bool:
+        release.wait(60)
+        return bool(real(password, hashed))
+
+    monkeypatch.setattr(basic_auth, "BCRYPT_WAIT", 60.0)  # waiters would wait for ever
+    with running(auth) as server:
+        assert get(server, headers=good)[0] == 200  # logged in: cached from now on
+        monkeypatch.setattr(bcrypt, "checkpw", stuck)
+        statuses: list[int] = []
+        guessers = [
+            threading.Thread(
+                target=lambda i=i: statuses.append(
+                    get(server, headers={"Authorization": basic("prometheus", f"g{i}")})[0]
+                )
+            )
+            for i in range(2 * server.workers)
+        ]
+        for t in guessers:
+            t.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(statuses) < 2 * server.workers - 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # Before: every worker sat waiting for a bcrypt slot, so this one queued too.
+            conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20)
+            conn.request("GET", "/metrics", headers=good)
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            release.set()
+            for t in guessers:
+                t.join(30)
+    refused_at_once = statuses.count(503)
+    assert refused_at_once == 2 * server.workers - basic_auth.BCRYPT_SLOTS - basic_auth.BCRYPT_QUEUE
+
+
 def test_tls_client_certificates_still_enforced_by_the_loop(tmp_path: Path) -> None:
     server_ca, client_ca = trustme.CA(), trustme.CA()
     write_leaf(server_ca, tmp_path, "server", LOOPBACK)

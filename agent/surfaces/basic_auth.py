@@ -2,9 +2,10 @@
 
 bcrypt is slow on purpose (about 0.25 s per check at cost 12), which makes it a
 lever for anyone who can send requests.  So at most BCRYPT_SLOTS checks run at
-once and a request waits BCRYPT_WAIT seconds for a slot at most (AuthBusy: the
-server answers 503), and short caches of recent successes and failures answer
-repeated credentials without bcrypt.  Both caches hold a keyed digest (HMAC,
+once, BCRYPT_QUEUE more requests wait BCRYPT_WAIT seconds for a slot at most,
+and the rest are refused at once (AuthBusy: the server answers 503).  Short
+caches of recent successes and failures answer repeated credentials without
+bcrypt.  Both caches hold a keyed digest (HMAC,
 random key per process) of user and password, never anything reusable.
 """
 
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import NoReturn
 
 _MAX_BCRYPT_PASSWORD = 72
 
@@ -31,6 +33,8 @@ class AuthBusy(Exception):
 BCRYPT_SLOTS = 2
 #: How long a request waits for a slot before it is answered 503.
 BCRYPT_WAIT = 2.0
+#: Requests that may wait for a slot; more are answered 503 at once.
+BCRYPT_QUEUE = 2
 #: Recent failures answered without bcrypt, and for how long.
 FAILURE_CACHE_SIZE = 1024
 FAILURE_CACHE_SECONDS = 30.0
@@ -53,6 +57,7 @@ class BasicAuth:
         self._failed: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry
         self._cache_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
+        self._admitted = threading.BoundedSemaphore(BCRYPT_SLOTS + BCRYPT_QUEUE)
         self._decoy_lock = threading.Lock()
         self._decoy: bytes | None = None
         self.busy_refusals = 0
@@ -73,6 +78,11 @@ class BasicAuth:
         msg = len(name).to_bytes(4, "big") + name + password
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
+    def _refuse(self) -> NoReturn:
+        with self._cache_lock:
+            self.busy_refusals += 1
+        raise AuthBusy("every basic-auth check slot is busy")
+
     def check(self, header_value: str | None) -> bool:
         """True or False; AuthBusy when no bcrypt slot frees up within BCRYPT_WAIT."""
         creds = _parse_basic(header_value)
@@ -90,14 +100,21 @@ class BasicAuth:
             return False
         stored = self._users.get(user)
         candidate = stored if stored is not None else self._decoy_hash()
-        if not self._slots.acquire(timeout=BCRYPT_WAIT):
-            with self._cache_lock:
-                self.busy_refusals += 1
-            raise AuthBusy("every basic-auth check slot is busy")
+        # Past BCRYPT_SLOTS + BCRYPT_QUEUE requests no one even waits: each waiter holds
+        # an HTTP worker, and the rest of the workers must stay free for everyone else.
+        if not self._admitted.acquire(blocking=False):
+            self._refuse()
         try:
-            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
+            if not self._slots.acquire(timeout=BCRYPT_WAIT):
+                self._refuse()
+            try:
+                ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(
+                    password, candidate
+                )
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._admitted.release()
         with self._cache_lock:
             if ok and stored is not None:
                 self._verified[user] = digest
