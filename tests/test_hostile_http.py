@@ -281,90 +281,97 @@ def test_a_repeated_wrong_password_is_refused_from_the_cache(
     assert len(calls) == 2
 
 
-def test_busy_bcrypt_slots_give_503_instead_of_an_unbounded_wait(
-    auth: WebConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def get_from(server: HttpServer, source: str, headers: dict[str, str]) -> int:
+    """Status of GET /metrics sent from the loopback address `source` (all of 127/8 is local)."""
+    conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20, source_address=(source, 0))
+    try:
+        conn.request("GET", "/metrics", headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@contextmanager
+def guessing(
+    server: HttpServer, sources: list[str], monkeypatch: pytest.MonkeyPatch, wait: float = 60.0
+) -> Iterator[list[int]]:
+    """One guesser per source; a guess's bcrypt hangs until the block ends, the right one's not."""
     release = threading.Event()
     real = bcrypt.checkpw
 
+    checking: list[bytes] = []
+
     def stuck(password: bytes, hashed: bytes) -> bool:
-        release.wait(30)
+        if password != PASSWORD.encode():
+            checking.append(password)
+            release.wait(60)
         return bool(real(password, hashed))
 
     monkeypatch.setattr(bcrypt, "checkpw", stuck)
-    monkeypatch.setattr(basic_auth, "BCRYPT_WAIT", 0.2)
-    with running(auth) as server:
-        holders = [
-            threading.Thread(
-                target=get,
-                args=(server,),
-                kwargs={"headers": {"Authorization": basic("prometheus", f"guess{i}")}},
-            )
-            for i in range(basic_auth.BCRYPT_SLOTS)
-        ]
-        for t in holders:
-            t.start()
-        deadline = time.monotonic() + 10
-        while auth._auth is not None and auth._auth._slots._value and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            time.sleep(0.01)
-        result: list[tuple[int, dict[str, str], bytes]] = []
-        late = threading.Thread(
-            target=lambda: result.append(
-                get(server, headers={"Authorization": basic("prometheus", PASSWORD)})
-            )
-        )
-        late.start()
-        late.join(15)
+    monkeypatch.setattr(basic_auth, "BCRYPT_WAIT", wait)
+    statuses: list[int] = []
+
+    def guess(i: int, source: str) -> None:
+        statuses.append(get_from(server, source, {"Authorization": basic("prometheus", f"g{i}")}))
+
+    threads = [threading.Thread(target=guess, args=(i, s)) for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        admitted = min(len(set(sources)), basic_auth.BCRYPT_SLOTS + basic_auth.BCRYPT_QUEUE)
+        busy = min(len(set(sources)), basic_auth.BCRYPT_SLOTS)
+        while time.monotonic() < deadline and (
+            len(statuses) < len(sources) - admitted or len(checking) < busy
+        ):
+            time.sleep(0.05)
+        yield statuses
+    finally:
         release.set()
-        for t in holders:
-            t.join(15)
-    assert result, "the late client was left waiting (before: one global bcrypt lock)"
-    status, headers, _ = result[0]
-    assert status == 503 and headers["Retry-After"] == "1"
-    assert auth.auth_refusals() == {"busy": 1}
+        for t in threads:
+            t.join(30)
 
 
 def test_guessers_cannot_hold_every_worker_from_a_logged_in_scraper(
     auth: WebConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good = {"Authorization": basic("prometheus", PASSWORD)}
-    release = threading.Event()
-    real = bcrypt.checkpw
-
-    def stuck(password: bytes, hashed: bytes) -> bool:
-        release.wait(60)
-        return bool(real(password, hashed))
-
-    monkeypatch.setattr(basic_auth, "BCRYPT_WAIT", 60.0)  # waiters would wait for ever
     with running(auth) as server:
         assert get(server, headers=good)[0] == 200  # logged in: cached from now on
-        monkeypatch.setattr(bcrypt, "checkpw", stuck)
-        statuses: list[int] = []
-        guessers = [
-            threading.Thread(
-                target=lambda i=i: statuses.append(
-                    get(server, headers={"Authorization": basic("prometheus", f"g{i}")})[0]
-                )
-            )
-            for i in range(2 * server.workers)
-        ]
-        for t in guessers:
-            t.start()
-        try:
-            deadline = time.monotonic() + 20
-            while len(statuses) < 2 * server.workers - 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
+        sources = [f"127.0.1.{i}" for i in range(1, 2 * server.workers + 1)]
+        with guessing(server, sources, monkeypatch) as statuses:
             # Before: every worker sat waiting for a bcrypt slot, so this one queued too.
-            conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20)
-            conn.request("GET", "/metrics", headers=good)
-            assert conn.getresponse().status == 200
-            conn.close()
-        finally:
-            release.set()
-            for t in guessers:
-                t.join(30)
-    refused_at_once = statuses.count(503)
-    assert refused_at_once == 2 * server.workers - basic_auth.BCRYPT_SLOTS - basic_auth.BCRYPT_QUEUE
+            assert get_from(server, "127.0.0.1", good) == 200
+    slots, queue = basic_auth.BCRYPT_SLOTS, basic_auth.BCRYPT_QUEUE
+    assert statuses.count(503) == len(sources) - slots - queue  # refused at once
+
+
+def test_busy_bcrypt_slots_give_503_instead_of_an_unbounded_wait(
+    auth: WebConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holders = [f"127.0.3.{i}" for i in range(1, basic_auth.BCRYPT_SLOTS + 1)]
+    with running(auth) as server, guessing(server, holders, monkeypatch, wait=0.2):
+        late: list[int] = []
+        t = threading.Thread(
+            target=lambda: late.append(
+                get_from(server, "127.0.3.99", {"Authorization": basic("prometheus", "late")})
+            )
+        )
+        t.start()
+        t.join(15)
+        assert late == [503], "the late client was left waiting (before: one global bcrypt lock)"
+    assert auth.auth_refusals() == {"busy": 1}
+
+
+def test_a_guesser_on_one_address_cannot_keep_another_from_logging_in(
+    auth: WebConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(auth) as server, guessing(server, ["127.0.2.1"] * 12, monkeypatch) as statuses:
+        # Before: the one address's guesses took every admission, so this got 503.
+        assert (
+            get_from(server, "127.0.2.2", {"Authorization": basic("prometheus", PASSWORD)}) == 200
+        )
+    assert statuses.count(503) == 11  # one check at a time per address
 
 
 def test_tls_client_certificates_still_enforced_by_the_loop(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import NoReturn
 
 _MAX_BCRYPT_PASSWORD = 72
@@ -58,6 +59,7 @@ class BasicAuth:
         self._cache_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
         self._admitted = threading.BoundedSemaphore(BCRYPT_SLOTS + BCRYPT_QUEUE)
+        self._peers: set[str] = set()  # client addresses with a check admitted
         self._decoy_lock = threading.Lock()
         self._decoy: bytes | None = None
         self.busy_refusals = 0
@@ -83,8 +85,35 @@ class BasicAuth:
             self.busy_refusals += 1
         raise AuthBusy("every basic-auth check slot is busy")
 
-    def check(self, header_value: str | None) -> bool:
-        """True or False; AuthBusy when no bcrypt slot frees up within BCRYPT_WAIT."""
+    @contextlib.contextmanager
+    def _admission(self, peer: str) -> Iterator[None]:
+        """One bcrypt at a time per client address, BCRYPT_SLOTS + BCRYPT_QUEUE in all.
+
+        Past that no one even waits: each waiter holds an HTTP worker, which
+        must stay free for everyone else, and a guesser on one address must not
+        take every turn from a login on another.
+        """
+        with self._cache_lock:
+            busy_peer = bool(peer) and peer in self._peers
+            if not busy_peer and self._admitted.acquire(blocking=False):
+                if peer:
+                    self._peers.add(peer)
+            else:
+                busy_peer = True
+        if busy_peer:
+            self._refuse()
+        try:
+            yield
+        finally:
+            with self._cache_lock:
+                self._peers.discard(peer)
+            self._admitted.release()
+
+    def check(self, header_value: str | None, peer: str = "") -> bool:
+        """True or False; AuthBusy when no bcrypt slot frees up within BCRYPT_WAIT.
+
+        `peer` is the client's address (without port): one check at a time each.
+        """
         creds = _parse_basic(header_value)
         if creds is None:
             return False
@@ -100,11 +129,7 @@ class BasicAuth:
             return False
         stored = self._users.get(user)
         candidate = stored if stored is not None else self._decoy_hash()
-        # Past BCRYPT_SLOTS + BCRYPT_QUEUE requests no one even waits: each waiter holds
-        # an HTTP worker, and the rest of the workers must stay free for everyone else.
-        if not self._admitted.acquire(blocking=False):
-            self._refuse()
-        try:
+        with self._admission(peer):
             if not self._slots.acquire(timeout=BCRYPT_WAIT):
                 self._refuse()
             try:
@@ -113,8 +138,6 @@ class BasicAuth:
                 )
             finally:
                 self._slots.release()
-        finally:
-            self._admitted.release()
         with self._cache_lock:
             if ok and stored is not None:
                 self._verified[user] = digest

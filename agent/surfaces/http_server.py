@@ -189,7 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         config = self.server.web_config
         try:
-            authorized = config.check_basic_auth(self.headers.get("Authorization"))
+            peer = str(self.client_address).rpartition(":")[0]
+            authorized = config.check_basic_auth(self.headers.get("Authorization"), peer)
         except AuthBusy:
             self.close_connection = True
             busy = Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "Authentication busy, retry")

@@ -155,14 +155,15 @@ class WebConfig:
             return None
         return _build_context(self.path, self.tls)
 
-    def check_basic_auth(self, header_value: str | None) -> bool:
+    def check_basic_auth(self, header_value: str | None, peer: str = "") -> bool:
         """True when no users are configured or the Authorization value matches one.
 
-        Raises AuthBusy when the check could not run within its bounded wait.
+        Raises AuthBusy when the check could not run within its bounded wait
+        (`peer`, the client's address, gets one bcrypt check at a time).
         """
         if self._auth is None:
             return True
-        return self._auth.check(header_value)
+        return self._auth.check(header_value, peer)
 
     def auth_refusals(self) -> dict[str, int]:
         """Requests refused because the checks were busy (for the metrics)."""
