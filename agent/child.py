@@ -3,6 +3,12 @@
 botocore work that would otherwise stay resident in a long-running daemon
 (parsed endpoint data, the session and credential modules) runs in the child
 and leaves with it.
+
+The child imports only the agent this process runs: it starts isolated
+(`-I`: no working directory or script directory on sys.path, no PYTHON*
+variables, no user site) in a fixed working directory, and is told where this
+agent's package lives.  `python -m` from the daemon's working directory would
+otherwise run a planted `agent/__init__.py` with the host's credentials.
 """
 
 from __future__ import annotations
@@ -10,7 +16,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+#: The directory holding the `agent` package this process imported.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# A checkout goes first, so no other copy of the package (a stale install) can win;
+# site-packages, already on the path, keeps its place after the standard library.
+_BOOT = (
+    "import runpy, sys; root, module = sys.argv[1:3]; sys.argv[1:3] = []; "
+    "root in sys.path or sys.path.insert(0, root); "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 
 
 class ChildError(Exception):
@@ -21,7 +38,8 @@ def ask_child(module: str, payload: object = None, timeout: float = 30.0) -> dic
     """Run `python -m module` with `payload` as JSON on stdin; its JSON object on stdout."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", module],
+            [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, module],
+            cwd="/",
             input="" if payload is None else json.dumps(payload),
             capture_output=True,
             text=True,

@@ -65,6 +65,8 @@ class Settings:
     cert_warning_days: float = 14.0
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_config_file: str | None = None
+    web_probe_rate: float = 1.0
+    web_probe_remote: bool = False
     log_format: str = "plain"  # plain | json
     log_level: str = "info"
     audit_processes: bool = False
@@ -202,6 +204,23 @@ def known_regions() -> frozenset[str]:
         regions.update(sess.get_available_regions("sts", partition_name=partition))
         regions.update(sess.get_available_regions("ec2", partition_name=partition))
     return frozenset(regions)
+
+
+# us-east-2, us-gov-west-1, eu-isoe-west-1, ap-southeast-5: the shape of every region name.
+_REGION_SHAPE = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}")
+
+
+def region_shaped(v: Any) -> str:
+    """`v` normalised if it has the shape of a region name, else ValueError.
+
+    The check for values read at run time (environment, IMDS): it keeps odd
+    characters out of hostnames and labels without loading botocore's endpoint
+    data, which would stay resident in the daemon (about 27 MiB).
+    """
+    name = _str(v).lower()
+    if not _REGION_SHAPE.fullmatch(name):
+        raise ValueError("is not a region name (such as us-east-2)")
+    return name
 
 
 def validate_region(v: Any) -> str:
@@ -406,6 +425,8 @@ FIELDS: tuple[Field, ...] = (
         "web config YAML (TLS, basic auth)",
         "--web.config.file",
     ),
+    Field("web.probe_rate", "web_probe_rate", _positive(float), "new /probe rounds per second"),
+    Field("web.probe_remote", "web_probe_remote", _bool, "/probe from other hosts without auth"),
     Field("log.format", "log_format", _choice("plain", "json"), "plain or json"),
     Field("log.level", "log_level", _choice("debug", "info", "warning", "error"), "log level"),
     Field("audit.processes", "audit_processes", _bool, "inspect other processes' AWS settings"),

@@ -8,8 +8,10 @@ can block another.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -22,13 +24,15 @@ from agent.audit.host import HostAudits
 from agent.config import ConfigError, Loaded, Settings
 from agent.history import History
 from agent.memory import limit_malloc_arenas
+from agent.probe_gate import ProbeGate, Refused
 from agent.results import Report
-from agent.scheduler import Scheduler
+from agent.scheduler import Busy, Scheduler
 from agent.sdnotify import notify, watchdog_interval
 from agent.surfaces import history_json, status_page
+from agent.surfaces.http_metrics import ListenerMetrics
 from agent.surfaces.http_server import HttpServer, ListenError, Request, Response
 from agent.surfaces.metrics import Metrics
-from agent.surfaces.webconfig import WebConfigError, load_web_config
+from agent.surfaces.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("agent.daemon")
 
@@ -48,7 +52,20 @@ class Agent:
             extras=self.audits.apply,
         )
         web = load_web_config(settings.web_config_file) if settings.web_config_file else None
-        self.http = HttpServer(settings.web_listen_address, self._routes(), web)
+        self.web = web or WebConfig()
+        self.http = HttpServer(settings.web_listen_address, self._routes(), self.web)
+        self.probe_gate = self._probe_gate(settings)
+        self.listener_metrics = ListenerMetrics(
+            self.http.connection_stats, lambda: self.probe_gate.refused, self.web.auth_refusals
+        )
+
+    def _probe_gate(self, settings: Settings) -> ProbeGate[Report]:
+        # Half the HTTP workers at most, so /probe callers never hold every scrape up.
+        return ProbeGate(
+            settings.web_probe_rate,
+            max_callers=max(1, self.http.workers // 2),
+            wait=2 * self.scheduler.round_budget(),
+        )
 
     def _routes(self) -> dict[str, Callable[[Request], Response]]:
         return {
@@ -69,7 +86,8 @@ class Agent:
         return Response(200, "application/json", body.encode())
 
     def _metrics(self, _: Request) -> Response:
-        return Response(200, CONTENT_TYPE_LATEST, self.metrics.registry.exposition())
+        body = self.metrics.registry.exposition() + self.listener_metrics.exposition()
+        return Response(200, CONTENT_TYPE_LATEST, body)
 
     def _ready(self, _: Request) -> Response:
         if self.scheduler.ready:
@@ -82,10 +100,24 @@ class Agent:
             refresh=max(5, int(self.settings.interval)),
             history=self.history,
         )
-        return Response(200, "text/html; charset=utf-8", body.encode())
+        # "replace": text a target process chose must never turn the page into a 500.
+        return Response(200, "text/html; charset=utf-8", body.encode("utf-8", "replace"))
 
     def _probe(self, req: Request) -> Response:
-        """Blackbox-style: one synchronous round for one endpoint, its own fresh registry."""
+        """Blackbox-style: one synchronous round for one endpoint, its own fresh registry.
+
+        Each round signs real calls with the host's credentials, so callers share
+        rounds, new ones are rate-limited, and other hosts need auth (or an opt-in).
+        """
+        if not (self.settings.web_probe_remote or self.web.authenticates_clients) and not (
+            _is_loopback(req.client_address)
+        ):
+            self.probe_gate.count_refusal("remote")
+            return _text(
+                403,
+                "/probe from another host needs basic auth, a required client certificate, "
+                "or web.probe_remote = true\n",
+            )
         wanted = (req.query.get("endpoint") or [""])[0]
         disc = self.scheduler.discovery
         known = {
@@ -97,7 +129,16 @@ class Agent:
         if wanted not in known and wanted not in kinds:
             choices = ", ".join(sorted(known) + sorted(kinds))
             return _text(400, f"endpoint must be one of: {choices}\n")
-        report = self.scheduler.run_once(only_endpoint=wanted)
+        wait = self.scheduler.round_budget()
+        try:
+            report = self.probe_gate.run(
+                wanted, lambda: self.scheduler.run_once(only_endpoint=wanted, wait=wait)
+            )
+        except Refused as exc:
+            return _refused(exc.status, exc.retry_after, exc.reason)
+        except Busy as exc:
+            self.probe_gate.count_refusal("timeout")
+            return _refused(503, math.ceil(wait), str(exc))
         fresh = Metrics(self.settings.metrics_histogram_phases)
         fresh.observe(report)
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(fresh.registry))
@@ -114,6 +155,22 @@ class Agent:
 
 def _text(status: int, body: str) -> Response:
     return Response(status, "text/plain; charset=utf-8", body.encode())
+
+
+def _refused(status: int, retry_after: int, reason: str) -> Response:
+    body = f"{reason}; retry after {retry_after} s\n".encode()
+    return Response(status, "text/plain; charset=utf-8", body, (("Retry-After", str(retry_after)),))
+
+
+def _is_loopback(client_address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback peers, given as "HOST:PORT"."""
+    host = client_address.rpartition(":")[0] or client_address
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]) -> int:
@@ -181,5 +238,6 @@ def _reload(
     agent.settings = new
     agent.metrics.histogram_phases = frozenset(new.metrics_histogram_phases)
     agent.scheduler.reload(new)
+    agent.probe_gate = agent._probe_gate(new)
     log.info("configuration reloaded")
     notify("READY=1")

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from agent.child import ChildError, ask_child
-from agent.config import Settings
+from agent.config import Settings, region_shaped
 from agent.credentials import Credentials
 from agent.discovery.hosts_file import HostsPins, read_pins
 from agent.discovery.imds import discover as imds_discover
@@ -65,12 +65,29 @@ def _regions(
     """Region fallback order: settings (file/env/flag) > AWS_DEFAULT_REGION > AWS_REGION > IMDS."""
     if settings.regions:
         return settings.regions, "config"
-    for var in ("AWS_DEFAULT_REGION", "AWS_REGION"):
-        if environ.get(var):
-            return (environ[var].strip(),), var
-    if imds.region:
-        return (imds.region,), "imds"
+    for source, value in (
+        ("AWS_DEFAULT_REGION", environ.get("AWS_DEFAULT_REGION")),
+        ("AWS_REGION", environ.get("AWS_REGION")),
+        ("imds", imds.region),
+    ):
+        region = _checked_region(source, value)
+        if region:
+            return (region,), source
     return (), "none"
+
+
+def _checked_region(source: str, value: str | None) -> str | None:
+    """`value` if it has a region name's shape, else None, logged in one line.
+
+    It becomes part of hostnames and label values, so odd characters must stop here.
+    """
+    if not value or not value.strip():
+        return None
+    try:
+        return region_shaped(value.strip())
+    except ValueError as exc:
+        log.error("%s %r: %s; ignored", source, value[:64], exc)
+        return None
 
 
 # Never sent to the SDK-view child: it reads no credentials, so they need not cross the pipe.

@@ -23,6 +23,10 @@ log = logging.getLogger("agent.scheduler")
 Hook = Callable[[Report], None]
 
 
+class Busy(Exception):
+    """An on-demand round could not start within its bounded wait."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -90,14 +94,24 @@ class Scheduler:
             )
         return d
 
-    def run_once(self, only_endpoint: str | None = None) -> Report:
-        with self._lock:
+    def round_budget(self) -> float:
+        """About the longest a round takes (two probe timeouts plus rediscovery)."""
+        s = self.settings
+        return 2 * s.timeout + s.imds_timeout + 1.0
+
+    def run_once(self, only_endpoint: str | None = None, wait: float | None = None) -> Report:
+        """One round now; with `wait`, give up (Busy) if another round holds on past it."""
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise Busy(f"another probe round is still running after {wait:g} s")
+        try:
             disc = self._discovery()
             report = run_round(
                 self.settings, disc, self.prober, only_endpoint=only_endpoint, pool=self._pool
             )
             if self.extras is not None:
                 report = self.extras(self.settings, report)
+        finally:
+            self._lock.release()
         return report
 
     def _loop(self) -> None:

@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -30,6 +31,8 @@ import pytest
 
 from agent.cli import _parser
 from agent.config import build, read_env
+from agent.surfaces.http_loop import FD_RESERVE
+from agent.surfaces.http_server import MAX_CONNECTIONS, WORKERS
 from tests.conftest import ROOT, require_binary
 
 UNIT = ROOT / "systemd" / "sts-agent.service"
@@ -168,6 +171,15 @@ def test_service_contract_matches_the_daemon() -> None:
     assert args.command == "serve" and args.config == "/etc/sts-agent/config.toml"
 
 
+def test_unit_caps_descriptors_and_tasks_with_room_for_the_agent() -> None:
+    nofile, tasks = int(values("LimitNOFILE")[0]), int(values("TasksMax")[0])
+    # Under the unit's limit the listener still takes hundreds of clients and
+    # leaves the reserve free for probes.
+    assert min(MAX_CONNECTIONS, nofile - FD_RESERVE) >= 300
+    # Loop + workers + probe pool + scheduler, main, credential and SDK children.
+    assert tasks >= 1 + WORKERS + 32 + 8 + 2 + 64
+
+
 def test_example_config_is_valid() -> None:
     loaded = build(file=str(EXAMPLE_TOML), environ={})
     assert loaded.settings.web_listen_address == ":9472"
@@ -210,6 +222,8 @@ def _as_the_unit_restricts() -> None:
     a dependency that needs writable+executable memory fails here as it would
     under the unit.
     """
+    nofile = int(values("LimitNOFILE")[0])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")

@@ -344,7 +344,7 @@ def test_malformed_authorization_is_rejected(auth_config: WebConfig, header: str
     assert auth_config.check_basic_auth(header) is False
 
 
-def test_successful_login_is_cached_but_failures_pay_bcrypt(
+def test_logins_are_cached_and_only_new_wrong_passwords_pay_bcrypt(
     auth_config: WebConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bytes] = []
@@ -360,12 +360,17 @@ def test_successful_login_is_cached_but_failures_pay_bcrypt(
     assert auth_config.check_basic_auth(good)
     assert auth_config.check_basic_auth(good)
     assert len(calls) == 1  # later scrapes hit the cache
-    # The cache must never vouch for a different password, and misses are not cached.
+    # The cache must never vouch for a different password; a repeated miss is
+    # refused from the failure cache, a new one pays bcrypt.
     assert not auth_config.check_basic_auth(basic("prometheus", PASSWORD + "!"))
     assert not auth_config.check_basic_auth(basic("prometheus", PASSWORD + "!"))
+    assert len(calls) == 2
+    assert not auth_config.check_basic_auth(basic("prometheus", PASSWORD + "?"))
     assert len(calls) == 3
     # An unknown user still costs one bcrypt, so timing does not reveal valid names.
     assert not auth_config.check_basic_auth(basic("nobody", PASSWORD))
+    assert len(calls) == 4
+    assert auth_config.check_basic_auth(good)  # a cached failure never blocks the right one
     assert len(calls) == 4
 
 

@@ -10,10 +10,12 @@ started with; changes it made to its own environment later are invisible.
 Which processes count as SDK users is a deliberately simple guess: any that
 sets one of the variables, or whose name or executable contains python, java,
 node or aws.  Command lines are never read, because arguments can carry
-secrets.  Files are resolved as the process sees them: AWS_CONFIG_FILE and
-~/.aws/config through /proc/<pid>/root (so containers work), relative paths
-through /proc/<pid>/cwd, and ~ through the host's passwd entry for the
-process's uid.
+secrets.  Files are read as the process would read them (target_files):
+AWS_CONFIG_FILE and ~/.aws/config inside /proc/<pid>/root (so containers
+work, and no symlink leads out of them), relative paths from /proc/<pid>/cwd,
+~ through the host's passwd entry for the process's uid, and only when that
+uid could read them.  Names and values that are not valid UTF-8 have the bad
+bytes replaced, so no page or label ever has to encode them.
 
 Reading another user's environment needs root or CAP_SYS_PTRACE.  Without it
 the audit says `permitted=False` rather than pretending the host is clean.
@@ -22,6 +24,7 @@ Off by default (config audit.processes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 from collections import Counter
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from agent.audit.target_files import Missing, TargetIds, Unreadable, read_as, target_ids
 from agent.probes.sdk import sdk_view
 from agent.results import SdkView
 
@@ -88,75 +92,86 @@ def _home(uid: int) -> str | None:
         return None
 
 
-def _as_seen_by(pid: int, path: str, home: str | None) -> str | None:
-    """`path` as process `pid` would open it, or None when we cannot tell."""
-    if path.startswith("~"):
-        user, _, rest = path[1:].partition("/")
-        try:
-            base = pwd.getpwnam(user).pw_dir if user else home
-        except KeyError:
-            base = None
-        if base is None:
-            return None
-        path = os.path.join(base, rest)
-    anchor = f"/proc/{pid}/root" if os.path.isabs(path) else f"/proc/{pid}/cwd"
-    try:
-        os.stat(anchor)
-    except OSError:
-        return None
-    return os.path.join(anchor, path.lstrip("/"))
-
-
-def _file_overrides(
-    pid: int, uid: int, env: Mapping[str, str]
-) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Config and credentials file paths for the view, plus any reason they are not."""
-    home = _home(uid)
-    out: dict[str, str] = {}
-    reasons: tuple[str, ...] = ()
-    explicit = env.get("AWS_CONFIG_FILE")
-    if explicit:
-        seen = _as_seen_by(pid, explicit, home)
-        if seen is None:
-            reasons = ("config_file_unreadable",)
-        out["AWS_CONFIG_FILE"] = seen or os.devnull
-    else:
-        default = _as_seen_by(pid, "~/.aws/config", home)
-        out["AWS_CONFIG_FILE"] = default if default and os.path.exists(default) else os.devnull
-    # Only a named profile needs the credentials file (it may define the profile).
-    creds = _as_seen_by(pid, "~/.aws/credentials", home) if env.get("AWS_PROFILE") else None
-    out["AWS_SHARED_CREDENTIALS_FILE"] = creds if creds and os.path.exists(creds) else os.devnull
-    return out, reasons
-
-
-def _identity(path: str) -> object:
-    """Same file, same content: lets processes sharing a set-up share one view."""
-    try:
-        st = os.stat(path)
-    except OSError:
+def _expand_home(path: str, home: str | None) -> str | None:
+    if not path.startswith("~"):
         return path
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    user, _, rest = path[1:].partition("/")
+    try:
+        base = pwd.getpwnam(user).pw_dir if user else home
+    except KeyError:
+        base = None
+    return None if base is None else os.path.join(base, rest)
+
+
+def _read_for(pid: int, ids: TargetIds, path: str, home: str | None) -> tuple[bytes, object]:
+    """The file as process `pid` would read it (see target_files); raises Unreadable."""
+    expanded = _expand_home(path, home)
+    if expanded is None:
+        raise Unreadable("unknown home directory")
+    return read_as(pid, expanded, ids)
+
+
+def _file_contents(
+    pid: int, uid: int, env: Mapping[str, str]
+) -> tuple[dict[str, bytes], dict[str, object], tuple[str, ...]]:
+    """Config and credentials file contents as the process would see them, plus reasons."""
+    ids = target_ids(pid)
+    home = _home(uid)
+    contents: dict[str, bytes] = {}
+    identity: dict[str, object] = {}
+    reasons: tuple[str, ...] = ()
+    wanted = {"AWS_CONFIG_FILE": env.get("AWS_CONFIG_FILE") or "~/.aws/config"}
+    if env.get("AWS_PROFILE"):  # only a named profile needs the credentials file
+        wanted["AWS_SHARED_CREDENTIALS_FILE"] = "~/.aws/credentials"
+    for var, path in wanted.items():
+        try:
+            if ids is None:
+                raise Unreadable("process gone")
+            contents[var], identity[var] = _read_for(pid, ids, path, home)
+        except Unreadable as exc:
+            if var == "AWS_CONFIG_FILE" and env.get("AWS_CONFIG_FILE"):
+                missing = isinstance(exc, Missing)
+                reasons = ("config_file_missing" if missing else "config_file_unreadable",)
+    return contents, identity, reasons
 
 
 def _view(
     pid: int, uid: int, env: dict[str, str], memo: dict[object, SdkView]
 ) -> tuple[SdkView, tuple[str, ...]]:
-    files, extra = _file_overrides(pid, uid, env)
-    scoped = {**env, **files}
+    contents, identity, extra = _file_contents(pid, uid, env)
     key = (
         tuple(sorted((k, v) for k, v in env.items() if k != "AWS_CONFIG_FILE")),
-        _identity(files["AWS_CONFIG_FILE"]),
-        _identity(files["AWS_SHARED_CREDENTIALS_FILE"]),
+        tuple(sorted(identity.items())),
         extra,
     )
     if key not in memo:
-        memo[key] = sdk_view(scoped)
+        memo[key] = _sdk_view_with(env, contents)
     return memo[key], extra
+
+
+def _sdk_view_with(env: Mapping[str, str], contents: Mapping[str, bytes]) -> SdkView:
+    """sdk_view() over `env`, with the files botocore reads replaced by the checked contents."""
+    with contextlib.ExitStack() as stack:
+        files: dict[str, str] = {}
+        for var in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            if var not in contents:
+                files[var] = os.devnull
+                continue
+            fd = os.memfd_create(f"sts-agent-{var.lower()}", os.MFD_CLOEXEC)
+            stack.callback(os.close, fd)
+            os.write(fd, contents[var])
+            files[var] = f"/proc/self/fd/{fd}"
+        return sdk_view({**env, **files})
+
+
+def _text(value: str) -> str:
+    """Valid text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _exe_name(proc: psutil.Process) -> str:
     try:
-        return os.path.basename(str(proc.exe()))
+        return _text(os.path.basename(str(proc.exe())))
     except (psutil.AccessDenied, psutil.NoSuchProcess, OSError):
         return ""
 
@@ -180,8 +195,8 @@ def audit_processes(max_processes: int = 2000) -> ProcessAudit:
         try:
             with proc.oneshot():
                 uid = proc.uids().real
-                name = proc.name()
-                env = {k: v for k, v in proc.environ().items() if k in _WATCHED}
+                name = _text(proc.name())
+                env = {k: _text(v) for k, v in proc.environ().items() if k in _WATCHED}
         except psutil.AccessDenied:
             denied += 1
             others_denied += uid != my_uid

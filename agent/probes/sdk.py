@@ -42,6 +42,7 @@ from botocore.configprovider import (
 )
 from botocore.loaders import create_loader
 
+from agent.redact import redact_text, redact_url
 from agent.results import SdkView
 
 #: Stable reason identifiers and what each means, for reports and findings.
@@ -261,17 +262,6 @@ def _env_var(environ: Mapping[str, str], lower: str) -> tuple[str, str] | None:
     return (upper, environ[upper]) if environ.get(upper) else None
 
 
-def _without_userinfo(proxy: str) -> str:
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    host = parts.hostname or "?"
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-
-
 def proxy_for(url: str | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(the proxy botocore would use for `url`, minus any password; the reason).
 
@@ -286,7 +276,7 @@ def proxy_for(url: str | None, environ: Mapping[str, str]) -> tuple[str | None, 
     table = {"https": proxy[1], **({"no": no_proxy[1]} if no_proxy else {})}
     if _bypass(urlsplit(url).netloc, table):
         return None, "no_proxy_bypass"
-    return _without_userinfo(proxy[1]), "https_proxy"
+    return redact_url(proxy[1]), "https_proxy"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -314,7 +304,7 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
         mode = classify_url(url)
         proxy, proxy_reason = proxy_for(url, env)
         return SdkView(
-            endpoint_url=url,
+            endpoint_url=redact_url(url),
             mode=mode,
             region=client.meta.region_name,
             reasons=_reasons(session, env, mode) + ((proxy_reason,) if proxy_reason else ()),
@@ -322,7 +312,8 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
             unconfigured=not _has_aws_settings(env, session),
         )
     except Exception as exc:
-        return SdkView(endpoint_url=None, mode="unknown", region=None, error=_one_line(exc))
+        error = redact_text(_one_line(exc))
+        return SdkView(endpoint_url=None, mode="unknown", region=None, error=error)
 
 
 def main() -> int:

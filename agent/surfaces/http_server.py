@@ -2,35 +2,45 @@
 
 It knows nothing about metrics; callers hand it a path-to-function map.  The
 web config (TLS, basic auth, extra headers) applies to every route, so a new
-endpoint can never be added unprotected.  The TLS handshake runs in the
-per-connection thread with a timeout, so a client that connects and stalls
-cannot hold up the accept loop or anyone else's scrape.
+endpoint can never be added unprotected.  Hostile clients are the default
+assumption: connections are capped, handshake and head share one deadline,
+and a slow client holds no thread (see http_loop).  Framing is strict: a
+request with two Content-Lengths or any Transfer-Encoding is refused, so no
+second request can hide in a body.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import ipaddress
 import logging
-import os
 import socket
-import socketserver
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.lifecycle import Service
-from agent.surfaces.webconfig import WebConfig, WebConfigError
+from agent.surfaces.basic_auth import AuthBusy
+from agent.surfaces.http_loop import Connection, ConnectionLoop
+from agent.surfaces.tls_reload import TLSContexts
+from agent.surfaces.webconfig import WebConfig
 
 log = logging.getLogger("agent.http")
 
+#: One deadline for the TLS handshake and the whole request head (and each response write).
 CONNECTION_TIMEOUT = 10.0
-_POLL_INTERVAL = 0.2
+#: Concurrent connections, lowered to leave http_loop.FD_RESERVE descriptors free.
+MAX_CONNECTIONS = 512
+#: Threads that answer complete requests; slow clients never hold one.
+WORKERS = 8
+#: A burst of connects waits in the kernel instead of being refused.
+LISTEN_BACKLOG = 512
 _ALLOWED_METHODS = ("GET", "HEAD")
 _REALM = 'Basic realm="sts-agent"'
 
@@ -102,155 +112,63 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _TLSContexts:
-    """Serves the current SSL context, rebuilding it when a certificate file changes.
+@dataclass(frozen=True)
+class _Site:
+    """What every request handler shares: the routes and the web config."""
 
-    exporter-toolkit rereads certificates on every handshake so rotation needs no
-    restart; checking the files' stat per connection gives the same result cheaply.
-    A broken rotation keeps the last good context and logs why.
-    """
-
-    def __init__(self, config: WebConfig) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        ctx = config.ssl_context()
-        assert ctx is not None
-        self._ctx = ctx
-
-    def _file_stamp(self) -> tuple[tuple[int, int, int], ...]:
-        assert self._config.tls is not None
-        stamps = []
-        for path in self._config.tls.files:
-            try:
-                st = os.stat(path)
-                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamps.append((0, 0, 0))
-        return tuple(stamps)
-
-    def get(self) -> ssl.SSLContext:
-        with self._lock:
-            stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    fresh = self._config.ssl_context()
-                except WebConfigError as exc:
-                    log.warning("keeping the previous TLS certificate: %s", exc)
-                else:
-                    assert fresh is not None
-                    self._ctx = fresh
-                    log.info("reloaded TLS certificate files from %s", self._config.path)
-            return self._ctx
+    routes: Mapping[str, Route]
+    web_config: WebConfig
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        bind: tuple[str, int],
-        family: socket.AddressFamily,
-        dual_stack: bool,
-        routes: Mapping[str, Route],
-        web_config: WebConfig,
-        connection_timeout: float,
-    ) -> None:
-        self.address_family = family
-        self.dual_stack = dual_stack
-        self.routes = dict(routes)
-        self.web_config = web_config
-        self.connection_timeout = connection_timeout
-        self.tls = _TLSContexts(web_config) if web_config.tls_enabled else None
-        self._active: set[socket.socket] = set()
-        self._active_lock = threading.Lock()
-        super().__init__(bind, _Handler)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            v6only = 0 if self.dual_stack else 1
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-        # HTTPServer.server_bind would call getfqdn(), a DNS lookup we neither
-        # need nor want on a host whose DNS is what we are diagnosing.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Runs in the connection's own thread: TLS handshake, then HTTP."""
-        conn: socket.socket = request
-        conn.settimeout(self.connection_timeout)
-        self._track(conn, add=True)
-        try:
-            if self.tls is None:
-                super().finish_request(conn, client_address)
-                return
-            tls_conn = self._wrap(conn, client_address)
-            if tls_conn is None:
-                return
-            self._track(tls_conn, add=True)
-            try:
-                if self._handshake(tls_conn, client_address):
-                    super().finish_request(tls_conn, client_address)
-            finally:
-                self._track(tls_conn, add=False)
-                self.shutdown_request(tls_conn)
-        finally:
-            self._track(conn, add=False)
-
-    def _wrap(self, conn: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
-        assert self.tls is not None
-        try:
-            return self.tls.get().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        except (OSError, ValueError) as exc:
-            log.debug("TLS setup for %s failed: %s", _peer(client_address), exc)
-            return None
-
-    def _handshake(self, tls_conn: ssl.SSLSocket, client_address: Any) -> bool:
-        peer = _peer(client_address)
-        try:
-            tls_conn.do_handshake()
-        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-            log.debug("TLS handshake with %s failed: %s", peer, exc)
-            return False
-        if not self.web_config.client_cert_allowed(tls_conn.getpeercert()):
-            log.info("rejected client certificate from %s: no allowed SAN", peer)
-            return False
-        return True
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._active_lock:
-            if add:
-                self._active.add(conn)
-            else:
-                self._active.discard(conn)
-
-    def drop_connections(self) -> None:
-        """Cut idle keep-alive and stalled connections so stop() does not wait on them."""
-        with self._active_lock:
-            conns = list(self._active)
-        for conn in conns:
-            # The plain socket method: SSLSocket.shutdown would tear down
-            # TLS state under the thread that is still reading from it.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(conn, socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver would print a traceback to stderr; a dropped client is routine.
-        log.debug("connection from %s ended with an error", _peer(client_address), exc_info=True)
+def _listen(bind: tuple[str, int], family: socket.AddressFamily, dual: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+        sock.bind(bind)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def _peer(client_address: Any) -> str:
-    if isinstance(client_address, tuple) and len(client_address) >= 2:
-        return f"{client_address[0]}:{client_address[1]}"
-    return str(client_address)
+class _Writer:
+    """Collects the response; the connection loop sends it, so no worker waits on a client."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """Answers exactly one request whose head the connection loop has already read."""
+
+    server: _Site  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus expects
+
+    def __init__(self, conn: Connection, head: bytes, site: _Site) -> None:
+        self._head = head
+        super().__init__(conn.sock, conn.peer, site)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = _Writer()  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass
 
     def version_string(self) -> str:
         return "sts-agent"
@@ -267,10 +185,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _handle(self) -> None:
-        if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
-            self.close_connection = True  # a body we will not read must not become a request
+        if not self._framing_ok():
+            return
         config = self.server.web_config
-        if not config.check_basic_auth(self.headers.get("Authorization")):
+        try:
+            peer = str(self.client_address).rpartition(":")[0]
+            authorized = config.check_basic_auth(self.headers.get("Authorization"), peer)
+        except AuthBusy:
+            self.close_connection = True
+            busy = Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "Authentication busy, retry")
+            self._send(busy, (("Retry-After", "1"),))
+            return
+        if not authorized:
             self._send(
                 Response.text(HTTPStatus.UNAUTHORIZED, "Unauthorized"),
                 (("WWW-Authenticate", _REALM),),
@@ -292,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=parts.path,
             query=parse_qs(parts.query, keep_blank_values=True),
             headers=Headers(headers),
-            client_address=_peer(self.client_address),
+            client_address=str(self.client_address),
         )
         try:
             response = route(request)
@@ -304,6 +230,20 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("route %s traceback", parts.path, exc_info=True)
             response = Response.text(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error")
         self._send(response)
+
+    def _framing_ok(self) -> bool:
+        """One plain Content-Length at most and no Transfer-Encoding: nothing to smuggle."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if (
+            len(lengths) > 1
+            or "Transfer-Encoding" in self.headers
+            or any(not v.strip().isdigit() for v in lengths)
+        ):
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return False
+        if lengths and int(lengths[0]) != 0:
+            self.close_connection = True  # a body we will not read must not become a request
+        return True
 
     def _send(self, response: Response, extra: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(response.status)
@@ -333,13 +273,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = getattr(self, "path", None)
         path = urlsplit(raw).path if isinstance(raw, str) else "-"
         method = self.command or "-"
-        log.debug("%s %s %s from %s", method, path, code, _peer(self.client_address))
+        log.debug("%s %s %s from %s", method, path, code, self.client_address)
 
     def log_error(self, format: str, *args: Any) -> None:
-        log.debug("request from %s: %s", _peer(self.client_address), format % args)
+        log.debug("request from %s: %s", self.client_address, format % args)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("request from %s: %s", _peer(self.client_address), format % args)
+        log.debug("request from %s: %s", self.client_address, format % args)
 
 
 def _check_headers(headers: tuple[tuple[str, str], ...]) -> None:
@@ -349,7 +289,11 @@ def _check_headers(headers: tuple[tuple[str, str], ...]) -> None:
 
 
 class HttpServer(Service):
-    """A threaded HTTP(S) server for the given routes; start() binds, stop() closes."""
+    """An HTTP(S) server for the given routes; start() binds, stop() closes.
+
+    One loop thread holds idle connections (see http_loop); `workers` threads
+    answer complete requests, so the thread count is fixed whatever clients do.
+    """
 
     def __init__(
         self,
@@ -358,43 +302,86 @@ class HttpServer(Service):
         web_config: WebConfig | None = None,
         *,
         connection_timeout: float = CONNECTION_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        workers: int = WORKERS,
     ) -> None:
         self.listen_address = listen_address
         self._host, self._port = parse_listen_address(listen_address)
-        self._routes = dict(routes)
-        self._web_config = web_config or WebConfig()
+        self._site = _Site(dict(routes), web_config or WebConfig())
+        self._web_config = self._site.web_config
         self._connection_timeout = connection_timeout
-        self._server: _Server | None = None
+        self._max_connections = max_connections
+        self.workers = workers
+        self._sock: socket.socket | None = None
+        self._loop: ConnectionLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> HttpServer:
-        if self._server is not None:
+        if self._sock is not None:
             raise RuntimeError("server already started")
         bind, family, dual = self._bind_target()
         try:
-            server = _Server(
-                bind, family, dual, self._routes, self._web_config, self._connection_timeout
-            )
+            sock = _listen(bind, family, dual)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ListenError(
                 f"web.listen-address {self.listen_address}: cannot listen: {reason}"
             ) from None
-        self._server = server
+        tls = TLSContexts(self._web_config) if self._web_config.tls_enabled else None
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="http")
+        self._loop = ConnectionLoop(
+            sock,
+            self._dispatch,
+            max_connections=self._max_connections,
+            head_timeout=self._connection_timeout,
+            tls=tls.get if tls else None,
+            cert_check=self._cert_allowed,
+        )
+        self._sock = sock
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL},
-            name=f"http {self.listen_address}",
-            daemon=True,
+            target=self._loop.run, name=f"http {self.listen_address}", daemon=True
         )
         self._thread.start()
         log.info(
-            "listening on %s (tls=%s, basic_auth=%s)",
+            "listening on %s (tls=%s, basic_auth=%s, max_connections=%d)",
             self.url,
             "on" if self._web_config.tls_enabled else "off",
             "on" if self._web_config.auth_enabled else "off",
+            self._loop.max_connections,
         )
         return self
+
+    def _cert_allowed(self, conn: ssl.SSLSocket, peer: str) -> bool:
+        if self._web_config.client_cert_allowed(conn.getpeercert()):
+            return True
+        log.info("rejected client certificate from %s: no allowed SAN", peer)
+        return False
+
+    def _dispatch(self, conn: Connection, head: bytes) -> None:
+        assert self._pool is not None
+        self._pool.submit(self._serve, conn, head)
+
+    def _serve(self, conn: Connection, head: bytes) -> None:
+        """On a worker: answer one request into memory and hand it to the loop to send."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            handler = _Handler(conn, head, self._site)
+        except Exception:  # a malformed request the handler could not even answer
+            log.debug("request from %s failed", conn.peer, exc_info=True)
+            loop.release(conn)
+            return
+        assert isinstance(handler.wfile, _Writer)
+        response = b"".join(handler.wfile.chunks)
+        loop.respond(conn, response, keep_alive=not handler.close_connection)
+
+    def connection_stats(self) -> tuple[int, Mapping[str, int]]:
+        """(open connections, connections we closed by reason) for the metrics."""
+        loop = self._loop
+        if loop is None:
+            return 0, {}
+        return loop.open_connections, dict(loop.dropped)
 
     def _bind_target(self) -> tuple[tuple[str, int], socket.AddressFamily, bool]:
         host, port = self._host, self._port
@@ -422,28 +409,30 @@ class HttpServer(Service):
 
     def stop(self) -> None:
         """Stop accepting, close the listener and cut open connections."""
-        server, thread = self._server, self._thread
-        if server is None:
+        sock, loop, pool, thread = self._sock, self._loop, self._pool, self._thread
+        if sock is None:
             return
-        self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        server.drop_connections()
+        self._sock = self._thread = None
+        if loop is not None:
+            loop.stop()
         if thread is not None:
             thread.join(timeout=1.0)
+        sock.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._sock is None:
             raise RuntimeError("server not started")
-        return self._server.server_port
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if self._sock is None:
             raise RuntimeError("server not started")
         scheme = "https" if self._web_config.tls_enabled else "http"
-        host = self._server.server_name
+        host = str(self._sock.getsockname()[0])
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         elif ":" in host:

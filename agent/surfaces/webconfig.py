@@ -27,21 +27,17 @@ rejected or mapped as follows:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
-import hashlib
-import hmac
 import ipaddress
 import os
 import re
-import secrets
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from agent.surfaces.basic_auth import BasicAuth
 
 if TYPE_CHECKING:
     import yaml
@@ -93,7 +89,6 @@ _UNSUPPORTED: Mapping[str, str] = {
     "tls_server_config.curve_preferences": "is not supported; OpenSSL's defaults apply",
 }
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
-_MAX_BCRYPT_PASSWORD = 72
 
 
 class WebConfigError(ValueError):
@@ -129,76 +124,6 @@ class TLSServerConfig:
         return (self.cert_file, self.key_file, *extra)
 
 
-class _BasicAuth:
-    """bcrypt checks with a cache of successful logins, as exporter-toolkit keeps.
-
-    The cache maps a user to a keyed digest of the password that last passed
-    bcrypt; the key is random per process, so the cache never holds anything
-    reusable.  Failures are not cached: each wrong guess pays full bcrypt cost.
-    """
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        import bcrypt  # only when basic auth is configured
-
-        self._bcrypt = bcrypt
-        self._users = dict(users)
-        self._key = secrets.token_bytes(32)
-        self._verified: dict[str, bytes] = {}
-        self._cache_lock = threading.Lock()
-        # One bcrypt at a time: a flood of bad logins must not eat every core.
-        self._bcrypt_lock = threading.Lock()
-        self._decoy: bytes | None = None
-
-    def _decoy_hash(self) -> bytes:
-        # Unknown users are checked against a hash of the same cost, so the
-        # response time does not reveal which user names exist.
-        if self._decoy is None:
-            cost = max(int(h[4:6]) for h in self._users.values())
-            self._decoy = self._bcrypt.hashpw(
-                secrets.token_bytes(16), self._bcrypt.gensalt(rounds=cost)
-            )
-        return self._decoy
-
-    def _digest(self, user: str, password: bytes) -> bytes:
-        name = user.encode("utf-8")
-        msg = len(name).to_bytes(4, "big") + name + password
-        return hmac.new(self._key, msg, hashlib.sha256).digest()
-
-    def check(self, header_value: str | None) -> bool:
-        creds = _parse_basic(header_value)
-        if creds is None:
-            return False
-        user, password = creds
-        digest = self._digest(user, password)
-        with self._cache_lock:
-            known = self._verified.get(user)
-        if known is not None and hmac.compare_digest(known, digest):
-            return True
-        stored = self._users.get(user)
-        with self._bcrypt_lock:
-            candidate = stored if stored is not None else self._decoy_hash()
-            ok = len(password) <= _MAX_BCRYPT_PASSWORD and self._bcrypt.checkpw(password, candidate)
-        if not ok or stored is None:
-            return False
-        with self._cache_lock:
-            self._verified[user] = digest
-        return True
-
-
-def _parse_basic(header_value: str | None) -> tuple[str, bytes] | None:
-    if not header_value:
-        return None
-    scheme, _, encoded = header_value.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-        user, sep, password = raw.partition(b":")
-        return (user.decode("utf-8"), password) if sep else None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
 @dataclass(frozen=True)
 class WebConfig:
     """A loaded, validated web config.  WebConfig() is the "no file" default."""
@@ -208,7 +133,7 @@ class WebConfig:
     basic_auth_users: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     http2: bool = True
-    _auth: _BasicAuth | None = field(default=None, repr=False, compare=False)
+    _auth: BasicAuth | None = field(default=None, repr=False, compare=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -218,17 +143,31 @@ class WebConfig:
     def auth_enabled(self) -> bool:
         return self._auth is not None
 
+    @property
+    def authenticates_clients(self) -> bool:
+        """Every request proves who sends it: basic auth, or a required client certificate."""
+        required = self.tls is not None and self.tls.verify_mode == ssl.CERT_REQUIRED
+        return self.auth_enabled or required
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """A fresh server context from the files as they are now (None without TLS)."""
         if self.tls is None:
             return None
         return _build_context(self.path, self.tls)
 
-    def check_basic_auth(self, header_value: str | None) -> bool:
-        """True when no users are configured or the Authorization value matches one."""
+    def check_basic_auth(self, header_value: str | None, peer: str = "") -> bool:
+        """True when no users are configured or the Authorization value matches one.
+
+        Raises AuthBusy when the check could not run within its bounded wait
+        (`peer`, the client's address, gets one bcrypt check at a time).
+        """
         if self._auth is None:
             return True
-        return self._auth.check(header_value)
+        return self._auth.check(header_value, peer)
+
+    def auth_refusals(self) -> dict[str, int]:
+        """Requests refused because the checks were busy (for the metrics)."""
+        return {"busy": self._auth.busy_refusals if self._auth else 0}
 
     def client_cert_allowed(self, peer_cert: Mapping[str, Any] | None) -> bool:
         """Apply client_allowed_sans to a verified peer certificate (getpeercert())."""
@@ -356,7 +295,7 @@ class _Parser:
             basic_auth_users=tuple(sorted(users)),
             headers=headers,
             http2=http2,
-            _auth=_BasicAuth(users) if users else None,
+            _auth=BasicAuth(users) if users else None,
         )
 
     def tls(self, raw: Any) -> TLSServerConfig | None:
