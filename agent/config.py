@@ -344,6 +344,14 @@ def _phase(v: Any) -> str:
     return v.strip().lower()
 
 
+def _histogram_phases(v: Any) -> tuple[str, ...]:
+    """Any phases, but always `total`: the latency SLO alert (StsLatencyOverSlo) reads it."""
+    phases: tuple[str, ...] = _list(_phase)(v)
+    if "total" not in phases:
+        raise ValueError('must include "total" (the latency SLO alert reads phase="total")')
+    return phases
+
+
 def _vpce_name(v: Any) -> str:
     from agent.discovery.zones import REGIONAL_VPCE, zonal_names
 
@@ -437,7 +445,7 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "metrics.histogram_phases",
         "metrics_histogram_phases",
-        _list(_phase),
+        _histogram_phases,
         "request phases with a latency histogram per endpoint",
     ),
     Field(

@@ -147,6 +147,24 @@ CASES = (
         ("{path}", "UTF-8"),
     ),
     Case(
+        "histogram_phases_empty",
+        "[metrics]\nhistogram_phases = []\n",
+        "metrics.histogram_phases",
+        ('must include "total"', "SLO"),
+    ),
+    Case(
+        "histogram_phases_without_total",
+        '[metrics]\nhistogram_phases = ["connect", "tls"]\n',
+        "metrics.histogram_phases",
+        ('must include "total"', "connect"),
+    ),
+    Case(
+        "histogram_phase_unknown",
+        '[metrics]\nhistogram_phases = ["total", "dns"]\n',
+        "metrics.histogram_phases",
+        ("'dns'", "must be one of connect, tls, sign, ttfb, transfer, total"),
+    ),
+    Case(
         "missing_ca_bundle",
         'ca_bundle = "/nonexistent/sts-agent-test/ca.pem"\n',
         "ca_bundle",

@@ -190,6 +190,17 @@ def test_ipv6_resolver() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("name", ["a" * 64 + ".amazonaws.com", "sts..amazonaws.com", "x." * 130])
+def test_a_name_no_query_can_carry_is_malformed_not_raised(server: DnsServer, name: str) -> None:
+    """An over-long label, an empty label or an over-long name: a result, never an exception."""
+    server.set_records(REGIONAL, ["127.10.138.148"])
+    lk = lookup(name, at(server), TIMEOUT)
+    assert lk.reason == "malformed" and lk.addresses == ()
+    assert all(q.reason == "malformed" and "cannot ask" in q.detail for q in lk.queries)
+    # the server was never asked, and the same resolver still answers a good name
+    assert lookup(REGIONAL, at(server), TIMEOUT).addresses == ("127.10.138.148",)
+
+
 def test_every_reason_seen_here_is_a_documented_label() -> None:
     """The reasons provoked above are exactly the metric's reason label values."""
     provoked = {"timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed"}

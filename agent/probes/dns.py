@@ -33,8 +33,6 @@ _RCODE_REASONS = {
 def _query_once(
     hostname: str, rdtype: Literal["A", "AAAA"], resolver: Resolver, timeout: float
 ) -> DnsQuery:
-    request = dns.message.make_query(hostname, rdtype)
-    request.flags |= dns.flags.RD
     started = time.perf_counter()
     took: float | None = None
 
@@ -42,6 +40,13 @@ def _query_once(
         duration = time.perf_counter() - started if took is None else took
         return DnsQuery(rdtype=rdtype, duration=duration, **kw)  # type: ignore[arg-type]
 
+    try:
+        # A name no DNS message can carry (an empty or over-long label) is malformed too:
+        # the probe reports it rather than raising out of the round.
+        request = dns.message.make_query(hostname, rdtype)
+    except (dns.exception.DNSException, ValueError) as e:
+        return done(reason="malformed", detail=f"cannot ask for {hostname[:80]!r}: {e}")
+    request.flags |= dns.flags.RD
     try:
         response, used_tcp = dns.query.udp_with_fallback(
             request, resolver.address, timeout=timeout, port=resolver.port
