@@ -290,10 +290,16 @@ def _athena_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             r["userIdentity"],
             r.get("additionalEventData", {}).get("RequestDetails", {}),
         )
+        issuer = ident.get("sessionContext", {}).get("sessionIssuer", {}).get("arn")
         values = {
             "identity_type": ident.get("type"),
+            "caller": issuer
+            or ident.get("arn")
+            or ident.get("userName")
+            or ident.get("invokedBy")
+            or ident.get("principalId"),
             "arn": ident.get("arn"),
-            "issuer_arn": ident.get("sessionContext", {}).get("sessionIssuer", {}).get("arn"),
+            "issuer_arn": issuer,
             "user_name": ident.get("userName"),
             "identity_provider": ident.get("identityProvider"),
             "invoked_by": ident.get("invokedBy"),
@@ -395,7 +401,12 @@ def test_athena_bad_table_and_bad_rows(moto_url: str) -> None:
 
 def test_readme_shows_the_generated_queries() -> None:
     """The README's Audits section prints every query the audit generates, verbatim."""
-    from agent.audit.cloudtrail_queries import TITLES, queries
+    from agent.audit.cloudtrail_queries import (
+        TABLE_PLACEHOLDER,
+        TITLES,
+        athena_summary_sql,
+        queries,
+    )
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
@@ -404,8 +415,26 @@ def test_readme_shows_the_generated_queries() -> None:
     q = queries("<region>")
     for key, title in TITLES.items():
         assert f"<summary>{title}</summary>\n\n```\n{q[key]}\n```" in dedented, key
+    summary = athena_summary_sql(TABLE_PLACEHOLDER)
+    assert f"<summary>{SUMMARY_TITLE}</summary>\n\n```\n{summary}\n```" in dedented
     for code in ("**0**", "**1**", "**2**", "**3**"):
         assert code in audits
+
+
+SUMMARY_TITLE = "Athena: the summary `--athena-table` runs (TABLE in place of cloudtrail_logs)"
+
+
+def test_athena_summary_is_one_row_per_caller() -> None:
+    """Sessions of one role are one group: the GROUP BY holds the caller, never the ARN."""
+    from agent.audit.cloudtrail_queries import athena_summary_sql
+
+    sql = athena_summary_sql("t")
+    names = [ln.split(" AS ")[-1].rstrip(",") for ln in sql.splitlines() if " AS " in ln]
+    group = sql.split("GROUP BY ")[1].splitlines()[0]
+    grouped = {names[int(i) - 1] for i in group.split(", ")}
+    assert "caller" in grouped and not grouped & {"arn", "issuer_arn", "user_name"}
+    assert "arbitrary(useridentity.arn) AS arn" in sql
+    assert "useridentity.invokedby, useridentity.principalid) AS caller" in sql
 
 
 def test_exports_that_wrap_the_event(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ from agent.audit.cloudtrail_read import (
     iter_sources,
     read_records,
 )
+from agent.redact import redact_text
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR, EXIT_US_EAST_1 = 0, 1, 2, 3
 MAX_KEYS = 10_000
@@ -330,6 +331,8 @@ def summarise(
 
 
 def _error(summary: Summary, source: str, message: str, counted: int) -> None:
+    # botocore quotes the endpoint URL it failed on, user info and query included.
+    message = redact_text(message)
     print(f"sts-agent: audit: {printable(source)}: {printable(message)}", file=sys.stderr)
     summary.errors.append({"source": source, "error": message, "records_counted": counted})
 

@@ -1,9 +1,10 @@
 """`--athena-table`: the global-caller summary computed by Athena, where the logs live.
 
 At organisation scale CloudTrail is terabytes in S3; Athena aggregates it there and
-only the summary rows (one per caller shape, host, serving region and source IP) come
-back. Each row is folded into the same Summary as a local file would be, weighted by
-its `calls`, so the report, its caller grouping and the exit code are the same.
+only the summary rows come back: one per caller (an assumed role's sessions under its
+role, as in the report), host, serving region and source IP. Each row is folded into
+the same Summary as a local file would be, weighted by its `calls`, so the report, its
+caller grouping and the exit code are the same.
 The wait is a bounded poll (growing sleeps, a deadline, then StopQueryExecution).
 """
 
@@ -22,17 +23,18 @@ from agent.audit.cloudtrail_read import SourceError
 #: The SELECT's columns, by name (rows are read by the names Athena reports).
 ROW_COLUMNS = (
     "identity_type",
-    "arn",
-    "issuer_arn",
-    "user_name",
+    "caller",
     "identity_provider",
-    "invoked_by",
     "account_id",
     "host",
     "endpoint_type",
     "served_in",
     "source_ip",
     "event_name",
+    "arn",
+    "issuer_arn",
+    "user_name",
+    "invoked_by",
     "calls",
     "first_seen",
     "last_seen",
@@ -111,7 +113,11 @@ def _rows(client: Any, qid: str) -> Iterator[dict[str, str | None]]:
 
 
 def record_of(row: dict[str, str | None]) -> dict[str, Any]:
-    """A result row as the CloudTrail record it stands for."""
+    """A result row as the CloudTrail record it stands for.
+
+    `caller` decided the grouping; `arn` and the other samples let
+    agent.audit.cloudtrail_identity name it as it names a record from a file.
+    """
     ident: dict[str, Any] = {
         "type": row["identity_type"],
         "arn": row["arn"],
@@ -120,6 +126,7 @@ def record_of(row: dict[str, str | None]) -> dict[str, Any]:
         "invokedBy": row["invoked_by"],
         "accountId": row["account_id"],
         "sessionContext": {"sessionIssuer": {"arn": row["issuer_arn"]}},
+        "principalId": row["caller"],
     }
     return {
         "eventSource": STS_SOURCE,

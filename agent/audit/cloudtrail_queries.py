@@ -33,6 +33,12 @@ _LI_CALLER = (
 _ATHENA_ENDPOINT_TYPE = "json_extract_scalar(additionaleventdata, '$.RequestDetails.endpointType')"
 _ATHENA_SERVED_IN = "json_extract_scalar(additionaleventdata, '$.RequestDetails.awsServingRegion')"
 _ATHENA_HOST = "tlsdetails.clientprovidedhostheader"
+#: The caller, as the Logs Insights queries name it: an assumed role's sessions fold into
+#: the role (`sessionissuer.arn`); callers without an ARN fall back by kind.
+_ATHENA_CALLER = (
+    "coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn,\n"
+    "                useridentity.username, useridentity.invokedby, useridentity.principalid)"
+)
 
 
 def athena_global_where(since_iso: str | None = None) -> str:
@@ -49,32 +55,37 @@ def athena_global_where(since_iso: str | None = None) -> str:
 
 
 def athena_summary_sql(table: str, since_iso: str | None = None) -> str:
-    """One row per caller shape, served-in region and host: what `--athena-table` runs.
+    """One row per caller, host, serving region and source IP: what `--athena-table` runs.
 
-    Column order is a contract with `agent.audit.cloudtrail_athena.ROW_COLUMNS`.
+    Grouped by the caller (an assumed role's sessions under its role), not by
+    `useridentity.arn`, which names each session: one row per session would fill the
+    row cap long before a fleet's callers were all seen. `arbitrary` keeps one sample
+    of what varies inside a caller (a session ARN, a user name). Column names are a
+    contract with `agent.audit.cloudtrail_athena.ROW_COLUMNS`.
     """
     return "\n".join(
         [
             "SELECT useridentity.type AS identity_type,",
-            "       useridentity.arn AS arn,",
-            "       useridentity.sessioncontext.sessionissuer.arn AS issuer_arn,",
-            "       useridentity.username AS user_name,",
+            f"       {_ATHENA_CALLER} AS caller,",
             "       coalesce(json_extract_scalar(responseelements, '$.provider'),",
             "                json_extract_scalar(responseelements, '$.issuer'))",
             "         AS identity_provider,",
-            "       useridentity.invokedby AS invoked_by,",
             "       useridentity.accountid AS account_id,",
             f"       {_ATHENA_HOST} AS host,",
             f"       {_ATHENA_ENDPOINT_TYPE} AS endpoint_type,",
             f"       {_ATHENA_SERVED_IN} AS served_in,",
             "       sourceipaddress AS source_ip,",
             "       eventname AS event_name,",
+            "       arbitrary(useridentity.arn) AS arn,",
+            "       arbitrary(useridentity.sessioncontext.sessionissuer.arn) AS issuer_arn,",
+            "       arbitrary(useridentity.username) AS user_name,",
+            "       arbitrary(useridentity.invokedby) AS invoked_by,",
             "       count(*) AS calls,",
             "       min(eventtime) AS first_seen,",
             "       max(eventtime) AS last_seen",
             f"FROM {table}",
             athena_global_where(since_iso),
-            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12",
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
             "ORDER BY calls DESC",
         ]
     )
@@ -122,8 +133,7 @@ def queries(region: str) -> dict[str, str]:
     )
     athena_split = "\n".join(
         [
-            "SELECT coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn,",
-            "                useridentity.username, useridentity.invokedby) AS caller,",
+            f"SELECT {_ATHENA_CALLER} AS caller,",
             f"       CASE WHEN {_ATHENA_SERVED_IN} = '{GLOBAL_LOG_REGION}' THEN 'us-east-1'",
             f"            WHEN {_ATHENA_SERVED_IN} IS NULL THEN 'unknown'",
             "            ELSE 'in-region' END AS served,",
