@@ -35,7 +35,7 @@ from pathlib import Path
 from bench.blackbox import modules_for, running_blackbox
 from bench.procs import REPO, free_port, running_agent
 from bench.promtext import Samples, parse, value, values
-from bench.report import Goal, Result, main_for
+from bench.report import Goal, Result, main_for, method
 from bench.stats import median, median_diff_ci, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, GLOBAL, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -207,7 +207,7 @@ def run(quick: bool) -> Result:
     result = Result(
         "accuracy",
         "Timing accuracy",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     result.tables.append(
         table(

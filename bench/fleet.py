@@ -33,7 +33,7 @@ from bench.blackbox import modules_for, running_blackbox
 from bench.machine import describe
 from bench.procs import REPO, free_port, running_agent
 from bench.promtext import parse, value
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, cli, emit, method
 from bench.stats import median, table
 from bench.targets import GLOBAL, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import AgentProcess, agent_env, vpc_config, wait_for
@@ -201,7 +201,7 @@ def result_of(m: dict[str, float], new_names: list[str], interval: float, scrape
     r = Result(
         "fleet",
         "Fleet: one Prometheus, many agents, rotating public DNS",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     r.tables.append(
         table(

@@ -30,7 +30,7 @@ from bench.hostcost import audit_cpu_ms, socket_count
 from bench.machine import describe
 from bench.procs import REPO, cpu_seconds, free_port, rounds, rss_mib, running_agent
 from bench.promtext import value
-from bench.report import Goal, Result, cli, emit
+from bench.report import Goal, Result, cli, emit, method
 from bench.stats import median, ratio, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
@@ -173,7 +173,7 @@ def run(quick: bool, overrides: dict[str, Any] | None = None) -> Result:
     result = Result(
         "footprint",
         "Footprint at a 1 s interval",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     agent_ms, box_ms = m["agent_cpu_ms"], m["blackbox_cpu_ms"]
     rows = [

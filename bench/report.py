@@ -46,6 +46,11 @@ class Result:
         return "\n".join(parts).rstrip() + "\n"
 
 
+def method(doc: str | None) -> str:
+    """How a benchmark measures: its module docstring after the first paragraph, on one line."""
+    return " ".join((doc or "").strip().split("\n\n", 1)[1].split())
+
+
 def cli(
     key: str, doc: str | None, setup: Callable[[argparse.ArgumentParser], object] | None = None
 ) -> argparse.Namespace:

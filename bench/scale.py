@@ -27,7 +27,7 @@ from pathlib import Path
 from bench.hostcost import audit_cpu_ms, socket_count
 from bench.procs import cpu_seconds, free_port, running_agent, settle
 from bench.promtext import parse, value, values
-from bench.report import Goal, Result, main_for
+from bench.report import Goal, Result, main_for, method
 from bench.stats import median, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
@@ -159,7 +159,7 @@ def run(quick: bool) -> Result:
     result = Result(
         "scale",
         "Scale on one core",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     result.tables.append(
         table(

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.blackbox import modules_for, running_blackbox
 from bench.procs import free_port, running_agent
 from bench.promtext import parse, value
-from bench.report import Goal, Result, main_for
+from bench.report import Goal, Result, main_for, method
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -108,7 +108,7 @@ def run(quick: bool) -> Result:
     result = Result(
         "scrape_latency",
         "Scrape latency",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     result.tables.append(
         table(

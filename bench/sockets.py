@@ -31,7 +31,7 @@ from pathlib import Path
 from agent.audit.connections import DUTY
 from bench.hostcost import audit_cpu_ms, socket_count
 from bench.procs import REPO, cpu_seconds, free_port, rounds, running_agent, settle
-from bench.report import Goal, Result, main_for
+from bench.report import Goal, Result, main_for, method
 from bench.stats import ratio, table
 from bench.targets import Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -193,7 +193,7 @@ def run(quick: bool) -> Result:
     result = Result(
         "sockets",
         "Connection audit on a busy host",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
     small, big = rows[0], rows[-1]
     result.tables.append(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.blackbox import binary, modules_for
 from bench.procs import REPO, free_port, wait_http
-from bench.report import Goal, Result, main_for
+from bench.report import Goal, Result, main_for, method
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, Targets, simulated_targets
 from tests.support.agent_proc import agent_env, vpc_config
@@ -99,7 +99,7 @@ def run(quick: bool) -> Result:
     result = Result(
         "startup",
         "Start-up",
-        " ".join((__doc__ or "").strip().split("\n\n", 1)[1].split()),
+        method(__doc__),
     )
 
     def row(label: str, xs: list[float]) -> list[object]:
