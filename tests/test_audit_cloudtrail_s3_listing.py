@@ -18,6 +18,10 @@ from agent.audit.cloudtrail_read import Source, iter_sources
 from tests.support.moto_http import moto_http_server
 from tests.test_audit_cloudtrail import FAKE_KEY, FAKE_SECRET, event
 
+# moto's backends live for the whole test process: a bucket of its own, so other tests'
+# objects under another bucket named trail never show up in this listing.
+BUCKET = "trail-listing"
+
 
 @pytest.fixture()
 def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
@@ -37,10 +41,10 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
         boto3.setup_default_session()
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="trail")
+        s3.create_bucket(Bucket=BUCKET)
         for name in ("a", "b", "c"):
             doc = {"Records": [event(host="sts.amazonaws.com")]}
-            s3.put_object(Bucket="trail", Key=f"AWSLogs/{name}.json", Body=json.dumps(doc).encode())
+            s3.put_object(Bucket=BUCKET, Key=f"AWSLogs/{name}.json", Body=json.dumps(doc).encode())
         yield boto3.DEFAULT_SESSION
 
 
@@ -52,12 +56,12 @@ def test_objects_are_handed_out_as_their_page_arrives(s3_env: Any) -> None:
     listings: list[str] = []
     s3_env.events.register("before-parameter-build.s3.ListObjectsV2", _one_key_per_page)
     s3_env.events.register("before-call.s3.ListObjectsV2", lambda **_: listings.append("list"))
-    sources = iter_sources(["s3://trail/AWSLogs/"])
+    sources = iter_sources([f"s3://{BUCKET}/AWSLogs/"])
     first = next(sources)
-    assert isinstance(first, Source) and first.name == "s3://trail/AWSLogs/a.json"
+    assert isinstance(first, Source) and first.name == f"s3://{BUCKET}/AWSLogs/a.json"
     assert len(listings) == 1  # one page, not the whole prefix
     rest = [s.name for s in sources if isinstance(s, Source)]
-    assert rest == ["s3://trail/AWSLogs/b.json", "s3://trail/AWSLogs/c.json"]
+    assert rest == [f"s3://{BUCKET}/AWSLogs/b.json", f"s3://{BUCKET}/AWSLogs/c.json"]
     assert len(listings) >= 3
-    summary = summarise(["s3://trail/AWSLogs/"])
+    summary = summarise([f"s3://{BUCKET}/AWSLogs/"])
     assert (summary.files_read, summary.global_calls, summary.errors) == (3, 3, [])

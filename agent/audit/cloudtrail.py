@@ -53,6 +53,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.audit.cloudtrail_identity import UNKNOWN, bounded, identity_of, text_at
+
+# At import time, not lazily: the audit may run after dropping to a user that cannot
+# read the installation's files any more.
+from agent.audit.cloudtrail_logs import parse_since
 from agent.audit.cloudtrail_queries import GLOBAL_HOST, GLOBAL_LOG_REGION, STS_SOURCE, TITLES
 from agent.audit.cloudtrail_queries import queries as queries
 from agent.audit.cloudtrail_read import (
@@ -431,8 +435,6 @@ def run_cloudtrail_audit(
     athena: Any = None,
 ) -> int:
     """CLI entry; see the module docstring for the exit codes."""
-    from agent.audit.cloudtrail_logs import parse_since
-
     try:
         resolved = resolve_region(region)
         since_ms = parse_since(since) if since is not None else None
