@@ -28,7 +28,7 @@ MAX_ROUNDS = 120
 MAX_SECONDS = 3600.0
 _ABSENT = -1  # the endpoint or address was not part of that round
 _OK = 0  # outcome codes above this are 1 + the index of the failure reason in STS_REASONS
-_REASON = {r: i + 1 for i, r in enumerate(STS_REASONS)}
+_REASON: dict[str, int] = {r: i + 1 for i, r in enumerate(STS_REASONS)}
 _PATH = {p: i for i, p in enumerate(PATHS)}
 
 

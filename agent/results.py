@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
 AddressClass = Literal["vpce", "private", "public"]
@@ -19,8 +19,10 @@ PATHS: tuple[Path, ...] = ("vpce", "private", "public", "mixed", "unresolved")
 #: The `resolver` a hosts-file pin is reported under: it answers before any DNS server.
 HOSTS_FILE_RESOLVER = "hosts_file"
 
-DNS_REASONS = ("timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed")
-STS_REASONS = (
+#: Why a DNS question got no address: the `reason` label of the lookup failure counter.
+DnsReason = Literal["timeout", "servfail", "nxdomain", "nodata", "refused", "network", "malformed"]
+#: Why a signed STS call failed: the `reason` label of the request failure counter.
+StsReason = Literal[
     "connect_refused",
     "connect_timeout",
     "tls_error",
@@ -36,7 +38,9 @@ STS_REASONS = (
     "access_denied",
     "credentials_missing",
     "other",
-)
+]
+DNS_REASONS: tuple[DnsReason, ...] = get_args(DnsReason)
+STS_REASONS: tuple[StsReason, ...] = get_args(StsReason)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class DnsQuery:
     rcode: str | None = None
     answers: tuple[DnsAnswer, ...] = ()
     cnames: tuple[str, ...] = ()
-    reason: str | None = None  # one of DNS_REASONS, None when answered with data
+    reason: DnsReason | None = None  # None when answered with data
     detail: str = ""
     tcp: bool = False
 
@@ -126,7 +130,7 @@ class DnsLookup:
         return ()
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> DnsReason | None:
         """Why the lookup yielded no address, or None when it yielded some.
 
         A missing AAAA record is normal (most VPC endpoints are IPv4 only), so
@@ -190,7 +194,7 @@ class StsProbe:
     port: int
     success: bool
     phases: Phases
-    reason: str | None = None  # one of STS_REASONS when not success
+    reason: StsReason | None = None  # set when not success
     error: str | None = None  # human text, never secrets
     http_status: int | None = None
     sts_error_code: str | None = None

@@ -17,17 +17,15 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from agent.probes import sts, wire
-from agent.results import STS_REASONS, StsProbe
+from agent.results import StsProbe
 from agent.simulate.ca import Authority
 from agent.simulate.sts_server import StsServer
 from tests.support.phases import assert_phases_add_up
+from tests.support.probe_faults import CREDS, GLOBAL, REGIONAL, SECRET, STS_FAULTS, StsRig
+from tests.support.probe_faults import STS_TIMEOUT as TIMEOUT
+from tests.support.probe_faults import probe_at as run
 
-REGIONAL = "sts.us-east-2.amazonaws.com"
-GLOBAL = "sts.amazonaws.com"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-CREDS = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", SECRET, None)
 SESSION_CREDS = ReadOnlyCredentials("ASIAIOSFODNN7EXAMPLE", SECRET, "FwoGZXIvYXdzEXAMPLETOKEN")
-TIMEOUT = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +49,9 @@ def server(leaf: tuple[Path, Path]) -> Iterator[StsServer]:
         yield s
 
 
-def target(server: StsServer, host: str = REGIONAL, region: str = "us-east-2") -> sts.Target:
-    return sts.Target(host, server.host, server.port, region)
-
-
-def run(
-    server: StsServer,
-    context: ssl.SSLContext,
-    *,
-    credentials: ReadOnlyCredentials | None = CREDS,
-    signed: bool = True,
-    host: str = REGIONAL,
-    timeout: float = TIMEOUT,
-) -> StsProbe:
-    return sts.probe(
-        target(server, host),
-        context=context,
-        credentials=credentials,
-        timeout=timeout,
-        signed=signed,
-    )
+@pytest.fixture
+def rig(authority: Authority, context: ssl.SSLContext, server: StsServer) -> StsRig:
+    return StsRig(authority, context, server)
 
 
 def assert_no_secrets(p: StsProbe) -> None:
@@ -193,11 +174,8 @@ def test_reads_carry_the_kernels_arrival_time() -> None:
         ("SomethingNew", "other", 400),
     ],
 )
-def test_sts_error_codes_map_to_reasons(
-    server: StsServer, context: ssl.SSLContext, code: str, reason: str, status: int
-) -> None:
-    server.fault = f"error:{code}"
-    p = run(server, context)
+def test_sts_error_codes_map_to_reasons(rig: StsRig, code: str, reason: str, status: int) -> None:
+    p = STS_FAULTS[f"error:{code}"].provoke(rig)
     assert p.success is False
     assert p.reason == reason
     assert p.sts_error_code == code
@@ -209,11 +187,8 @@ def test_sts_error_codes_map_to_reasons(
 
 
 @pytest.mark.parametrize(("fault", "status"), [("http_503", 503), ("http_500", 500)])
-def test_server_errors_are_http_5xx(
-    server: StsServer, context: ssl.SSLContext, fault: str, status: int
-) -> None:
-    server.fault = fault
-    p = run(server, context)
+def test_server_errors_are_http_5xx(rig: StsRig, fault: str, status: int) -> None:
+    p = STS_FAULTS[fault].provoke(rig)
     assert (p.success, p.reason, p.http_status) == (False, "http_5xx", status)
     assert p.error == f"HTTP {status}"
 
@@ -234,13 +209,11 @@ def test_unsigned_on_purpose_still_fails_on_5xx(server: StsServer, context: ssl.
     assert (p.success, p.reason) == (False, "http_5xx")
 
 
-def test_missing_credentials_still_measure_the_transport(
-    server: StsServer, context: ssl.SSLContext
-) -> None:
-    p = run(server, context, credentials=None, signed=True)
+def test_missing_credentials_still_measure_the_transport(rig: StsRig) -> None:
+    p = STS_FAULTS["no_credentials"].provoke(rig)
     assert (p.success, p.reason, p.signed) == (False, "credentials_missing", False)
     assert_phases_add_up(p.phases.as_dict())
-    assert server.requests[0]["had_authorization"] is False
+    assert rig.server.requests[0]["had_authorization"] is False
 
 
 def test_missing_credentials_win_over_an_unjudgeable_body(
@@ -284,11 +257,10 @@ def test_global_name_on_a_regional_only_certificate(
         assert p.reason == "tls_hostname_mismatch"
 
 
-def test_untrusted_ca_is_a_tls_error(server: StsServer, tmp_path: Path) -> None:
-    stranger = Authority.create(tmp_path / "stranger")
-    p = run(server, sts.tls_context(str(stranger.ca_path)))
+def test_untrusted_ca_is_a_tls_error(rig: StsRig) -> None:
+    p = STS_FAULTS["untrusted_ca"].provoke(rig)
     assert (p.success, p.reason) == (False, "tls_error")
-    assert server.requests == []
+    assert rig.server.requests == []
 
 
 def test_without_a_bundle_the_probe_trusts_what_botocore_trusts(server: StsServer) -> None:
@@ -305,10 +277,8 @@ def test_without_a_bundle_the_probe_trusts_what_botocore_trusts(server: StsServe
     assert server.requests == []
 
 
-def test_expired_certificate_is_a_tls_error(authority: Authority, context: ssl.SSLContext) -> None:
-    cert, key = authority.issue([REGIONAL], name="expired", expired=True)
-    with StsServer("127.0.0.1", 0, cert, key) as old:
-        p = run(old, context)
+def test_expired_certificate_is_a_tls_error(rig: StsRig) -> None:
+    p = STS_FAULTS["expired"].provoke(rig)
     assert (p.success, p.reason) == (False, "tls_error")
     assert "expired" in (p.error or "")
 
@@ -338,11 +308,8 @@ def test_certificate_expiry_is_reported(authority: Authority, context: ssl.SSLCo
         ("header_flood", "bad_response", "ttfb"),
     ],
 )
-def test_transport_faults(
-    server: StsServer, context: ssl.SSLContext, fault: str, reason: str, reached: str
-) -> None:
-    server.fault = fault
-    p = run(server, context)
+def test_transport_faults(rig: StsRig, fault: str, reason: str, reached: str) -> None:
+    p = STS_FAULTS[fault].provoke(rig)
     assert (p.success, p.reason) == (False, reason), p.error
     if reached == "transfer":  # the whole answer was read: the phases account for total
         assert_phases_add_up(p.phases.as_dict())
@@ -355,67 +322,13 @@ def test_transport_faults(
     assert p.error
 
 
-def test_closed_port_is_connect_refused(context: ssl.SSLContext) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = sts.probe(
-        sts.Target(REGIONAL, "127.0.0.1", port, "us-east-2"),
-        context=context,
-        credentials=CREDS,
-        timeout=TIMEOUT,
-    )
+def test_closed_port_is_connect_refused(rig: StsRig) -> None:
+    p = STS_FAULTS["closed_port"].provoke(rig)
     assert (p.success, p.reason) == (False, "connect_refused")
     assert p.phases.connect is None and p.phases.total is not None
-    assert f"127.0.0.1:{port}" in (p.error or "")
+    assert f"127.0.0.1:{p.port}" in (p.error or "")
 
 
-def test_full_accept_queue_is_connect_timeout(context: ssl.SSLContext) -> None:
-    """A listener that never accepts: once its queue is full, SYNs go unanswered."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers: list[socket.socket] = []
-        try:
-            for _ in range(4):
-                f = socket.socket()
-                f.settimeout(0.2)
-                fillers.append(f)
-                try:
-                    f.connect(("127.0.0.1", port))
-                except TimeoutError:
-                    break
-            else:
-                pytest.skip("the kernel kept accepting connections")
-            p = sts.probe(
-                sts.Target(REGIONAL, "127.0.0.1", port, "us-east-2"),
-                context=context,
-                credentials=CREDS,
-                timeout=0.3,
-            )
-        finally:
-            for f in fillers:
-                f.close()
+def test_full_accept_queue_is_connect_timeout(rig: StsRig) -> None:
+    p = STS_FAULTS["full_accept_queue"].provoke(rig)
     assert (p.success, p.reason) == (False, "connect_timeout")
-
-
-def test_reasons_seen_here_are_documented_labels() -> None:
-    provoked = {
-        "connect_refused",
-        "connect_timeout",
-        "tls_error",
-        "tls_hostname_mismatch",
-        "timeout",
-        "connection_reset",
-        "bad_response",
-        "http_5xx",
-        "throttled",
-        "expired_token",
-        "invalid_token",
-        "signature",
-        "access_denied",
-        "credentials_missing",
-        "other",
-    }
-    assert provoked == set(STS_REASONS)

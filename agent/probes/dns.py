@@ -8,7 +8,7 @@ the system happened to pick.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import dns.exception
 import dns.flags
@@ -18,12 +18,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from agent.results import DnsAnswer, DnsLookup, DnsQuery, Resolver
+from agent.results import DnsAnswer, DnsLookup, DnsQuery, DnsReason, Resolver
 
 # When the A question could not reach the resolver, asking AAAA too only doubles the wait.
-_UNREACHABLE = frozenset({"timeout", "network", "refused"})
+_UNREACHABLE: frozenset[DnsReason | None] = frozenset({"timeout", "network", "refused"})
 
-_RCODE_REASONS = {
+_RCODE_REASONS: dict[int, DnsReason] = {
     dns.rcode.SERVFAIL: "servfail",
     dns.rcode.NXDOMAIN: "nxdomain",
     dns.rcode.REFUSED: "refused",
@@ -36,9 +36,9 @@ def _query_once(
     started = time.perf_counter()
     took: float | None = None
 
-    def done(**kw: object) -> DnsQuery:
+    def done(reason: DnsReason | None = None, **kw: Any) -> DnsQuery:
         duration = time.perf_counter() - started if took is None else took
-        return DnsQuery(rdtype=rdtype, duration=duration, **kw)  # type: ignore[arg-type]
+        return DnsQuery(rdtype=rdtype, duration=duration, reason=reason, **kw)
 
     try:
         # A name no DNS message can carry (an empty or over-long label) is malformed too:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.probes.wire import StampedSocket, TlsChannel
-from agent.results import Phases, StsProbe
+from agent.results import Phases, StsProbe, StsReason
 
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
 MAX_RESPONSE_BYTES = 1 << 20  # GetCallerIdentity answers are < 1 KiB; never buffer more
 _NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 
-_CODE_REASONS = {
+_CODE_REASONS: dict[str, StsReason] = {
     "Throttling": "throttled",
     "ThrottlingException": "throttled",
     "RequestLimitExceeded": "throttled",
@@ -51,7 +51,7 @@ class Target:
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: StsReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -59,7 +59,7 @@ class _Failed(Exception):
 class _Partial(_Failed):
     """A response that began (its first byte is timed) but did not complete."""
 
-    def __init__(self, reason: str, message: str, first: float | None) -> None:
+    def __init__(self, reason: StsReason, message: str, first: float | None) -> None:
         super().__init__(reason, message)
         self.first = first
 
@@ -232,7 +232,7 @@ def probe(
     info: dict[str, Any] = {}
     t0 = time.perf_counter()
 
-    def result(success: bool, reason: str | None, error: str | None, **kw: Any) -> StsProbe:
+    def result(success: bool, reason: StsReason | None, error: str | None, **kw: Any) -> StsProbe:
         phases.setdefault("total", time.perf_counter() - t0)
         return StsProbe(
             endpoint=target.hostname,
@@ -277,7 +277,7 @@ def probe(
         try:
             t_tls = max(t_conn, chan.handshake(deadline))
         except ssl.SSLCertVerificationError as e:
-            reason = "tls_hostname_mismatch" if e.verify_code == 62 else "tls_error"
+            reason: StsReason = "tls_hostname_mismatch" if e.verify_code == 62 else "tls_error"
             raise _Failed(reason, f"certificate rejected: {e.verify_message}") from None
         except TimeoutError:
             raise _Failed("timeout", "TLS handshake did not finish before the timeout") from None
