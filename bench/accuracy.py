@@ -38,7 +38,7 @@ from bench.promtext import Samples, parse, value, values
 from bench.report import Goal, Result, main_for, method
 from bench.stats import median, median_diff_ci, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, GLOBAL, REGIONAL, Targets, simulated_targets
-from tests.support.agent_proc import agent_env, vpc_config
+from testbed.agent_proc import agent_env, vpc_config
 
 INJECTED = {"dns": 0.020, "connect": 0.0, "tls": 0.030, "ttfb": 0.100}
 NOTHING = dict.fromkeys(INJECTED, 0.0)

@@ -25,7 +25,7 @@ import yaml
 from bench.procs import free_port, wait_http
 from bench.promtext import Samples, parse
 from bench.targets import Targets
-from tests.support.procs import stop_process
+from testbed.procs import stop_process
 
 BINARY = "prometheus-blackbox-exporter"
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.report import Goal, Result
 from bench.stats import table
-from tests.support.hostile_cloudtrail import (
+from testbed.hostile_cloudtrail import (
     audit_in_child,
     write_control,
     write_deep,

@@ -36,8 +36,8 @@ from bench.promtext import parse, value
 from bench.report import Goal, Result, cli, emit, method
 from bench.stats import median, table
 from bench.targets import GLOBAL, REGIONAL, Targets, simulated_targets
-from tests.support.agent_proc import AgentProcess, agent_env, vpc_config, wait_for
-from tests.support.prometheus import Prometheus, prometheus_scraping
+from testbed.agent_proc import AgentProcess, agent_env, vpc_config, wait_for
+from testbed.prometheus import Prometheus, prometheus_scraping
 
 ENIS = ("127.10.138.148", "127.10.139.20", "127.10.140.7")
 POOL = tuple(f"127.20.1.{i}" for i in range(1, 41))

@@ -33,7 +33,7 @@ from bench.promtext import value
 from bench.report import Goal, Result, cli, emit, method
 from bench.stats import median, ratio, table
 from bench.targets import Targets, simulated_targets
-from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
+from testbed.agent_proc import AgentProcess, agent_env, vpc_config
 
 RSS_GOAL_MIB = 40e6 / (1 << 20)  # the goal is 40 MB: 38.1 MiB
 CPU_GOAL_MS = 20.0

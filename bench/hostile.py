@@ -39,13 +39,8 @@ import bcrypt
 from agent.simulate.demo import ENI_ADDRESSES, SimulatedVpc, simulated_vpc
 from bench.machine import describe
 from bench.stats import median, ms, percentile, table
-from tests.support.agent_proc import (
-    AgentProcess,
-    agent_env,
-    free_port,
-    running_agent,
-    vpc_config,
-)
+from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config
+from testbed.ports import free_port
 
 SLOW_CLIENTS = 300
 FLOOD_CLIENTS = 50

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.agent_proc import AgentProcess, free_port
-from tests.support.agent_proc import running_agent as _running_agent
+from testbed.agent_proc import AgentProcess
+from testbed.agent_proc import running_agent as _running_agent
+from testbed.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -40,7 +40,7 @@ python -m bench.footprint --set audit__connections=false   # a variant, not the 
 ```
 
 Run from the repository root with the development environment (the scripts use
-the test helpers in `tests/support`). Each script prints the machine, its
+the shared helpers in `testbed`). Each script prints the machine, its
 tables with medians and ratios, and a verdict per goal; `--json FILE` saves the
 same, `--quick` makes a smoke run.
 

@@ -30,7 +30,7 @@ from bench.promtext import parse, value, values
 from bench.report import Goal, Result, main_for, method
 from bench.stats import median, table
 from bench.targets import Targets, simulated_targets
-from tests.support.agent_proc import AgentProcess, agent_env, vpc_config
+from testbed.agent_proc import AgentProcess, agent_env, vpc_config
 
 INTERVAL = 15.0
 PER_NAME = 10

@@ -26,7 +26,7 @@ from bench.promtext import parse, value
 from bench.report import Goal, Result, main_for, method
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, simulated_targets
-from tests.support.agent_proc import agent_env, vpc_config
+from testbed.agent_proc import agent_env, vpc_config
 
 GOAL_P99_MS = 5.0
 HUNG = DEFAULT_LAYOUT[REGIONAL][2]

@@ -34,7 +34,7 @@ from bench.procs import REPO, cpu_seconds, free_port, rounds, running_agent, set
 from bench.report import Goal, Result, main_for, method
 from bench.stats import ratio, table
 from bench.targets import Targets, simulated_targets
-from tests.support.agent_proc import agent_env, vpc_config
+from testbed.agent_proc import agent_env, vpc_config
 
 SIZES = (1_000, 50_000)
 FLAT_GOAL = 1.2

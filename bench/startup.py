@@ -24,8 +24,8 @@ from bench.procs import REPO, free_port, wait_http
 from bench.report import Goal, Result, main_for, method
 from bench.stats import median, ms, percentile, ratio, table
 from bench.targets import DEFAULT_LAYOUT, REGIONAL, Targets, simulated_targets
-from tests.support.agent_proc import agent_env, vpc_config
-from tests.support.procs import stop_process
+from testbed.agent_proc import agent_env, vpc_config
+from testbed.procs import stop_process
 
 GOAL_S = 1.5
 

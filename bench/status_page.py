@@ -31,7 +31,7 @@ from agent.surfaces.history_json import to_json
 from bench.machine import describe
 from bench.report import Goal, Result, cli, emit
 from bench.stats import median, ms, percentile, ratio, table
-from tests.support.rounds import Call, Round, synthetic_report
+from testbed.rounds import Call, Round, synthetic_report
 
 GOAL_MS = 100.0
 INTERVAL = 30.0  # the default: 120 rounds are the last hour

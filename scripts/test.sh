@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff" && ruff check agent tests bench
+echo "== ruff" && ruff check agent testbed tests bench
 echo "== mypy" && mypy
 echo "== pytest"
 set +e

@@ -18,7 +18,7 @@ import pytest
 from agent.audit import cloudtrail_read
 from agent.audit.cloudtrail import BoundedCounter, Summary, normal_host, queries, summarise
 from agent.audit.cloudtrail_read import Source, SourceError, read_records
-from tests.conftest import ROOT
+from testbed import ROOT
 from tests.support.moto_http import moto_http_server
 from tests.support.privileges import cli_as_nobody
 

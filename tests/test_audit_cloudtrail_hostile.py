@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.audit.cloudtrail_identity import MAX_KEY_CHARS
 from agent.audit.cloudtrail_read import SourceError, _local_opener
-from tests.support import hostile_cloudtrail as hostile
+from testbed import hostile_cloudtrail as hostile
 from tests.test_audit_cloudtrail import event, run_cli, run_json, write_doc
 
 # Generous: the bound is about 1 MiB of text per value plus the decoder's copy of it;

@@ -407,7 +407,7 @@ def test_readme_shows_the_generated_queries() -> None:
         athena_summary_sql,
         queries,
     )
-    from tests.conftest import ROOT
+    from testbed import ROOT
 
     readme = (ROOT / "README.md").read_text()
     audits = readme[readme.index("## Audits") : readme.index("## Security")]

@@ -20,7 +20,7 @@ import pytest
 
 from agent.audit import connections, sockdiag
 from agent.audit.connections import PacedCounter, count_connections, normalise_ip
-from tests.conftest import missing
+from testbed.require import missing
 from tests.support.privileges import run_as_nobody
 
 VPCE = ("regional", "vpce")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.audit.processes import ProcessAudit, ProcessSdk, audit_processes
-from tests.conftest import missing, require_binary
+from testbed.require import missing, require_binary
 from tests.support.privileges import run_as_nobody
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(30)"]

@@ -20,7 +20,7 @@ import pytest
 
 from agent.audit.processes import ProcessSdk, audit_processes
 from agent.audit.target_files import TargetIds, Unreadable, read_as
-from tests.conftest import require_root
+from testbed.require import require_root
 from tests.support.faults import live_agent
 
 LEAK = "[default]\nregion = eu-west-3\nendpoint_url = https://leaked.example\n"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, GLOBAL, REGIONAL, SimulatedVpc
-from tests.conftest import require_binary
+from testbed.require import require_binary
 from tests.support.faults import (
     REQ_FAILURES,
     REQUESTS,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from agent.simulate.imds_server import ImdsServer
-from tests.support.agent_proc import write_config
+from testbed.agent_proc import write_config
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.moto_tls import MotoStsTls
 from tests.support.phases import JSON_ROUNDING, PHASES, assert_phases_add_up

@@ -25,8 +25,9 @@ import pytest
 
 from agent import cli
 from agent.config import ConfigError, build, known_regions
-from tests.conftest import ROOT
-from tests.support.agent_proc import agent_env, free_port
+from testbed import ROOT
+from testbed.agent_proc import agent_env
+from testbed.ports import free_port
 from tests.support.privileges import cli_as_nobody
 
 EXIT_ERROR = 2

@@ -19,16 +19,11 @@ from pathlib import Path
 import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
-from tests.conftest import require_binary
-from tests.support.agent_proc import (
-    agent_env,
-    free_port,
-    running_agent,
-    vpc_config,
-    wait_for,
-)
+from testbed.agent_proc import agent_env, running_agent, vpc_config, wait_for
+from testbed.ports import free_port
+from testbed.prometheus import prometheus_scraping
+from testbed.require import require_binary
 from tests.support.chromium import dump_dom
-from tests.support.prometheus import prometheus_scraping
 
 PATH_VPCE = f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce",'
 

@@ -23,15 +23,16 @@ import pytest
 import yaml
 
 from agent.simulate.demo import REGIONAL, SimulatedVpc, simulated_vpc
-from tests.conftest import ROOT, require_binary
-from tests.support.agent_proc import (
+from testbed import ROOT
+from testbed.agent_proc import (
     agent_env,
     http_get,
     running_agent,
     vpc_config,
     wait_for,
 )
-from tests.support.prometheus import prometheus_process
+from testbed.prometheus import prometheus_process
+from testbed.require import require_binary
 from tests.support.remote_write import Received, remote_write_receiver
 from tests.test_deploy_dashboard import AGENT_METRICS
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_binary
+from testbed import ROOT
+from testbed.require import require_binary
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-dashboard.json"
 FLEET_DASHBOARD = ROOT / "deploy" / "grafana" / "sts-agent-fleet-dashboard.json"

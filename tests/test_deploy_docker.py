@@ -26,7 +26,8 @@ import yaml
 
 from agent.cli import _parser
 from agent.config import DEFAULT_PORT, build
-from tests.conftest import ROOT, require_binary
+from testbed import ROOT
+from testbed.require import require_binary
 from tests.test_deploy_systemd import agent_as_the_unit_runs_it, free_port, wait_until_ready
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_binary
-from tests.support.prometheus import prometheus_process
+from testbed import ROOT
+from testbed.prometheus import prometheus_process
+from testbed.require import require_binary
 from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
 
 PROM = ROOT / "deploy" / "prometheus"

@@ -33,7 +33,9 @@ from agent.cli import _parser
 from agent.config import build, read_env
 from agent.surfaces.http_loop import FD_RESERVE
 from agent.surfaces.http_server import MAX_CONNECTIONS, WORKERS
-from tests.conftest import ROOT, require_binary
+from testbed import ROOT
+from testbed.ports import free_port
+from testbed.require import require_binary
 
 UNIT = ROOT / "systemd" / "sts-agent.service"
 DROP_IN = ROOT / "systemd" / "sts-agent-process-audit.conf"
@@ -229,12 +231,6 @@ def _as_the_unit_restricts() -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
     if MDWE and libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -17,9 +17,9 @@ import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, GLOBAL, PUBLIC_GLOBAL, REGIONAL, SimulatedVpc
 from agent.simulate.dns_server import DnsServer
-from tests.support.agent_proc import agent_env
+from testbed.agent_proc import agent_env
+from testbed.ports import free_port
 from tests.support.faults import DNS_FAILURES, LiveAgent, Scrape, all_enis_answer, grown, live_agent
-from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")

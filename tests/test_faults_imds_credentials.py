@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc
-from tests.support.agent_proc import agent_env
+from testbed.agent_proc import agent_env
 from tests.support.faults import (
     PHASE,
     REQ_FAILURES,

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from agent.simulate.demo import ENI_ZONES, REGIONAL, VPCE_REGIONAL, SimulatedVpc, simulated_vpc
-from tests.conftest import ROOT
-from tests.support.agent_proc import agent_env, free_port, running_agent, vpc_config, wait_for
-from tests.support.prometheus import Prometheus, prometheus_scraping
+from testbed import ROOT
+from testbed.agent_proc import agent_env, running_agent, vpc_config, wait_for
+from testbed.ports import free_port
+from testbed.prometheus import Prometheus, prometheus_scraping
 
 RULES = [ROOT / "deploy" / "prometheus" / "rules" / "sts-agent-fleet.rules.yml"]
 AZ_A, AZ_B = sorted(set(ENI_ZONES.values()))

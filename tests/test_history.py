@@ -13,7 +13,7 @@ import pytest
 
 from agent.history import PUBLIC, History, percentile, window
 from agent.surfaces.history_json import iso, to_json
-from tests.support.rounds import Round, synthetic_report
+from testbed.rounds import Round, synthetic_report
 
 REGIONAL = "sts.us-east-2.amazonaws.com"
 GLOBAL = "sts.amazonaws.com"

@@ -25,8 +25,9 @@ from agent.config import Settings
 from agent.daemon import Agent
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
 from agent.surfaces.http_server import Headers, Request
-from tests.conftest import missing
-from tests.support.agent_proc import AgentProcess, agent_env, free_port, running_agent, vpc_config
+from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config
+from testbed.ports import free_port
+from testbed.require import missing
 
 SLOW_CLIENTS = 300
 FD_LIMIT = 256

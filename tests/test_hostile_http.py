@@ -26,7 +26,7 @@ from agent.surfaces import basic_auth
 from agent.surfaces.http_loop import MAX_HEAD_BYTES, head_end
 from agent.surfaces.http_server import HttpServer, Request, Response
 from agent.surfaces.webconfig import WebConfig, load_web_config
-from tests.conftest import missing
+from testbed.require import missing
 from tests.test_http_server import (
     PASSWORD,
     basic,

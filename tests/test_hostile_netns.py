@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root
-from tests.support.agent_proc import wait_for, write_config
+from testbed.agent_proc import wait_for, write_config
+from testbed.procs import stop_process
+from testbed.require import require_root
 from tests.support.netns import INSTANCE_IP, fetch_in, instance_env, topology
-from tests.support.procs import stop_process
 from tests.test_netns_e2e import _agent_binary
 
 pytestmark = [pytest.mark.root]

@@ -24,8 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import DEFAULT_PORT
 from agent.simulate.imds_server import DEFAULT_CREDENTIALS
-from tests.conftest import missing, require_binary, require_root
-from tests.support.agent_proc import wait_for
+from testbed.agent_proc import wait_for
+from testbed.procs import stop_process
+from testbed.require import missing, require_binary, require_root
 from tests.support.netns import (
     DNS_IP,
     ENI_IP,
@@ -45,7 +46,6 @@ from tests.support.netns import (
     topology,
 )
 from tests.support.phases import JSON_ROUNDING, PHASES, assert_phases_add_up
-from tests.support.procs import stop_process
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc
-from tests.support.agent_proc import agent_env
+from testbed.agent_proc import agent_env
 from tests.support.faults import REQ_FAILURES, SUCCESS, live_agent
 
 ACCESS_KEY_ID = "ASIAQLEAKCANARY7KEY0"

@@ -29,16 +29,11 @@ import trustme
 
 from agent.config import DEFAULT_PORT
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
-from tests.conftest import ROOT, require_binary, require_root
-from tests.support.agent_proc import (
-    AgentProcess,
-    agent_env,
-    free_port,
-    running_agent,
-    vpc_config,
-    wait_for,
-)
-from tests.support.procs import stop_process
+from testbed import ROOT
+from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config, wait_for
+from testbed.ports import free_port
+from testbed.procs import stop_process
+from testbed.require import require_binary, require_root
 
 USER = "prometheus"
 PASSWORD = "correct horse battery staple"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from testbed import ROOT
 
 ROUNDS = 150
 INTERVAL = 0.15

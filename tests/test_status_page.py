@@ -12,7 +12,7 @@ from agent.history import History, window
 from agent.results import Report
 from agent.surfaces import status_page
 from agent.surfaces.history_json import iso, to_json
-from tests.support.rounds import synthetic_report
+from testbed.rounds import synthetic_report
 
 REGIONAL = "sts.us-east-2.amazonaws.com"
 ENI = "127.10.138.148"

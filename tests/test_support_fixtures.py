@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, SSLError
 
-from tests.conftest import missing
+from testbed.require import missing
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.moto_tls import MotoStsTls
 

@@ -19,8 +19,10 @@ import pytest
 
 from agent.simulate.demo import REGIONAL, SimulatedVpc, simulated_vpc
 from bench.promtext import parse
-from tests.conftest import ROOT, require_binary
-from tests.support.agent_proc import agent_env, free_port, running_agent, vpc_config, wait_for
+from testbed import ROOT
+from testbed.agent_proc import agent_env, running_agent, vpc_config, wait_for
+from testbed.ports import free_port
+from testbed.require import require_binary
 from tests.test_deploy_systemd import MAX_EXPOSURE, SHIPPED_BINARY, exposure, installed_agent
 
 SERVICE = ROOT / "systemd" / "sts-agent-textfile.service"

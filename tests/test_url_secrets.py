@@ -17,7 +17,7 @@ import pytest
 
 from agent.redact import UNPARSEABLE, redact_text, redact_url
 from agent.simulate.demo import REGIONAL, SimulatedVpc
-from tests.support.agent_proc import agent_env
+from testbed.agent_proc import agent_env
 from tests.support.faults import live_agent
 
 PASSWORD = "Sup3rSecretCanary"

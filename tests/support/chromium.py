@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import require_binary
+from testbed.require import require_binary
 
 _QUIET = (
     "--headless",

@@ -25,8 +25,8 @@ import dns.rdatatype
 import dns.resolver
 
 from agent.lifecycle import Service
-from tests.support.ports import family_of, free_port
-from tests.support.procs import stop_process
+from testbed.ports import family_of, free_port
+from testbed.procs import stop_process
 
 Records = Mapping[str, Sequence[str]]
 """Name -> addresses (IPv4 and IPv6 mixed) that dnsmasq answers for A and AAAA."""
@@ -68,7 +68,7 @@ def _generation_ip(generation: int) -> str:
 
 def dnsmasq_binary() -> str:
     """Path to dnsmasq; skips the test locally and fails it under CI when it is absent."""
-    from tests.conftest import require_binary
+    from testbed.require import require_binary
 
     return require_binary("dnsmasq", "/usr/sbin/dnsmasq")
 

@@ -26,7 +26,8 @@ from prometheus_client.samples import Sample
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
 from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
-from tests.support.agent_proc import AgentProcess, agent_env, free_port, running_agent, vpc_config
+from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config
+from testbed.ports import free_port
 
 # Fast enough that a fault shows within a couple of seconds; the timeout stays below the
 # interval as the config demands.

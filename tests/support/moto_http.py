@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.conftest import missing
+from testbed.require import missing
 
 
 @contextmanager

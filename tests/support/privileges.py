@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import agent.cli
-from tests.conftest import missing
+from testbed.require import missing
 
 T = TypeVar("T")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.simulate.demo import SimulatedVpc
-from tests.support.procs import stop_process
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+from testbed import ROOT
+from testbed.procs import stop_process
 
 
 def toml_value(v: Any) -> str:
@@ -52,9 +44,9 @@ def write_config(
         else:
             plain[key] = value
     lines = [f"{k} = {toml_value(v)}" for k, v in plain.items()]
-    for name, table in merged.items():
+    for name, keys in merged.items():
         lines.append(f"[{name}]")
-        lines.extend(f'"{k}" = {toml_value(v)}' for k, v in table.items())
+        lines.extend(f'"{k}" = {toml_value(v)}' for k, v in keys.items())
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -21,6 +21,7 @@ from agent.results import (
     Phases,
     Report,
     StsProbe,
+    StsReason,
 )
 
 Call = tuple[str, AddressClass, float | None]
@@ -32,7 +33,7 @@ def synthetic_report(
     endpoints: Round,
     findings: Sequence[tuple[str, str | None]] = (),
     *,
-    reason: str = "http_5xx",
+    reason: StsReason = "http_5xx",
 ) -> Report:
     """One finished round at `at`; findings are (code, endpoint) pairs, all warnings."""
     reports = []

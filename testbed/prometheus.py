@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import require_binary
-from tests.support.agent_proc import free_port, http_get, wait_for
-from tests.support.procs import stop_process
+from testbed.agent_proc import http_get, wait_for
+from testbed.ports import free_port
+from testbed.procs import stop_process
+from testbed.require import require_binary
 
 
 class Prometheus:
