@@ -33,8 +33,8 @@ from testbed.agent_proc import (
 )
 from testbed.prometheus import prometheus_process
 from testbed.require import require_binary
+from tests.support.promql import AGENT_METRICS
 from tests.support.remote_write import Received, remote_write_receiver
-from tests.test_deploy_dashboard import AGENT_METRICS
 
 PROM = ROOT / "deploy" / "prometheus"
 AGENT_CONFIG = PROM / "prometheus-agent.yml"

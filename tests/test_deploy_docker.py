@@ -27,8 +27,9 @@ import yaml
 from agent.cli import _parser
 from agent.config import DEFAULT_PORT, build
 from testbed import ROOT
+from testbed.ports import free_port
 from testbed.require import require_binary
-from tests.test_deploy_systemd import agent_as_the_unit_runs_it, free_port, wait_until_ready
+from tests.support.systemd_unit import agent_as_the_unit_runs_it, wait_until_ready
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -25,7 +25,7 @@ import yaml
 from testbed import ROOT
 from testbed.prometheus import prometheus_process
 from testbed.require import require_binary
-from tests.test_deploy_dashboard import AGENT_METRICS, metric_names
+from tests.support.promql import AGENT_METRICS, metric_names
 
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "sts-agent.rules.yml"

@@ -23,7 +23,7 @@ from testbed import ROOT
 from testbed.agent_proc import agent_env, running_agent, vpc_config, wait_for
 from testbed.ports import free_port
 from testbed.require import require_binary
-from tests.test_deploy_systemd import MAX_EXPOSURE, SHIPPED_BINARY, exposure, installed_agent
+from tests.support.systemd_unit import MAX_EXPOSURE, SHIPPED_BINARY, exposure, installed_agent
 
 SERVICE = ROOT / "systemd" / "sts-agent-textfile.service"
 TIMER = ROOT / "systemd" / "sts-agent-textfile.timer"
