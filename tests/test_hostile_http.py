@@ -27,7 +27,7 @@ from agent.surfaces.http_loop import MAX_HEAD_BYTES, head_end
 from agent.surfaces.http_server import HttpServer, Request, Response
 from agent.surfaces.webconfig import WebConfig, load_web_config
 from testbed.require import missing
-from tests.test_http_server import (
+from tests.support.http_client import (
     PASSWORD,
     basic,
     get,

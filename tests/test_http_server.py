@@ -28,35 +28,20 @@ from agent.surfaces.http_server import (
     parse_listen_address,
 )
 from agent.surfaces.webconfig import WebConfig, WebConfigError, load_web_config
-
-PASSWORD = "correct horse battery staple"
-LOOPBACK = "127.0.0.1"
+from tests.support.http_client import (
+    LOOPBACK,
+    PASSWORD,
+    basic,
+    get,
+    hash_password,
+    tls_config,
+    write,
+    write_leaf,
+)
 
 
 def ok_route(request: Request) -> Response:
     return Response(200, "text/plain; charset=utf-8", b"ok\n")
-
-
-def hash_password(password: str) -> str:
-    # Cost 4 keeps the suite fast; the code path is the same as for cost 10+.
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def write_leaf(ca: trustme.CA, directory: Path, stem: str, *identities: str) -> None:
-    leaf = ca.issue_cert(*identities)
-    directory.mkdir(parents=True, exist_ok=True)
-    leaf.cert_chain_pems[0].write_to_path(str(directory / f"{stem}.crt"))
-    leaf.private_key_pem.write_to_path(str(directory / f"{stem}.key"))
 
 
 @pytest.fixture
@@ -77,26 +62,6 @@ def serve() -> Iterator[Callable[..., HttpServer]]:
     yield start
     for server in started:
         server.stop()
-
-
-def get(
-    server: HttpServer,
-    path: str = "/metrics",
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    context: ssl.SSLContext | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn: http.client.HTTPConnection
-    if context is not None:
-        conn = http.client.HTTPSConnection(LOOPBACK, server.port, timeout=10, context=context)
-    else:
-        conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 # --- plain HTTP --------------------------------------------------------------
@@ -396,11 +361,6 @@ def client_context(ca: trustme.CA, cert_from: trustme.CA | None = None) -> ssl.S
     if cert_from is not None:
         cert_from.issue_cert("scraper.example").configure_cert(ctx)
     return ctx
-
-
-def tls_config(directory: Path, extra: str = "") -> WebConfig:
-    text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n" + extra
-    return load_web_config(str(write(directory / "web.yml", text)))
 
 
 def test_tls_serves_https_with_trusted_cert(
