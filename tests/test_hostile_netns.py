@@ -15,8 +15,7 @@ import pytest
 from testbed.agent_proc import wait_for, write_config
 from testbed.procs import stop_process
 from testbed.require import require_root
-from tests.support.netns import INSTANCE_IP, fetch_in, instance_env, topology
-from tests.test_netns_e2e import _agent_binary
+from tests.support.netns import INSTANCE_IP, agent_binary, fetch_in, instance_env, topology
 
 pytestmark = [pytest.mark.root]
 PORT = 9472
@@ -42,7 +41,7 @@ def test_probe_from_another_host_is_refused_unless_enabled(
     )
     with topology() as topo:
         argv = topo.exec_argv(
-            topo.instance, [str(_agent_binary()), "serve", "--config", str(config)]
+            topo.instance, [str(agent_binary()), "serve", "--config", str(config)]
         )
         with open(tmp_path / "agent.log", "w") as log:
             proc = subprocess.Popen(argv, env=instance_env(), stdout=log, stderr=subprocess.STDOUT)

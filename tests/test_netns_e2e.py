@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from agent.config import DEFAULT_PORT
 from agent.simulate.imds_server import DEFAULT_CREDENTIALS
 from testbed.agent_proc import wait_for
 from testbed.procs import stop_process
-from testbed.require import missing, require_binary, require_root
+from testbed.require import require_binary, require_root
 from tests.support.netns import (
     DNS_IP,
     ENI_IP,
@@ -39,6 +37,7 @@ from tests.support.netns import (
     VPC_CIDR,
     NamespaceServer,
     Topology,
+    agent_binary,
     fetch_in,
     instance_env,
     ip,
@@ -73,13 +72,6 @@ def _value(samples: list[Sample], name: str, **labels: str) -> float | None:
 
 def _host_links() -> set[str]:
     return {line.split()[0] for line in ip("-br", "link").splitlines() if line.strip()}
-
-
-def _agent_binary() -> Path:
-    path = Path(sys.executable).parent / "sts-agent"
-    if not os.access(path, os.X_OK):
-        missing(f"installed console script {path.name}")
-    return path
 
 
 def _write_config(path: Path, ca_bundle: Path) -> Path:
@@ -269,7 +261,7 @@ def test_agent_on_an_instance_sees_vpce_then_public_when_private_dns_is_off(
     require_binary("ip")
     require_binary("sysctl", "/usr/sbin/sysctl")
     dnsmasq = require_binary("dnsmasq", "/usr/sbin/dnsmasq")
-    binary = _agent_binary()
+    binary = agent_binary()
     links_before = _host_links()
 
     log = tmp_path / "agent.log"

@@ -339,6 +339,16 @@ def _serve(config: Mapping[str, Any]) -> None:
                 print("OK {}", flush=True)
 
 
+def agent_binary() -> Path:
+    """The installed console script, as an operator would run it inside the namespace."""
+    from testbed.require import missing
+
+    path = Path(sys.executable).parent / "sts-agent"
+    if not os.access(path, os.X_OK):
+        missing(f"installed console script {path.name}")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.netns")
     sub = parser.add_subparsers(dest="command", required=True)
