@@ -1,6 +1,6 @@
 """Peak memory of `audit cloudtrail` on hostile files, beside an ordinary file.
 
-Each file is audited in a fresh interpreter (tests/support/hostile_cloudtrail.py) that
+Each file is audited in a fresh interpreter (testbed/hostile_cloudtrail.py) that
 reports VmHWM, its own peak resident set, and the growth over its RSS just before the
 audit started; ru_maxrss of the same child is printed as a cross-check. Goal: every
 hostile file is a per-file error (or, for long values, cut keys) and grows the

@@ -184,3 +184,17 @@ def test_unprivileged_process_audit_leaves_the_agent_view(
     found = run_as_nobody(_apply_as_nobody_codes, env={**env, "HOME": "/nonexistent"})
     assert found["PROCESS_AUDIT_NOT_PERMITTED"] == "info"
     assert found["SDK_USES_GLOBAL_ENDPOINT"] == "warning"  # nobody else spoke for the host
+
+
+# A host in us-east-1 behind a custom resolver: wherever a global call from it is
+# resolved, AWS serves it in us-east-1, its own region, so there is no cross-region
+# dependency to report (no critical finding, the gauge at 0).
+def test_custom_resolver_in_us_east_1_is_not_a_cross_region_dependency() -> None:
+    assert global_serving("us-east-1", (CORP,)) == ("us-east-1", "home_region")
+    r = report_for(GLOBAL_SDK, "us-east-1", (CORP,))
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes(r)
+    (f,) = [f for f in r.findings if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+    assert f.severity == "warning" and "AWS serves them in us-east-1 (the host is in us-east-1" in (
+        f.message
+    )
+    assert gauge(r) == "0.0"
