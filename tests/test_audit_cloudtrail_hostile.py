@@ -9,7 +9,7 @@ from pathlib import Path
 from agent.audit.cloudtrail_identity import MAX_KEY_CHARS
 from agent.audit.cloudtrail_read import SourceError, _local_opener
 from testbed import hostile_cloudtrail as hostile
-from tests.test_audit_cloudtrail import event, run_cli, run_json, write_doc
+from tests.support.cloudtrail import event, run_cli, run_json, write_doc
 
 # Generous: the bound is about 1 MiB of text per value plus the decoder's copy of it;
 # before these limits the same files grew the process by hundreds of MB to GBs.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_audit_cloudtrail import FAKE_KEY, FAKE_SECRET, clean_env, run_cli
+from tests.support.cloudtrail import FAKE_KEY, FAKE_SECRET, clean_env, run_cli
 
 # Loopback port 1: nothing listens, so botocore fails at once with the URL in its message.
 SECRET_URL = "http://audit-user:s3cr3t-pw@127.0.0.1:1"

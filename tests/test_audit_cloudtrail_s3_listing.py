@@ -15,8 +15,8 @@ import pytest
 
 from agent.audit.cloudtrail import summarise
 from agent.audit.cloudtrail_read import Source, iter_sources
+from tests.support.cloudtrail import FAKE_KEY, FAKE_SECRET, event
 from tests.support.moto_http import moto_http_server
-from tests.test_audit_cloudtrail import FAKE_KEY, FAKE_SECRET, event
 
 # moto's backends live for the whole test process: a bucket of its own, so other tests'
 # objects under another bucket named trail never show up in this listing.

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from agent.audit.cloudtrail_athena import ROW_COLUMNS
-from tests.support.moto_http import moto_http_server
-from tests.test_audit_cloudtrail import (
+from tests.support.cloudtrail import (
     ACCOUNT,
     FAKE_KEY,
     FAKE_SECRET,
@@ -25,6 +24,7 @@ from tests.test_audit_cloudtrail import (
     run_json,
     write_doc,
 )
+from tests.support.moto_http import moto_http_server
 
 OIDC = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0D1"
 SAML = f"arn:aws:iam::{ACCOUNT}:saml-provider/Corp"

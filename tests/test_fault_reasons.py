@@ -15,9 +15,9 @@ from agent.results import DNS_REASONS, STS_REASONS
 from agent.simulate.ca import Authority
 from agent.simulate.dns_server import DnsServer
 from agent.simulate.sts_server import StsServer
+from testbed import ROOT
 from tests.support.probe_faults import DNS_FAULTS, GLOBAL, REGIONAL, STS_FAULTS, StsRig
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 FAULTS = (ROOT / "docs" / "FAULTS.md").read_text()
 
