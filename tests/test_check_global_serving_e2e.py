@@ -7,12 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.simulate.imds_server import ImdsServer
-from tests import test_check_e2e as e2e
+from tests.support import check_run
+from tests.support.check_run import (
+    HEALTHY,
+    REGION,
+    Sts,
+    check,
+    config,
+    environment,
+)
 from tests.support.dnsmasq import Dnsmasq
-from tests.test_check_e2e import HEALTHY, REGION, Sts, check, config, environment
 
-# The same real parts as test_check_e2e, shared as its fixtures.
-sts, imds, healthy_dns = e2e.sts, e2e.imds, e2e.healthy_dns
+# The real parts, as module-scoped fixtures shared by the check end-to-end tests.
+sts, imds, healthy_dns = check_run.sts, check_run.imds, check_run.healthy_dns
 
 CORPORATE_DNS = "127.30.0.53"  # outside the VPC: not the Amazon-provided resolver
 
@@ -37,6 +44,7 @@ def test_amazon_dns_in_a_default_region_serves_in_region(
 def test_custom_resolver_sends_global_calls_to_us_east_1(
     tmp_path: Path, sts: Sts, imds: ImdsServer
 ) -> None:
+
     with Dnsmasq(HEALTHY, listen=CORPORATE_DNS, ttl=30, local_domains=["amazonaws.com"]) as corp:
         cfg = config(tmp_path, sts, corp, imds, regions=[REGION])
         env = environment(imds, AWS_DEFAULT_REGION=None)
