@@ -101,44 +101,45 @@ class Metrics:
         self.rounds = 0
         self.rounds_skipped = 0
         r = self.registry
-        self.dns_duration = Histogram(
-            "sts_agent_dns_lookup_duration_seconds",
-            "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
-            ["endpoint", "resolver"],
-            buckets=DNS_BUCKETS,
-            registry=r,
+        self.dns_duration, self.dns_lookups, self.dns_failures = _timed_with_counts(
+            r,
+            DNS_BUCKETS,
+            (
+                "sts_agent_dns_lookup_duration_seconds",
+                "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
+                ["endpoint", "resolver"],
+            ),
+            (
+                "sts_agent_dns_lookups_total",
+                "DNS lookups (A and AAAA together) of an STS name at one resolver.",
+                ["endpoint", "resolver"],
+            ),
+            (
+                "sts_agent_dns_lookup_failures_total",
+                "DNS lookups that yielded no address, by reason.",
+                ["endpoint", "resolver", "reason"],
+            ),
         )
-        self.dns_lookups = Counter(
-            "sts_agent_dns_lookups_total",
-            "DNS lookups (A and AAAA together) of an STS name at one resolver.",
-            ["endpoint", "resolver"],
-            registry=r,
-        )
-        self.dns_failures = Counter(
-            "sts_agent_dns_lookup_failures_total",
-            "DNS lookups that yielded no address, by reason.",
-            ["endpoint", "resolver", "reason"],
-            registry=r,
-        )
-        self.req_duration = Histogram(
-            "sts_agent_request_duration_seconds",
-            "Phases of a signed GetCallerIdentity to an STS endpoint, over all its addresses "
-            '(phase="total" unless metrics.histogram_phases says more).',
-            ["endpoint", "phase"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
-        )
-        self.requests = Counter(
-            "sts_agent_requests",
-            'GetCallerIdentity requests sent to one ENI of an STS endpoint, or address="public".',
-            ["endpoint", "address"],
-            registry=r,
-        )
-        self.req_failures = Counter(
-            "sts_agent_request_failures",
-            "GetCallerIdentity requests that failed, by reason.",
-            ["endpoint", "address", "reason"],
-            registry=r,
+        self.req_duration, self.requests, self.req_failures = _timed_with_counts(
+            r,
+            REQUEST_BUCKETS,
+            (
+                "sts_agent_request_duration_seconds",
+                "Phases of a signed GetCallerIdentity to an STS endpoint, over all its addresses "
+                '(phase="total" unless metrics.histogram_phases says more).',
+                ["endpoint", "phase"],
+            ),
+            (
+                "sts_agent_requests",
+                "GetCallerIdentity requests sent to one ENI of an STS endpoint, or "
+                'address="public".',
+                ["endpoint", "address"],
+            ),
+            (
+                "sts_agent_request_failures",
+                "GetCallerIdentity requests that failed, by reason.",
+                ["endpoint", "address", "reason"],
+            ),
         )
         self._addr_series: dict[str, set[tuple[str, ...]]] = {}
         r.register(_StateCollector(self))
@@ -200,6 +201,24 @@ class Metrics:
         with self._lock:
             self.rounds_skipped += n
         self.registry.invalidate()
+
+
+_Family = tuple[str, str, list[str]]  # name, help text, label names
+
+
+def _timed_with_counts(
+    registry: CollectorRegistry,
+    buckets: tuple[float, ...],
+    timed: _Family,
+    attempts: _Family,
+    failures: _Family,
+) -> tuple[Histogram, Counter, Counter]:
+    """The three families of one kind of probe: how long it took, how often, how often failed."""
+    return (
+        Histogram(*timed, buckets=buckets, registry=registry),
+        Counter(*attempts, registry=registry),
+        Counter(*failures, registry=registry),
+    )
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
