@@ -51,29 +51,32 @@ class HostAudits:
         self._vpce: tuple[float, VpceConfirmation] | None = None
 
     def apply(self, settings: Settings, report: Report) -> Report:
-        audit = HostAuditResult()
+        conns: ConnectionAudit | None = None
+        age: float | None = None
+        procs: ProcessAudit | None = None
+        vpce: VpceConfirmation | None = None
         findings: list[Finding] = []
         base = report.findings
         if settings.audit_connections:
             conns, age = self._connections(settings, report)
-            audit = dataclasses.replace(audit, connections=conns, connections_age=age)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
                 self._procs = (time.time(), *_processes(report))
-            procs, found = self._procs[1], self._procs[2]
-            findings.extend(found)
-            audit = dataclasses.replace(audit, processes=procs, decides_sdk_verdict=procs.permitted)
+            procs = self._procs[1]
+            findings.extend(self._procs[2])
             if procs.permitted:
                 base = tuple(f for f in base if f.code not in SDK_ENV_CODES)
         if settings.audit_vpc_endpoints and report.region:
             if self._vpce is None or time.time() - self._vpce[0] > settings.discovery_interval:
                 self._vpce = (time.time(), _vpc_endpoints(report))
-            audit = dataclasses.replace(audit, vpc_endpoints=self._vpce[1])
-            findings.extend(self._vpce[1].findings)
-        if audit == HostAuditResult():
+            vpce = self._vpce[1]
+            findings.extend(vpce.findings)
+        if conns is None and procs is None and vpce is None:
             return report
+        decides = procs is not None and procs.permitted
+        audit = HostAuditResult(conns, age, procs, decides, vpce)
         report = dataclasses.replace(report, audit=audit, findings=base + tuple(findings))
-        return _with_api_zones(report, audit.vpc_endpoints)
+        return _with_api_zones(report, vpce)
 
     def _connections(
         self, settings: Settings, report: Report
