@@ -7,9 +7,11 @@ show that real DNS and STS answers reach these functions intact.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -383,6 +385,15 @@ def test_a_pin_off_the_designed_path_fails_the_expectation_dns_meets() -> None:
 
 def test_every_code_a_round_can_raise_has_a_round() -> None:
     assert set(ROUNDS) == {code for code, entry in CODES.items() if not entry.audit}
+
+
+def test_findings_are_built_only_through_the_registry_and_each_code_is_used() -> None:
+    agent = Path(__file__).resolve().parent.parent / "agent"
+    sources = {p: p.read_text() for p in agent.rglob("*.py") if p.name != "codes.py"}
+    built_by_hand = [str(p) for p, text in sources.items() if re.search(r"\bFinding\(", text)]
+    assert built_by_hand == []
+    used = {code for text in sources.values() for code in re.findall(r'"([A-Z0-9_]+)"', text)}
+    assert set(CODES) - used == set()
 
 
 @pytest.mark.parametrize("code", sorted(ROUNDS))
