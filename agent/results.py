@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.addresses import bracketed, join_host_port
+
 Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
 AddressClass = Literal["vpce", "private", "public"]
 Severity = Literal["info", "warning", "critical"]
@@ -50,8 +52,9 @@ class Resolver:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return host if self.port == 53 else f"{host}:{self.port}"
+        if self.port == 53:
+            return bracketed(self.address)
+        return join_host_port(self.address, self.port)
 
 
 @dataclass(frozen=True)
