@@ -116,11 +116,7 @@ def parse_listen(text: str, field: str, *, port_zero: bool = False) -> tuple[str
 
 
 def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+    return ":" in text and is_ip(text)  # only an IPv6 address has a colon
 
 
 def _forms(port_required: bool, empty_host: bool) -> str:
