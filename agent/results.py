@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:  # the audits load psutil and botocore, which only they need
     from agent.audit.host import HostAuditResult
 
+from agent.addresses import bracketed, join_host_port
+
 Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
 AddressClass = Literal["vpce", "private", "public"]
 Severity = Literal["info", "warning", "critical"]
@@ -53,8 +55,9 @@ class Resolver:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return host if self.port == 53 else f"{host}:{self.port}"
+        if self.port == 53:
+            return bracketed(self.address)
+        return join_host_port(self.address, self.port)
 
 
 @dataclass(frozen=True)

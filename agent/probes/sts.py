@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from agent.addresses import join_host_port
 from agent.probes.wire import StampedSocket, TlsChannel
 from agent.results import Phases, StsProbe
 
@@ -76,7 +77,7 @@ def load_signer() -> None:
 
 def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
     """Headers for the request; SigV4-signed when `credentials` (botocore) are given."""
-    host = target.hostname if target.port == 443 else f"{target.hostname}:{target.port}"
+    host = target.hostname if target.port == 443 else join_host_port(target.hostname, target.port)
     headers = {
         "Host": host,
         "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
@@ -353,7 +354,7 @@ def probe(
 
 
 def _hostport(t: Target) -> str:
-    return f"[{t.address}]:{t.port}" if ":" in t.address else f"{t.address}:{t.port}"
+    return join_host_port(t.address, t.port)
 
 
 def _short(e: BaseException) -> str:
