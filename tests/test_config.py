@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from agent import cli
-from agent.config import ConfigError, build, known_regions
+from agent.config import ConfigError, build
+from agent.regions import known_regions
 from testbed import ROOT
 from testbed.agent_proc import agent_env
 from testbed.ports import free_port

@@ -13,7 +13,8 @@ import trustme
 from agent.surfaces.http_server import (
     HttpServer,
 )
-from agent.surfaces.webconfig import WebConfig, load_web_config
+from agent.surfaces.webconfig import WebConfig
+from agent.surfaces.webconfig_file import load_web_config
 
 LOOPBACK = "127.0.0.1"
 PASSWORD = "correct horse battery staple"
