@@ -7,8 +7,9 @@ import sys
 
 from agent.audit.host import HostAudits
 from agent.config import Settings
+from agent.discovery import discover
 from agent.results import Report
-from agent.runner import Prober, discover, run_round
+from agent.runner import Prober, run_round
 from agent.surfaces.report_json import to_json
 from agent.surfaces.report_text import render
 

@@ -33,6 +33,7 @@ from agent.surfaces.http_metrics import ListenerMetrics
 from agent.surfaces.http_server import HttpServer, ListenError, Request, Response
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.webconfig import WebConfig, WebConfigError, load_web_config
+from agent.targets import watched_endpoints
 
 log = logging.getLogger("agent.daemon")
 
@@ -121,9 +122,7 @@ class Agent:
         wanted = (req.query.get("endpoint") or [""])[0]
         disc = self.scheduler.discovery
         known = {
-            e.hostname: e
-            for region in ((disc.regions or (None,)) if disc else (None,))
-            for e in self.settings.endpoints(region)
+            e.hostname: e for e in watched_endpoints(self.settings, disc.regions if disc else ())
         }
         kinds = {e.kind for e in known.values()}
         if wanted not in known and wanted not in kinds:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.config import Settings
+from agent.discovery import Discovery, discover
 from agent.results import Report
-from agent.runner import Discovery, Prober, discover, run_round
+from agent.runner import Prober, run_round
 
 log = logging.getLogger("agent.scheduler")
 

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from agent.config import FIELDS
-from agent.runner import Prober, discover, run_round
+from agent.discovery import discover
+from agent.runner import Prober, run_round
 from agent.simulate.demo import simulated_vpc
 from agent.surfaces.metrics import Metrics
 from agent.verdicts.findings import CODES

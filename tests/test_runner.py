@@ -18,8 +18,9 @@ import pytest
 
 from agent.config import Settings
 from agent.credentials import Credentials
+from agent.discovery import discover
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, Report, Resolver
-from agent.runner import AddressBook, Prober, discover, run_round
+from agent.runner import Prober, run_round
 from agent.simulate.ca import Authority
 from agent.simulate.demo import start_sts_servers
 from agent.simulate.dns_server import DnsServer
@@ -27,6 +28,7 @@ from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
+from agent.targets import AddressBook
 
 REGION = "us-east-2"
 REGIONAL = f"sts.{REGION}.amazonaws.com"

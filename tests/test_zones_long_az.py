@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, build
+from agent.discovery import discover
 from agent.discovery.zones import eni_zones, zonal_names
 from agent.results import Resolver
-from agent.runner import discover
 from agent.simulate.demo import ENI_ZONES, VPCE_REGIONAL, simulated_vpc
 
 LONG_AZ = "us-east-2-" + "x" * 50  # passes the config's [a-z0-9-]{1,64}
