@@ -110,8 +110,9 @@ def test_the_cap_keeps_enis_first_under_a_rotating_mixed_answer() -> None:
 
 
 def test_a_round_probes_the_eni_of_a_mixed_answer_under_the_cap(vpc: Vpc) -> None:
-    vpc.dns.set_records(REGIONAL, (PUBLIC, ENIS[0]))
-    assert probed(one_round(vpc.settings(max_addresses_per_endpoint=1))) == [ENIS[0]]
+    for records in ((PUBLIC, ENIS[0]), ("127.0.0.9", ENIS[0]), (ENIS[0], "127.0.0.9")):
+        vpc.dns.set_records(REGIONAL, records)
+        assert probed(one_round(vpc.settings(max_addresses_per_endpoint=1))) == [ENIS[0]]
 
 
 # -- real rounds --------------------------------------------------------------------
