@@ -108,7 +108,8 @@ def run_round(
         vpc_cidrs=disc.vpc_cidrs,
         sdk=disc.sdk,
         endpoints=tuple(reports),
-        extras={"regions": list(disc.regions), "resolver_error": disc.resolver_error},
+        regions=disc.regions,
+        resolver_error=disc.resolver_error,
         eni_zones=disc.eni_zones,
         vpce_enis=disc.vpce_enis,
     )

@@ -16,7 +16,6 @@ import pytest
 from agent.config import ConfigError, Settings, build
 from agent.discovery import Discovery, discover
 from agent.discovery.imds import discover as imds_discover
-from agent.discovery.zones import zonal_names
 from agent.results import Report
 from agent.runner import Prober, run_round
 from agent.simulate.demo import (
@@ -28,6 +27,7 @@ from agent.simulate.demo import (
     SimulatedVpc,
     simulated_vpc,
 )
+from agent.sts_hosts import zonal_names
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
 from tests.support.faults import Scrape

@@ -11,7 +11,8 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 
-from agent.config import Settings, region_shaped
+from agent.config import Settings
+from agent.regions import region_shaped
 from agent.results import ImdsInfo
 
 log = logging.getLogger("agent.discovery.regions")
