@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
 
-from agent.audit.host import HostAudits
 from agent.config import Settings
 from agent.results import Report
-from agent.runner import Prober, discover, run_round
+from agent.rounds import Rounds
 from agent.surfaces.report_json import to_json
 from agent.surfaces.report_text import render
 
@@ -18,26 +18,32 @@ def exit_code(report: Report) -> int:
     return 1 if report.worst_severity in ("warning", "critical") else 0
 
 
+def emit(report: Report, *, as_json: bool, out: TextIO | None = None) -> int:
+    """The report as text or JSON on `out` (stdout), and check's exit code for it."""
+    out = sys.stdout if out is None else out
+    if as_json:
+        json.dump(to_json(report), out, indent=2)
+        out.write("\n")
+    else:
+        print(render(report), file=out)
+    return exit_code(report)
+
+
 def run_check(settings: Settings, *, as_json: bool, textfile: str | None = None) -> int:
     if textfile is not None and (err := _write_textfile(textfile, None)):
         print(f"sts-agent: error: {err}", file=sys.stderr)
         return 2
-    disc = discover(settings)
+    rounds = Rounds(settings, resident=False)
+    disc = rounds.discover()
     if disc.resolver_error:
         # Without resolvers every endpoint would look unresolved; name the real cause instead.
         print(f"sts-agent: config error: {disc.resolver_error}", file=sys.stderr)
         return 2
-    report = run_round(settings, disc, Prober(settings))
-    report = HostAudits(with_owners=True).apply(settings, report)
+    report = rounds.run(disc)
     if textfile is not None and (err := _write_textfile(textfile, report)):
         print(f"sts-agent: error: {err}", file=sys.stderr)
         return 2
-    if as_json:
-        json.dump(to_json(report), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(report))
-    return exit_code(report)
+    return emit(report, as_json=as_json)
 
 
 def _write_textfile(path: str, report: Report | None) -> str:

@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from agent.daemon import serve
 
-            return serve(args, load_settings)
+            return serve(lambda: load_settings(args))
         if args.command == "demo":
             from agent.simulate.demo import run_demo
 

@@ -7,7 +7,6 @@ can block another.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import logging
@@ -20,7 +19,6 @@ from types import FrameType
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__, logs
-from agent.audit.host import HostAudits
 from agent.config import ConfigError, Loaded, Settings
 from agent.history import History
 from agent.memory import limit_malloc_arenas
@@ -34,6 +32,7 @@ from agent.surfaces.http_server import HttpServer, ListenError, Request, Respons
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.webconfig import WebConfig, WebConfigError
 from agent.surfaces.webconfig_file import load_web_config
+from agent.targets import watched_endpoints
 
 log = logging.getLogger("agent.daemon")
 
@@ -44,14 +43,8 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics(settings.metrics_histogram_phases)
-        self.audits = HostAudits()
         self.history = History()
-        self.scheduler = Scheduler(
-            settings,
-            self._observe,
-            on_skip=self.metrics.count_skipped,
-            extras=self.audits.apply,
-        )
+        self.scheduler = Scheduler(settings, self._observe, on_skip=self.metrics.count_skipped)
         web = load_web_config(settings.web_config_file) if settings.web_config_file else None
         self.web = web or WebConfig()
         self.http = HttpServer(settings.web_listen_address, self._routes(), self.web)
@@ -122,9 +115,7 @@ class Agent:
         wanted = (req.query.get("endpoint") or [""])[0]
         disc = self.scheduler.discovery
         known = {
-            e.hostname: e
-            for region in ((disc.regions or (None,)) if disc else (None,))
-            for e in self.settings.endpoints(region)
+            e.hostname: e for e in watched_endpoints(self.settings, disc.regions if disc else ())
         }
         kinds = {e.kind for e in known.values()}
         if wanted not in known and wanted not in kinds:
@@ -174,8 +165,12 @@ def _is_loopback(client_address: str) -> bool:
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]) -> int:
-    settings = load(args).settings
+Loader = Callable[[], Loaded]
+
+
+def serve(load: Loader) -> int:
+    """Load the settings, start the agent and run until a signal stops it (SIGHUP reloads)."""
+    settings = load().settings
     logs.setup(settings.log_format, settings.log_level)
     limit_malloc_arenas()  # before the first thread
     try:
@@ -184,6 +179,11 @@ def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]
     except (OSError, ListenError, WebConfigError) as e:
         log.error("cannot start: %s", e)
         return 2
+    return run_until_stopped(agent, load)
+
+
+def run_until_stopped(agent: Agent, load: Loader) -> int:
+    """The main thread's loop: signals, reloads and systemd's watchdog; stops the agent."""
     stop = threading.Event()
     reload_requested = threading.Event()
 
@@ -206,7 +206,7 @@ def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]
         if reload_requested.is_set():
             reload_requested.clear()
             stop.clear()
-            _reload(agent, args, load)
+            _reload(agent, load)
             continue
         if stop.is_set():
             break
@@ -220,12 +220,10 @@ def serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]
     return 0
 
 
-def _reload(
-    agent: Agent, args: argparse.Namespace, load: Callable[[argparse.Namespace], Loaded]
-) -> None:
+def _reload(agent: Agent, load: Loader) -> None:
     notify("RELOADING=1")
     try:
-        new = load(args).settings
+        new = load().settings
     except ConfigError as e:
         log.error("reload failed, keeping the running configuration: %s", e)
         notify("READY=1")

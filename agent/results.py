@@ -224,7 +224,7 @@ class SdkView:
     proxy: str | None = None  # the proxy botocore would send STS calls through, no userinfo
     unconfigured: bool = False  # the environment read had no AWS setting and no config file
     global_served_in: str | None = None  # where AWS serves a global call from this host
-    global_served_why: str | None = None  # a key of agent.probes.sdk.SERVING_WHY
+    global_served_why: str | None = None  # a key of agent.verdicts.serving.SERVING_WHY
 
 
 @dataclass(frozen=True)

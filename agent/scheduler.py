@@ -15,8 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.config import Settings
+from agent.discovery import Discovery
 from agent.results import Report
-from agent.runner import Discovery, Prober, discover, run_round
+from agent.rounds import Rounds
 
 log = logging.getLogger("agent.scheduler")
 
@@ -34,13 +35,11 @@ class Scheduler:
         on_report: Hook,
         *,
         on_skip: Callable[[int], None] | None = None,
-        extras: Callable[[Settings, Report], Report] | None = None,
     ) -> None:
         self.settings = settings
-        self.prober = Prober(settings, credentials_in_child=True)
+        self.rounds = Rounds(settings, resident=True)
         self.on_report = on_report
         self.on_skip = on_skip
-        self.extras = extras
         self.discovery: Discovery | None = None
         self.latest: Report | None = None
         self.last_progress = time.monotonic()
@@ -64,7 +63,7 @@ class Scheduler:
         """Swap settings; the next round rediscovers with them."""
         with self._lock:
             self.settings = settings
-            self.prober = Prober(settings, credentials_in_child=True)
+            self.rounds.reload(settings)
             self.discovery = None
         self._wake.set()
 
@@ -82,7 +81,7 @@ class Scheduler:
     def _discovery(self) -> Discovery:
         d = self.discovery
         if d is None or time.time() - d.at > self.settings.discovery_interval:
-            d = discover(self.settings, sdk_in_child=True, previous=d)
+            d = self.rounds.discover(previous=d)
             self.discovery = d
             log.info(
                 "discovery: regions=%s (from %s) imds=%s resolvers=%s vpc_cidrs=%s",
@@ -105,11 +104,7 @@ class Scheduler:
             raise Busy(f"another probe round is still running after {wait:g} s")
         try:
             disc = self._discovery()
-            report = run_round(
-                self.settings, disc, self.prober, only_endpoint=only_endpoint, pool=self._pool
-            )
-            if self.extras is not None:
-                report = self.extras(self.settings, report)
+            report = self.rounds.run(disc, only_endpoint=only_endpoint, pool=self._pool)
         finally:
             self._lock.release()
         return report

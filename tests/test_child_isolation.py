@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.credentials import Credentials
-from agent.runner import sdk_view_in_child
+from agent.discovery.sdk import sdk_view_in_child
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -26,8 +26,8 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for rel in (
         "agent/__init__.py",
         "agent/credentials.py",
-        "agent/probes/__init__.py",
-        "agent/probes/sdk.py",
+        "agent/discovery/__init__.py",
+        "agent/discovery/sdk_view.py",
     ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(code)

@@ -14,7 +14,8 @@ from agent.audit.connections import ConnectionAudit
 from agent.audit.host import HostAuditResult
 from agent.audit.processes import ProcessAudit
 from agent.config import FIELDS
-from agent.runner import Prober, discover, run_round
+from agent.discovery import discover
+from agent.runner import Prober, run_round
 from agent.simulate.demo import simulated_vpc
 from agent.surfaces.metrics import Metrics
 from agent.verdicts.codes import CODES

@@ -12,8 +12,8 @@ import logging
 import pytest
 
 from agent.config import Settings
+from agent.discovery.regions import watched_regions as _regions
 from agent.results import ImdsInfo
-from agent.runner import _regions
 
 NO_IMDS = ImdsInfo(available=False, reason="disabled")
 
@@ -32,7 +32,7 @@ NO_IMDS = ImdsInfo(available=False, reason="disabled")
 def test_odd_region_from_the_environment_is_refused_and_named(
     bad: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="agent.runner"):
+    with caplog.at_level(logging.ERROR, logger="agent.discovery.regions"):
         regions = _regions(
             Settings(), {"AWS_DEFAULT_REGION": bad, "AWS_REGION": "eu-west-1"}, NO_IMDS
         )
@@ -45,7 +45,7 @@ def test_odd_region_from_the_environment_is_refused_and_named(
 
 def test_imds_region_is_checked_too(caplog: pytest.LogCaptureFixture) -> None:
     imds = ImdsInfo(available=True, region="us-east-2\r\nX: y")
-    with caplog.at_level(logging.ERROR, logger="agent.runner"):
+    with caplog.at_level(logging.ERROR, logger="agent.discovery.regions"):
         assert _regions(Settings(), {}, imds) == ((), "none")
     assert caplog.records[0].getMessage().startswith("imds ")
 

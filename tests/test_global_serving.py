@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 
 from agent.audit.host import HostAudits
 from agent.config import Settings
-from agent.probes.sdk import sdk_view
+from agent.discovery.sdk import with_global_serving
+from agent.discovery.sdk_view import sdk_view
 from agent.results import ImdsInfo, Report, Resolver, SdkView
-from agent.runner import _with_global_serving
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
 from agent.verdicts.findings import evaluate
@@ -45,7 +45,7 @@ def test_serving_cases() -> None:
 
 
 def report_for(sdk: SdkView, region: str, resolvers: tuple[Resolver, ...]) -> Report:
-    sdk = _with_global_serving(sdk, region, resolvers)
+    sdk = with_global_serving(sdk, region, resolvers)
     imds = ImdsInfo(available=True, region=region)
     base = Report(0.0, 0.0, region, "imds", imds, resolvers, (), sdk, ())
     return dataclasses.replace(base, findings=evaluate(base, Settings(), 0.0))

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from agent.config import Settings
+from agent.discovery import discover
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, Resolver
-from agent.runner import AddressBook, Prober, discover, run_round
+from agent.runner import Prober, run_round
 from agent.simulate.demo import (
     ENI_ADDRESSES,
     GLOBAL,
@@ -23,6 +24,7 @@ from agent.simulate.demo import (
     simulated_vpc,
 )
 from agent.surfaces.metrics import Metrics
+from agent.targets import AddressBook
 from tests.support.faults import Scrape
 
 ENV = {"AWS_DEFAULT_REGION": "us-east-2", "AWS_CONFIG_FILE": "/dev/null"}

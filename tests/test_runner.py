@@ -18,8 +18,9 @@ import pytest
 
 from agent.config import Settings
 from agent.credentials import Credentials
+from agent.discovery import discover
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, Report, Resolver
-from agent.runner import AddressBook, Prober, discover, run_round
+from agent.runner import Prober, run_round
 from agent.simulate.ca import Authority
 from agent.simulate.demo import start_sts_servers
 from agent.simulate.dns_server import DnsServer
@@ -27,6 +28,7 @@ from agent.simulate.imds_server import ImdsServer
 from agent.simulate.sts_server import StsServer
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
+from agent.targets import AddressBook
 
 REGION = "us-east-2"
 REGIONAL = f"sts.{REGION}.amazonaws.com"
@@ -87,6 +89,30 @@ def test_current_answers_come_first_and_endpoints_are_separate() -> None:
     )
     assert got == ["10.0.0.7", "10.0.0.1", "10.0.0.5", "10.0.0.9"]
     assert book.update(GLOBAL, [answer(GLOBAL, ("127.20.0.10", 60))], 1.0) == ["127.20.0.10"]
+
+
+def test_the_cap_keeps_enis_first_under_a_rotating_mixed_answer() -> None:
+    """Before: the cap kept DNS order, so a rotating answer dropped ENIs in turn."""
+    book = AddressBook()
+    eni = ("10.0.0.5", "10.0.0.6")
+    public = ("198.51.100.1", "198.51.100.2", "198.51.100.3")
+
+    def is_eni(address: str) -> bool:
+        return address in eni
+
+    mixed = [*public, *eni]
+    for turn in range(len(mixed)):
+        rotated = mixed[turn:] + mixed[:turn]
+        got = book.update(
+            REGIONAL, [answer(REGIONAL, *((a, 60) for a in rotated))], float(turn), 2, is_eni
+        )
+        assert set(got[:2]) == set(eni), (turn, got)
+
+
+def test_a_round_probes_the_eni_of_a_mixed_answer_under_the_cap(vpc: Vpc) -> None:
+    for records in ((PUBLIC, ENIS[0]), ("127.0.0.9", ENIS[0]), (ENIS[0], "127.0.0.9")):
+        vpc.dns.set_records(REGIONAL, records)
+        assert probed(one_round(vpc.settings(max_addresses_per_endpoint=1))) == [ENIS[0]]
 
 
 # -- real rounds --------------------------------------------------------------------
@@ -271,6 +297,27 @@ def test_region_precedence_without_imds(
     d = discover(Settings(regions=regions, imds_enabled=False, resolvers=("127.0.0.1",)), env)
     assert (d.regions[0] if d.regions else None, d.region_source) == (region, source)
     assert d.imds.reason == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("regions", "env", "host"),
+    [
+        (("eu-west-1", "ap-south-1"), {}, None),  # before: eu-west-1, a watched region
+        (("eu-west-1",), {}, "eu-west-1"),
+        (("eu-west-1", "ap-south-1"), {"AWS_REGION": "ca-central-1"}, "ca-central-1"),
+        ((), {"AWS_DEFAULT_REGION": "us-west-2"}, "us-west-2"),
+    ],
+)
+def test_the_host_region_comes_from_a_source_that_speaks_for_the_host(
+    regions: tuple[str, ...], env: dict[str, str], host: str | None
+) -> None:
+    settings = Settings(
+        regions=regions, imds_enabled=False, resolvers=("127.10.0.2",), vpc_cidrs=(VPC,)
+    )
+    d = discover(settings, {"AWS_CONFIG_FILE": "/dev/null", **env})
+    assert d.host_region == host
+    assert d.sdk is not None and d.sdk.global_served_in == host
+    assert d.sdk.global_served_why == ("amazon_dns" if host else "region_unknown")
 
 
 def test_region_and_vpc_from_imds() -> None:

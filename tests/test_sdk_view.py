@@ -18,9 +18,9 @@ import pytest
 from botocore.args import LEGACY_GLOBAL_STS_REGIONS
 from botocore.utils import get_environ_proxies
 
-from agent.probes.sdk import REASONS, RELEVANT_ENV, classify_url, proxy_for, sdk_view
+from agent.discovery.sdk import sdk_view_in_child
+from agent.discovery.sdk_view import REASONS, RELEVANT_ENV, classify_url, proxy_for, sdk_view
 from agent.results import SdkView
-from agent.runner import sdk_view_in_child
 
 # The list in the design notes; checked against botocore below.
 LEGACY_REGIONS = (

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, Settings, build
+from agent.discovery import Discovery, discover
 from agent.discovery.imds import discover as imds_discover
 from agent.results import Report
-from agent.runner import Discovery, Prober, discover, run_round
+from agent.runner import Prober, run_round
 from agent.simulate.demo import (
     ENI_ADDRESSES,
     ENI_ZONES,

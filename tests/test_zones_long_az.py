@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, build
+from agent.discovery import discover
 from agent.discovery.zones import eni_zones
 from agent.results import Resolver
-from agent.runner import discover
 from agent.simulate.demo import ENI_ZONES, VPCE_REGIONAL, simulated_vpc
 from agent.sts_hosts import zonal_names
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from agent.runner import Prober, discover, run_round
+from agent.discovery import discover
+from agent.runner import Prober, run_round
 from agent.simulate.demo import VPCE_REGIONAL, simulated_vpc
 from agent.surfaces.metrics import Metrics
 from tests.support.faults import Scrape

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from agent.audit.target_files import Missing, TargetIds, Unreadable, read_as, target_ids
-from agent.probes.sdk import sdk_view
+from agent.discovery.sdk_view import sdk_view
 from agent.results import SdkView
 
 WATCHED_ENV: tuple[str, ...] = (

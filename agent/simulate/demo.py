@@ -16,15 +16,14 @@ import argparse
 import contextlib
 import errno
 import os
-import signal
+import shlex
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Settings
+from agent.config import FIELDS, Loaded, Settings
 from agent.simulate.ca import Authority
 from agent.simulate.dns_server import DnsServer
 from agent.simulate.imds_server import ImdsServer
@@ -134,12 +133,50 @@ def _demo_environment(imds: ImdsServer, scenario: str) -> None:
         os.environ["AWS_DEFAULT_REGION"] = REGION
 
 
+#: Settings only the daemon reads, left out of the printed `check` command.
+_SERVE_ONLY = frozenset({"interval", "discovery_interval", "web_listen_address"})
+
+
+def check_command(vpc: SimulatedVpc, settings: Settings, scenario: str) -> str:
+    """The `sts-agent check` a user can run against this simulated VPC from another shell.
+
+    `env -i` keeps the caller's own AWS variables (and credentials) out, as the demo does.
+    """
+    env = {
+        "PATH": "$PATH",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": vpc.imds.url,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_REGION" if scenario == "global-sdk" else "AWS_DEFAULT_REGION": REGION,
+    }
+    words = [
+        "env",
+        "-i",
+        *(f'{k}="{v}"' if v == "$PATH" else f"{k}={shlex.quote(v)}" for k, v in env.items()),
+        "sts-agent",
+        "check",
+    ]
+    default = Settings()
+    for f in FIELDS:
+        value = getattr(settings, f.attr)
+        if f.attr in _SERVE_ONLY or value == getattr(default, f.attr):
+            continue
+        if f.attr == "expect":
+            text = ",".join(f"{k}={v}" for k, v in value)
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        words += [f.flag, shlex.quote(text)]
+    return " ".join(words)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from agent import logs
-    from agent.check import exit_code
-    from agent.daemon import Agent
-    from agent.surfaces.report_json import to_json
-    from agent.surfaces.report_text import render
+    from agent.check import emit
+    from agent.daemon import Agent, run_until_stopped
 
     scenario = getattr(args, "scenario", "healthy")
     logs.setup("plain", "warning")
@@ -158,7 +195,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  Amazon DNS        {DNS_ADDRESS}:{vpc.dns.port}\n"
             f"  STS endpoint ENIs {enis}\n"
             f"  public STS        {PUBLIC_GLOBAL}:{vpc.sts_port} ({GLOBAL})\n"
-            f"  IMDSv2            {vpc.imds.url}\n",
+            f"  IMDSv2            {vpc.imds.url}\n"
+            f"  CA certificate    {vpc.ca_path}\n",
             file=out,
         )
         try:
@@ -168,14 +206,8 @@ def run_demo(args: argparse.Namespace) -> int:
             return 2
         report = agent.scheduler.run_once()
         if args.once:
-            if args.json:
-                import json
-
-                print(json.dumps(to_json(report), indent=2))
-            else:
-                print(render(report))
-            return exit_code(report)
-        print(render(report), file=out)
+            return emit(report, as_json=args.json)
+        emit(report, as_json=False, out=out)
         try:
             agent.start()
         except Exception as e:
@@ -183,12 +215,10 @@ def run_demo(args: argparse.Namespace) -> int:
             return 2
         print(
             f"\nServing the live agent: {agent.http.url}/ (status page), "
-            f"{agent.http.url}/metrics\nCtrl-C to stop.",
+            f"{agent.http.url}/metrics\n"
+            f"The same check from another shell, while this runs:\n"
+            f"  {check_command(vpc, settings, scenario)}\n"
+            "Ctrl-C to stop.",
             file=out,
         )
-        done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
-        signal.signal(signal.SIGINT, lambda *_: done.set())
-        done.wait()
-        agent.stop()
-    return 0
+        return run_until_stopped(agent, lambda: Loaded(settings))

@@ -317,7 +317,7 @@ def sdk_view(environ: Mapping[str, str] | None = None) -> SdkView:
 
 
 def main() -> int:
-    """`python -m agent.probes.sdk`: a JSON environment on stdin, the view as JSON on stdout.
+    """`python -m agent.discovery.sdk_view`: a JSON environment on stdin, the view on stdout.
 
     The daemon asks through this short-lived child: creating an STS client
     parses botocore's endpoint data, about 8 MB that CPython would otherwise
@@ -330,10 +330,12 @@ def main() -> int:
     try:
         doc = json.load(sys.stdin)
     except ValueError as exc:
-        print(f"agent.probes.sdk: stdin: not JSON ({exc})", file=sys.stderr)
+        print(f"agent.discovery.sdk_view: stdin: not JSON ({exc})", file=sys.stderr)
         return 2
     if not isinstance(doc, dict):
-        print("agent.probes.sdk: stdin: expected a JSON object of variables", file=sys.stderr)
+        print(
+            "agent.discovery.sdk_view: stdin: expected a JSON object of variables", file=sys.stderr
+        )
         return 2
     view = sdk_view({str(k): str(v) for k, v in doc.items()})
     json.dump(dataclasses.asdict(view), sys.stdout)
