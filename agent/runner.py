@@ -128,12 +128,23 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
 
 
 def _with_global_serving(
-    sdk: SdkView, host_region: str | None, resolvers: tuple[Resolver, ...]
+    sdk: SdkView,
+    host_region: str | None,
+    resolvers: tuple[Resolver, ...],
+    *,
+    vpc_known: bool = True,
+    in_cluster: bool = False,
 ) -> SdkView:
     """Where AWS would serve a global call from this host (agent.verdicts.serving)."""
     if sdk.error:
         return sdk
-    served, why = global_serving(host_region, resolvers, proxied=bool(sdk.proxy))
+    served, why = global_serving(
+        host_region,
+        resolvers,
+        proxied=bool(sdk.proxy),
+        vpc_known=vpc_known,
+        in_cluster=in_cluster,
+    )
     return dataclasses.replace(sdk, global_served_in=served, global_served_why=why)
 
 
@@ -201,7 +212,13 @@ def discover(
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = _sdk_unknown(str(e)[:200])
-    sdk = _with_global_serving(sdk, imds.region or (regions[0] if regions else None), resolvers)
+    sdk = _with_global_serving(
+        sdk,
+        imds.region or (regions[0] if regions else None),
+        resolvers,
+        vpc_known=bool(vpc_cidrs),
+        in_cluster="KUBERNETES_SERVICE_HOST" in environ,
+    )
     hosts = None
     if settings.hosts_file:
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]
