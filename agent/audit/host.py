@@ -87,7 +87,8 @@ def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
     """Fill in ENI AZs the EC2 API reported and zonal DNS names did not, then judge again."""
     from agent.verdicts.findings import zone_findings
 
-    records = (vpce or {}).get("endpoints", ())
+    vpc = report.imds.vpc_id  # an address means an ENI only within one VPC
+    records = [r for r in (vpce or {}).get("endpoints", ()) if not vpc or r["vpc_id"] == vpc]
     api = {a: az for r in records for a, az in r.get("zones", ())}
     if not api.keys() - report.eni_zones.keys():
         return report
