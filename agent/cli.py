@@ -137,6 +137,13 @@ def _audit_cloudtrail(args: argparse.Namespace) -> int:
     from agent.audit.cloudtrail_athena import AthenaOptions
 
     athena = None
+    if not 0 < args.athena_timeout < float("inf"):  # NaN fails both comparisons
+        print(
+            f"sts-agent: audit: --athena-timeout: not a positive number of seconds, "
+            f"got {args.athena_timeout!r}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if args.athena_table:
         athena = AthenaOptions(
             args.athena_table,

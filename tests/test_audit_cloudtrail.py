@@ -281,6 +281,15 @@ def test_bad_region_is_a_one_line_usage_error(tree: Path) -> None:
     assert "--region 'eu west 1'" in proc.stderr
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0"])
+def test_athena_timeout_must_be_a_positive_number(tree: Path, value: str) -> None:
+    proc = run_cli(str(tree), f"--athena-timeout={value}")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0
+    assert "--athena-timeout" in proc.stderr and value in proc.stderr
+
+
 # --- bad input ---------------------------------------------------------------------
 
 
