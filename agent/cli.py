@@ -120,7 +120,8 @@ def _config_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": doc, "sources": loaded.sources}, indent=2))
         return EXIT_OK
-    print(f"# {args.file}: OK. Effective settings (flag > environment > file > default):")
+    order = "flag > environment > file > discovered > default"  # README's precedence
+    print(f"# {args.file}: OK. Effective settings ({order}):")
     for f in FIELDS:
         value = getattr(loaded.settings, f.attr)
         if f.attr == "expect":
