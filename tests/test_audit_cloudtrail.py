@@ -281,6 +281,17 @@ def test_bad_region_is_a_one_line_usage_error(tree: Path) -> None:
     assert "--region 'eu west 1'" in proc.stderr
 
 
+def test_sts_global_host_names_the_serving_region(tmp_path: Path) -> None:
+    """Without awsServingRegion, an `sts-global.<region>` host header says where it was
+    served: in-region, or us-east-1 for `sts-global.us-east-1`."""
+    here = event(host="sts-global.eu-west-1.amazonaws.com", arn=ROLE_A)
+    east = event(host="sts-global.us-east-1.amazonaws.com", arn=ROLE_B)
+    write_doc(tmp_path / "a.json", [here, east])
+    _, doc, _ = run_json(str(tmp_path))
+    assert doc["global_served"] == {"in_region": 1, "us_east_1": 1, "unknown": 0}
+    assert doc["by_serving_region"] == {}  # that table stays what CloudTrail recorded
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-5", "0"])
 def test_athena_timeout_must_be_a_positive_number(tree: Path, value: str) -> None:
     proc = run_cli(str(tree), f"--athena-timeout={value}")

@@ -24,7 +24,7 @@ file, cannot exhaust memory.
 - `global_calls`: STS events counted as global; `global_by_signal`: how many of them
   `endpoint_type_and_host`, `endpoint_type` alone or `host_header` alone recognised;
   `global_served`: `{"in_region": n, "us_east_1": n, "unknown": n}` by
-  `awsServingRegion` (unknown: not recorded, as in events before the 2025 change).
+  `awsServingRegion` or an `sts-global.<region>` host (unknown: neither says).
 - `global_callers[]`: one row per workload, most calls first: `{caller, identity_type,
   principal_arn, sessions, source_ips, count, last_seen, signals, served}`; an assumed
   role's sessions are grouped under the role, a web-identity or SAML user under
@@ -74,7 +74,7 @@ SAMPLES = 5  # distinct sessions / source IPs kept per caller row
 OTHER = "(other)"
 REGION_PLACEHOLDER = "<region>"
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_STS_GLOBAL_RE = re.compile(r"^sts-global\.[a-z0-9-]+\.amazonaws\.com$")
+_STS_GLOBAL_RE = re.compile(r"^sts-global\.([a-z0-9-]+)\.amazonaws\.com$")  # names where served
 _TOP = 15  # rows per table in the human report
 _TOP_CALLERS = 50
 SIGNALS = ("endpoint_type_and_host", "endpoint_type", "host_header")
@@ -213,7 +213,8 @@ class Summary:
         signal = global_signal(kind, host)
         if signal is None:
             return
-        case = served_case(served_in)
+        named = _STS_GLOBAL_RE.match(host)
+        case = served_case(served_in or (named.group(1) if named else None))
         self.global_calls += n
         self.global_by_signal[signal] += n
         self.global_served[case] += n
