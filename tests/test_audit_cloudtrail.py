@@ -292,6 +292,22 @@ def test_sts_global_host_names_the_serving_region(tmp_path: Path) -> None:
     assert doc["by_serving_region"] == {}  # that table stays what CloudTrail recorded
 
 
+REGIONS3 = ("us-east-1", "eu-west-1", None)
+
+
+def test_text_columns_line_up_with_their_header(tmp_path: Path) -> None:
+    """A caller served in all three ways has the longest `served` text."""
+    events = [event(host="sts.amazonaws.com", arn=ROLE_A, serving_region=r) for r in REGIONS3]
+    write_doc(tmp_path / "a.json", [*events, event(host="sts.amazonaws.com", arn=ROLE_B)])
+    lines = run_cli(str(tmp_path)).stdout.splitlines()
+    header = next(x for x in lines if x.strip().startswith("calls") and "served" in x)
+    rows = [x for x in lines if x.rstrip().endswith(("legacy-app", "batch"))]
+    assert len(rows) == 2
+    for row in rows:
+        assert row.index("arn:aws:") == header.index("caller")
+        assert row[: header.index("served")].rstrip().endswith(("Z", "-"))
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-5", "0"])
 def test_athena_timeout_must_be_a_positive_number(tree: Path, value: str) -> None:
     proc = run_cli(str(tree), f"--athena-timeout={value}")

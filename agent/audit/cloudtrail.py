@@ -380,16 +380,18 @@ def _caller_lines(s: Summary) -> Iterator[str]:
         f"Recognised by: endpointType and host header {sig['endpoint_type_and_host']}, "
         f"endpointType alone {sig['endpoint_type']}, host header alone {sig['host_header']}"
     )
-    yield f"  {'calls':>9}  {'last seen':<20}  {'served':<26}  caller"
-    for name, c in callers[:_TOP_CALLERS]:
+    shown = callers[:_TOP_CALLERS]
+    w = max(26, *(len(_split(c.served)) for _, c in shown))  # the caller column lines up
+    yield f"  {'calls':>9}  {'last seen':<20}  {'served':<{w}}  caller"
+    for name, c in shown:
         seen = printable(c.last_seen)
-        yield f"  {c.count:>9}  {seen:<20}  {_split(c.served):<26}  {printable(name)}"
+        yield f"  {c.count:>9}  {seen:<20}  {_split(c.served):<{w}}  {printable(name)}"
         detail = [f"type {printable(c.kind)}"]
         if c.sessions:
             detail.append("sessions " + ", ".join(printable(x) for x in c.sessions))
         detail.append("from " + ", ".join(printable(x) for x in c.ips))
         detail.append("by " + ", ".join(k for k, n in c.signals.items() if n))
-        yield f"  {'':>9}  {'':<20}  {'':<26}    {'; '.join(detail)}"
+        yield f"  {'':>9}  {'':<20}  {'':<{w}}    {'; '.join(detail)}"
     if len(callers) > _TOP_CALLERS:
         yield f"  … {len(callers) - _TOP_CALLERS} more caller(s) in --json"
     if s.callers_other:
