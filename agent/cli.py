@@ -134,8 +134,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _audit_cloudtrail(args: argparse.Namespace) -> int:
-    from agent.audit.cloudtrail import run_cloudtrail_audit
     from agent.audit.cloudtrail_athena import AthenaOptions
+    from agent.audit.cloudtrail_cli import run_cloudtrail_audit
 
     athena = None
     if not 0 < args.athena_timeout < float("inf"):  # NaN fails both comparisons
