@@ -292,6 +292,25 @@ def test_sts_global_host_names_the_serving_region(tmp_path: Path) -> None:
     assert doc["by_serving_region"] == {}  # that table stays what CloudTrail recorded
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_reader_going_away_ends_quietly(tree: Path, as_json: bool) -> None:
+    """`... | head -1`: the pipe is closed before the report is written."""
+    cmd = [sys.executable, "-m", "agent", "audit", "cloudtrail", str(tree)]
+    proc = subprocess.Popen(
+        cmd + ["--json"] * as_json,
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first byte
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert proc.returncode == 128 + 13  # as a shell reports a process SIGPIPE ended
+
+
 REGIONS3 = ("us-east-1", "eu-west-1", None)
 
 

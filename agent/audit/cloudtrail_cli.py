@@ -1,9 +1,11 @@
 """`sts-agent audit cloudtrail`: the human report and the command's run, apart from the
-counting in agent.audit.cloudtrail."""
+counting in agent.audit.cloudtrail. Printing stops quietly when the reader goes away
+(`... | head`), with the exit status of a process a closed pipe ended."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,6 +32,7 @@ from agent.audit.cloudtrail_queries import (
 
 _TOP = 15  # rows per table in the human report
 _TOP_CALLERS = 50
+EXIT_PIPE_CLOSED = 128 + 13  # what a shell reports for a process SIGPIPE ended
 
 
 def _table(title: str, counter: BoundedCounter, flag: str = "") -> Iterator[str]:
@@ -139,8 +142,12 @@ def run_cloudtrail_audit(
         from agent.audit.cloudtrail_athena import summarise_athena
 
         summarise_athena(athena, summary, since_ms, _error)
-    if as_json:
-        print(json.dumps(summary.as_json(resolved), indent=2))
-    else:
-        print(render(summary, resolved))
+    text = json.dumps(summary.as_json(resolved), indent=2) if as_json else render(summary, resolved)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at /dev/null so the interpreter's
+        # final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     return summary.exit_code()
