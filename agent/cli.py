@@ -83,10 +83,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="files, directories, s3://BUCKET/PREFIX or logs://LOG_GROUP",
     )
-    ct.add_argument("--json", action="store_true")
+    ct.add_argument("--json", action="store_true", help="print the summary as JSON")
     ct.add_argument("--region", help="region for the printed Logs Insights/Athena queries")
     ct.add_argument(
-        "--since", metavar="DURATION", help="logs:// and Athena: how far back, e.g. 24h"
+        "--since", metavar="DURATION", help="only events this recent (any source), e.g. 24h"
     )
     ct.add_argument("--athena-table", metavar="TABLE", help="run the summary in Athena on TABLE")
     ct.add_argument("--athena-workgroup", metavar="NAME", help="Athena workgroup")

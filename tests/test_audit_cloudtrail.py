@@ -311,6 +311,21 @@ def test_reader_going_away_ends_quietly(tree: Path, as_json: bool) -> None:
     assert proc.returncode == 128 + 13  # as a shell reports a process SIGPIPE ended
 
 
+def test_since_applies_to_file_events_too(tmp_path: Path) -> None:
+    import time
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    recent = event(host="sts.amazonaws.com", arn=ROLE_A, when=now)
+    old = event(host="sts.amazonaws.com", arn=ROLE_B, when="2020-01-01T00:00:00Z")
+    write_doc(tmp_path / "a.json", [recent, old, event(host="sts.amazonaws.com", when="?")])
+    _, doc, _ = run_json(str(tmp_path), "--since", "1h")
+    assert doc["global_calls"] == 2  # the recent one, and the one without a readable time
+    assert ROLE_B not in json.dumps(doc["global_callers"])
+    _, every, _ = run_json(str(tmp_path))
+    assert every["global_calls"] == 3
+    assert "only events this recent" in run_cli("--help").stdout
+
+
 REGIONS3 = ("us-east-1", "eu-west-1", None)
 
 

@@ -49,6 +49,7 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.audit.cloudtrail_identity import UNKNOWN, bounded, identity_of, text_at
@@ -321,7 +322,8 @@ def summarise(
         try:
             records = item.records() if isinstance(item, RecordSource) else read_records(item)
             for record in records:
-                summary.add(record)
+                if since_ms is None or not _before(record, since_ms):
+                    summary.add(record)
                 counted += 1
         except SourceError as e:
             note = f" ({counted} records before it were counted)" if counted else ""
@@ -329,6 +331,18 @@ def summarise(
         else:
             summary.files_read += 1
     return summary
+
+
+def _before(record: dict[str, Any], since_ms: int) -> bool:
+    """An event older than --since, whatever the source; one without a readable time
+    is kept, since nothing shows it is out of range."""
+    try:
+        when = datetime.fromisoformat(text_at(record, "eventTime") or "")
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() * 1000 < since_ms
 
 
 def _error(summary: Summary, source: str, message: str, counted: int) -> None:
