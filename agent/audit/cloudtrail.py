@@ -324,6 +324,9 @@ def summarise(
         try:
             records = item.records() if isinstance(item, RecordSource) else read_records(item)
             for record in records:
+                if isinstance(record, InputProblem):  # one bad log event: skipped, counted
+                    _error(summary, item.name, record.message, 0)
+                    continue
                 if cutoff is None or not _before(record, cutoff):
                     summary.add(record)
                 counted += 1
