@@ -109,7 +109,8 @@ def load_settings(args: argparse.Namespace) -> Loaded:
 def _config_check(args: argparse.Namespace) -> int:
     loaded = build(file=args.file)
     if loaded.settings.web_config_file:
-        from agent.surfaces.webconfig import WebConfigError, load_web_config
+        from agent.surfaces.webconfig import WebConfigError
+        from agent.surfaces.webconfig_file import load_web_config
 
         try:
             load_web_config(loaded.settings.web_config_file)

@@ -32,7 +32,8 @@ from agent.surfaces import history_json, status_page
 from agent.surfaces.http_metrics import ListenerMetrics
 from agent.surfaces.http_server import HttpServer, ListenError, Request, Response
 from agent.surfaces.metrics import Metrics
-from agent.surfaces.webconfig import WebConfig, WebConfigError, load_web_config
+from agent.surfaces.webconfig import WebConfig, WebConfigError
+from agent.surfaces.webconfig_file import load_web_config
 
 log = logging.getLogger("agent.daemon")
 

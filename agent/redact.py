@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.addresses import bracketed, join_host_port
+
 #: What a URL that cannot be parsed is shown as (its text might be the secret).
 UNPARSEABLE = "<unparseable URL>"
 # scheme://anything-up-to-whitespace-or-quote, as URLs appear inside messages.
@@ -25,7 +27,7 @@ def redact_url(url: str) -> str:
     except ValueError:
         return UNPARSEABLE
     host = parts.hostname or "?"
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    netloc = join_host_port(host, port) if port else bracketed(host)
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

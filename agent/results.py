@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the audits load psutil and botocore, which only they need
+    from agent.audit.host import HostAuditResult
+
+from agent.addresses import bracketed, join_host_port
 
 Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
 AddressClass = Literal["vpce", "private", "public"]
@@ -50,8 +55,9 @@ class Resolver:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return host if self.port == 53 else f"{host}:{self.port}"
+        if self.port == 53:
+            return bracketed(self.address)
+        return join_host_port(self.address, self.port)
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,12 @@ class Report:
     sdk: SdkView | None
     endpoints: tuple[EndpointReport, ...]
     findings: tuple[Finding, ...] = ()
-    extras: dict[str, object] = field(default_factory=dict)
+    #: The regions configured or discovered; `region` is the first.
+    regions: tuple[str, ...] = ()
+    #: Why no resolver could be read (resolv.conf missing, say); None when they were.
+    resolver_error: str | None = None
+    #: The host audits, once agent.audit.host has run the ones that are on.
+    audit: HostAuditResult | None = None
     #: ENI address -> its Availability Zone, only as learned from zonal vpce DNS names or EC2.
     eni_zones: dict[str, str] = field(default_factory=dict)
     #: The ENI addresses of each VPC endpoint those sources described, one group per endpoint.

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from agent.child import ChildError, ask_child
-from agent.config import Settings, region_shaped
+from agent.config import Settings
 from agent.credentials import Credentials
 from agent.discovery.hosts_file import HostsPins, read_pins
 from agent.discovery.imds import discover as imds_discover
@@ -25,6 +25,7 @@ from agent.discovery.resolvers import resolvers_from_specs
 from agent.discovery.zones import eni_zones, regional_vpce_names
 from agent.probes import dns as dns_probe
 from agent.probes import sts as sts_probe
+from agent.regions import region_shaped
 from agent.results import (
     DnsLookup,
     Endpoint,
@@ -391,7 +392,8 @@ def run_round(
         vpc_cidrs=disc.vpc_cidrs,
         sdk=disc.sdk,
         endpoints=tuple(reports),
-        extras={"regions": list(disc.regions), "resolver_error": disc.resolver_error},
+        regions=disc.regions,
+        resolver_error=disc.resolver_error,
         eni_zones=disc.eni_zones,
         vpce_enis=disc.vpce_enis,
     )

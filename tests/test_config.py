@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from agent import cli
-from agent.config import ConfigError, build, known_regions
+from agent.config import ConfigError, build
+from agent.regions import known_regions
 from tests.conftest import ROOT
 from tests.support.agent_proc import agent_env, free_port
 from tests.support.privileges import cli_as_nobody

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from agent.audit.connections import ConnectionAudit
+from agent.audit.host import HostAuditResult
+from agent.audit.processes import ProcessAudit
 from agent.config import FIELDS
 from agent.runner import Prober, discover, run_round
 from agent.simulate.demo import simulated_vpc
 from agent.surfaces.metrics import Metrics
-from agent.verdicts.findings import CODES
+from agent.verdicts.codes import CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -28,9 +31,26 @@ def test_every_setting_is_documented_with_its_variable_and_flag(field: object) -
     assert f"`{f.flag}`" in README  # type: ignore[attr-defined]
 
 
+def documented_findings() -> dict[str, str]:
+    """Code -> severity, from the rows of the README's findings table."""
+    section = README.split("\n## Findings\n", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, str] = {}
+    for row in re.finditer(r"^\| (`[A-Z0-9_]+`(?:, `[A-Z0-9_]+`)*) \| (\w+) \|", section, re.M):
+        for code in re.findall(r"`([A-Z0-9_]+)`", row.group(1)):
+            assert code not in found, f"{code} has two rows in the README's findings table"
+            found[code] = row.group(2)
+    return found
+
+
 @pytest.mark.parametrize("code", sorted(CODES))
-def test_every_finding_code_is_documented(code: str) -> None:
-    assert code in README
+def test_every_finding_code_is_documented_with_its_severity(code: str) -> None:
+    assert documented_findings().get(code) == CODES[code].severity
+
+
+def test_every_documented_finding_code_is_in_the_registry() -> None:
+    documented = documented_findings()
+    assert len(documented) >= 20, documented  # the table was found and read
+    assert set(documented) - set(CODES) == set()
 
 
 def test_readme_opens_with_the_two_setup_commands() -> None:
@@ -58,15 +78,11 @@ def test_every_exported_metric_is_documented(
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
         settings = vpc.settings(interval=5, listen="127.0.0.1:0")
         report = run_round(settings, discover(settings), Prober(settings))
-        report = dataclasses.replace(
-            report,
-            extras={
-                "audit": {
-                    "connections": {"counts": {"regional/vpce": 0}},
-                    "processes": {"permitted": True, "counts_by_mode": {"regional": 1}},
-                }
-            },
+        audit = HostAuditResult(
+            connections=ConnectionAudit({("regional", "vpce"): 0}, {}),
+            processes=ProcessAudit(True, 1, 0, counts_by_mode={"regional": 1}),
         )
+        report = dataclasses.replace(report, audit=audit)
     metrics = Metrics()
     metrics.observe(report)
     text = generate_latest(metrics.registry).decode()

@@ -62,7 +62,7 @@ def test_good_regions_pass_normalised() -> None:
 
 
 def test_every_region_botocore_knows_has_the_shape() -> None:
-    from agent.config import known_regions, region_shaped
+    from agent.regions import known_regions, region_shaped
 
     regions = known_regions()
     assert len(regions) > 20

@@ -18,6 +18,7 @@ from agent.probes.sdk import sdk_view
 from agent.results import ImdsInfo, Report, Resolver, SdkView
 from agent.runner import _with_global_serving
 from agent.surfaces.metrics import Metrics
+from agent.surfaces.report_json import to_json
 from agent.verdicts.findings import evaluate
 from agent.verdicts.serving import OPT_IN_REGIONS, global_serving
 
@@ -175,16 +176,21 @@ def test_process_audit_decides_the_host_verdict(
     settings = dataclasses.replace(Settings(), audit_processes=True)
     given = sdk_view({**bare_env, "AWS_DEFAULT_REGION": "eu-west-1"})  # agent env: regional
     report = HostAudits().apply(settings, report_for(given, "eu-west-1", (CORP,)))
-    procs = report.extras["audit"]["processes"]  # type: ignore[index]
-    if not procs["permitted"]:  # unprivileged: the agent's own view still stands
+    assert report.audit is not None and report.audit.processes is not None
+    procs = report.audit.processes
+    doc = to_json(report)["audit"]["processes"]
+    if not procs.permitted:  # unprivileged: the agent's own view still stands
         assert "PROCESS_AUDIT_NOT_PERMITTED" in codes(report)
-        assert "decides_sdk_verdict" not in procs
+        assert not report.audit.decides_sdk_verdict
+        assert "decides_sdk_verdict" not in doc
         bare = report_for(sdk_view(bare_env), "eu-west-1", (AMAZON,))
         assert "SDK_ENV_UNCONFIGURED" in codes(HostAudits().apply(settings, bare))
         return
-    assert procs["decides_sdk_verdict"] is True
+    assert report.audit.decides_sdk_verdict
+    assert doc["decides_sdk_verdict"] is True
     found = {f.code: f for f in report.findings}
-    assert workload.pid in {p["pid"] for p in procs["processes"] if p["mode"] == "global"}
+    assert workload.pid in {p.pid for p in procs.processes if p.mode == "global"}
+    assert workload.pid in {p["pid"] for p in doc["processes"] if p["mode"] == "global"}
     assert "PROCESS_USES_GLOBAL_ENDPOINT" not in found  # the severe case replaces it
     assert found["SDK_GLOBAL_SERVED_US_EAST_1"].severity == "critical"
     assert "AWS serves them in us-east-1" in found["SDK_GLOBAL_SERVED_US_EAST_1"].message

@@ -25,7 +25,8 @@ import trustme
 from agent.surfaces import basic_auth
 from agent.surfaces.http_loop import MAX_HEAD_BYTES, head_end
 from agent.surfaces.http_server import HttpServer, Request, Response
-from agent.surfaces.webconfig import WebConfig, load_web_config
+from agent.surfaces.webconfig import WebConfig
+from agent.surfaces.webconfig_file import load_web_config
 from tests.conftest import missing
 from tests.test_http_server import (
     PASSWORD,

@@ -27,7 +27,8 @@ from agent.surfaces.http_server import (
     Route,
     parse_listen_address,
 )
-from agent.surfaces.webconfig import WebConfig, WebConfigError, load_web_config
+from agent.surfaces.webconfig import WebConfig, WebConfigError
+from agent.surfaces.webconfig_file import load_web_config
 
 PASSWORD = "correct horse battery staple"
 LOOPBACK = "127.0.0.1"

@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from html.parser import HTMLParser
 
+from agent.audit.host import HostAuditResult
+from agent.audit.processes import ProcessAudit, ProcessSdk
 from agent.history import History, window
 from agent.results import Report
 from agent.surfaces import status_page
@@ -36,9 +38,9 @@ class Elements(HTMLParser):
         return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in want.items())]
 
 
-def _with_processes(report: Report, *procs: dict[str, object]) -> Report:
-    audit = {"processes": {"processes": list(procs)}}
-    return replace(report, extras={"audit": audit})
+def _with_processes(report: Report, *procs: ProcessSdk) -> Report:
+    audit = ProcessAudit(permitted=True, inspected=len(procs), denied=0, processes=procs)
+    return replace(report, audit=HostAuditResult(processes=audit))
 
 
 def _round(at: float = T0) -> Report:
@@ -47,7 +49,7 @@ def _round(at: float = T0) -> Report:
 
 def test_every_attribute_is_quoted_so_a_value_cannot_add_one() -> None:
     hostile = "x onmouseover=alert(1)"
-    report = _with_processes(_round(), {"pid": 7, "name": "python", "mode": hostile})
+    report = _with_processes(_round(), ProcessSdk(7, "python", "python", hostile, None))
     page = status_page.render(report)
     unquoted = [
         (tag.group(0), m.group(1))
@@ -64,7 +66,8 @@ def test_a_process_name_that_is_not_valid_text_is_replaced_not_a_500() -> None:
     from_proc = os.fsdecode(b"\xff<b>python")  # a lone surrogate, as /proc names decode
     report = _with_processes(
         _round(),
-        {"pid": 1, "name": from_proc, "mode": "regional", "endpoint_url": b"\xfe<i>x"},
+        # A value that slipped through undecoded must not reach the page raw either.
+        ProcessSdk(1, from_proc, "python", "regional", b"\xfe<i>x"),  # type: ignore[arg-type]
     )
     body = status_page.render(report).encode("utf-8")  # what the daemon sends
     text = body.decode("utf-8")

@@ -7,9 +7,11 @@ show that real DNS and STS answers reach these functions intact.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,8 @@ from agent.results import (
     path_of,
 )
 from agent.verdicts.classify import classify, classify_all, combine_paths
-from agent.verdicts.findings import CODES, evaluate
+from agent.verdicts.codes import CODES
+from agent.verdicts.findings import evaluate
 
 VPC = ("127.10.0.0/16",)
 REGIONAL = "sts.us-east-2.amazonaws.com"
@@ -335,7 +338,7 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         lambda: report(
             endpoint(lookups=()),
             resolvers=(),
-            extras={"resolver_error": "/etc/resolv.conf: file not found"},
+            resolver_error="/etc/resolv.conf: file not found",
         ),
         "critical",
     ),
@@ -380,8 +383,17 @@ def test_a_pin_off_the_designed_path_fails_the_expectation_dns_meets() -> None:
     assert "127.20.0.20 (public)" in found["HOSTS_FILE_OVERRIDE"].message
 
 
-def test_every_code_has_a_round() -> None:
-    assert set(ROUNDS) == set(CODES)
+def test_every_code_a_round_can_raise_has_a_round() -> None:
+    assert set(ROUNDS) == {code for code, entry in CODES.items() if not entry.audit}
+
+
+def test_findings_are_built_only_through_the_registry_and_each_code_is_used() -> None:
+    agent = Path(__file__).resolve().parent.parent / "agent"
+    sources = {p: p.read_text() for p in agent.rglob("*.py") if p.name != "codes.py"}
+    built_by_hand = [str(p) for p, text in sources.items() if re.search(r"\bFinding\(", text)]
+    assert built_by_hand == []
+    used = {code for text in sources.values() for code in re.findall(r'"([A-Z0-9_]+)"', text)}
+    assert set(CODES) - used == set()
 
 
 @pytest.mark.parametrize("code", sorted(ROUNDS))

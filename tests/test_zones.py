@@ -15,7 +15,6 @@ import pytest
 
 from agent.config import ConfigError, Settings, build
 from agent.discovery.imds import discover as imds_discover
-from agent.discovery.zones import zonal_names
 from agent.results import Report
 from agent.runner import Discovery, Prober, discover, run_round
 from agent.simulate.demo import (
@@ -27,6 +26,7 @@ from agent.simulate.demo import (
     SimulatedVpc,
     simulated_vpc,
 )
+from agent.sts_hosts import zonal_names
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
 from tests.support.faults import Scrape

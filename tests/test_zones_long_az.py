@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, build
-from agent.discovery.zones import eni_zones, zonal_names
+from agent.discovery.zones import eni_zones
 from agent.results import Resolver
 from agent.runner import discover
 from agent.simulate.demo import ENI_ZONES, VPCE_REGIONAL, simulated_vpc
+from agent.sts_hosts import zonal_names
 
 LONG_AZ = "us-east-2-" + "x" * 50  # passes the config's [a-z0-9-]{1,64}
 

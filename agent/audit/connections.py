@@ -38,6 +38,15 @@ class ConnectionAudit:
     error: str | None = None
     source: str = "psutil"  # what read the socket table: netlink, proc or psutil
 
+    @property
+    def labelled_counts(self) -> dict[str, int]:
+        """Counts by `kind/path`, the name `check` and its JSON give a group."""
+        return {"/".join(g): n for g, n in self.counts.items()}
+
+    @property
+    def labelled_owners(self) -> dict[str, tuple[str, ...]]:
+        return {"/".join(g): names for g, names in self.owners.items()}
+
 
 def normalise_ip(text: str) -> str:
     """Canonical text of an address, with IPv4-mapped IPv6 turned back into IPv4."""

@@ -10,14 +10,35 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.config import Settings
 from agent.results import Finding, Report
+from agent.verdicts.codes import PROCESS_GLOBAL_ADVICE, finding
 from agent.verdicts.findings import SDK_ENV_CODES
 from agent.verdicts.serving import cross_region, served_text
 
+if TYPE_CHECKING:  # the audits import psutil and botocore on first use, not here
+    from agent.audit.connections import ConnectionAudit, PacedCounter
+    from agent.audit.processes import ProcessAudit
+    from agent.audit.vpc_endpoints import VpceConfirmation
+
 log = logging.getLogger("agent.audit")
+
+
+@dataclass(frozen=True)
+class HostAuditResult:
+    """What the host audits that are on found this round; None for an audit that is off."""
+
+    connections: ConnectionAudit | None = None
+    #: How old the counts are (the daemon paces the audit); None when counting raised.
+    connections_age: float | None = None
+    processes: ProcessAudit | None = None
+    #: The workloads' own settings were read: they, not the agent's environment, decide
+    #: whether boto3 on this host calls the global endpoint.
+    decides_sdk_verdict: bool = False
+    vpc_endpoints: VpceConfirmation | None = None
 
 
 class HostAudits:
@@ -25,39 +46,42 @@ class HostAudits:
 
     def __init__(self, *, with_owners: bool = False) -> None:
         self.with_owners = with_owners
-        self._conns: Any = None  # PacedCounter, imported with the audit on first use
-        self._procs: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
-        self._vpce: tuple[float, dict[str, Any], tuple[Finding, ...]] | None = None
+        self._conns: PacedCounter | None = None
+        self._procs: tuple[float, ProcessAudit, tuple[Finding, ...]] | None = None
+        self._vpce: tuple[float, VpceConfirmation] | None = None
 
     def apply(self, settings: Settings, report: Report) -> Report:
-        audit: dict[str, Any] = {}
+        conns: ConnectionAudit | None = None
+        age: float | None = None
+        procs: ProcessAudit | None = None
+        vpce: VpceConfirmation | None = None
         findings: list[Finding] = []
         base = report.findings
         if settings.audit_connections:
-            audit["connections"] = self._connections(settings, report)
+            conns, age = self._connections(settings, report)
         if settings.audit_processes:
             if self._procs is None or time.time() - self._procs[0] > settings.discovery_interval:
                 self._procs = (time.time(), *_processes(report))
-            audit["processes"], found = self._procs[1], self._procs[2]
-            findings.extend(found)
-            if audit["processes"].get("permitted"):
-                # The workloads' own settings were read: they, not the agent's environment,
-                # decide whether boto3 on this host calls the global endpoint.
+            procs = self._procs[1]
+            findings.extend(self._procs[2])
+            if procs.permitted:
                 base = tuple(f for f in base if f.code not in SDK_ENV_CODES)
-                audit["processes"]["decides_sdk_verdict"] = True
         if settings.audit_vpc_endpoints and report.region:
             if self._vpce is None or time.time() - self._vpce[0] > settings.discovery_interval:
-                self._vpce = (time.time(), *_vpc_endpoints(report))
-            audit["vpc_endpoints"], found = self._vpce[1], self._vpce[2]
-            findings.extend(found)
-        if not audit:
+                self._vpce = (time.time(), _vpc_endpoints(report))
+            vpce = self._vpce[1]
+            findings.extend(vpce.findings)
+        if conns is None and procs is None and vpce is None:
             return report
-        extras = dict(report.extras, audit=audit)
-        report = dataclasses.replace(report, extras=extras, findings=base + tuple(findings))
-        return _with_api_zones(report, audit.get("vpc_endpoints"))
+        decides = procs is not None and procs.permitted
+        audit = HostAuditResult(conns, age, procs, decides, vpce)
+        report = dataclasses.replace(report, audit=audit, findings=base + tuple(findings))
+        return _with_api_zones(report, vpce)
 
-    def _connections(self, settings: Settings, report: Report) -> dict[str, Any]:
-        from agent.audit.connections import PacedCounter, count_connections
+    def _connections(
+        self, settings: Settings, report: Report
+    ) -> tuple[ConnectionAudit, float | None]:
+        from agent.audit.connections import ConnectionAudit, PacedCounter, count_connections
 
         known: dict[str, tuple[str, str]] = {}
         for ep in report.endpoints:
@@ -73,26 +97,21 @@ class HostAudits:
                 result = self._conns.count(known, (settings.port,))
                 age = self._conns.age
         except Exception as e:  # an audit must never cost the round
-            return {"counts": {}, "owners": {}, "error": f"{type(e).__name__}: {e}"[:200]}
-        return {
-            "counts": {f"{k}/{p}": n for (k, p), n in result.counts.items()},
-            "owners": {f"{k}/{p}": list(names) for (k, p), names in result.owners.items()},
-            "error": result.error,
-            "source": result.source,
-            "age_seconds": round(age, 3),
-        }
+            return ConnectionAudit({}, {}, f"{type(e).__name__}: {e}"[:200]), None
+        return result, round(age, 3)
 
 
-def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
+def _with_api_zones(report: Report, vpce: VpceConfirmation | None) -> Report:
     """Fill in ENI AZs the EC2 API reported and zonal DNS names did not, then judge again."""
     from agent.verdicts.findings import zone_findings
 
     vpc = report.imds.vpc_id  # an address means an ENI only within one VPC
-    records = [r for r in (vpce or {}).get("endpoints", ()) if not vpc or r["vpc_id"] == vpc]
-    api = {a: az for r in records for a, az in r.get("zones", ())}
+    found = vpce.endpoints if vpce is not None else ()
+    records = [r for r in found if not vpc or r.vpc_id == vpc]
+    api = {a: az for r in records for a, az in r.zones}
     if not api.keys() - report.eni_zones.keys():
         return report
-    groups = tuple(tuple(r["addresses"]) for r in records if r.get("addresses"))
+    groups = tuple(r.addresses for r in records if r.addresses)
     report = dataclasses.replace(
         report, eni_zones={**api, **report.eni_zones}, vpce_enis=report.vpce_enis + groups
     )
@@ -100,39 +119,20 @@ def _with_api_zones(report: Report, vpce: dict[str, Any] | None) -> Report:
     return dataclasses.replace(report, findings=kept + tuple(zone_findings(report)))
 
 
-def _processes(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:
-    from agent.audit.processes import audit_processes
+def _processes(report: Report) -> tuple[ProcessAudit, tuple[Finding, ...]]:
+    from agent.audit.processes import ProcessAudit, audit_processes
 
     try:
         res = audit_processes()
     except Exception as e:
         log.warning("process audit failed: %s", e)
-        return {"permitted": False, "error": str(e)[:200]}, ()
-    doc: dict[str, Any] = {
-        "permitted": res.permitted,
-        "inspected": res.inspected,
-        "denied": res.denied,
-        "counts_by_mode": dict(res.counts_by_mode),
-        "processes": [
-            {
-                "pid": p.pid,
-                "name": p.name,
-                "mode": p.mode,
-                "endpoint_url": p.endpoint_url,
-                "reasons": list(p.reasons),
-            }
-            for p in res.processes
-        ],
-    }
+        return ProcessAudit(permitted=False, inspected=0, denied=0, error=str(e)[:200]), ()
     findings: list[Finding] = []
     if not res.permitted:
         findings.append(
-            Finding(
+            finding(
                 "PROCESS_AUDIT_NOT_PERMITTED",
-                "info",
                 "process audit is on but other processes' environments cannot be read",
-                "Run with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (see the systemd drop-in), "
-                "or turn audit.processes off.",
             )
         )
     global_users = [p for p in res.processes if p.mode == "global"]
@@ -144,19 +144,17 @@ def _processes(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:
         where = served_text(served, why)
         severe = cross_region(served, why)
         findings.append(
-            Finding(
+            finding(
                 "SDK_GLOBAL_SERVED_US_EAST_1" if severe else "PROCESS_USES_GLOBAL_ENDPOINT",
-                "critical" if severe else "warning",
                 f"{len(global_users)} process(es) would call sts.amazonaws.com: {names}{more}; "
                 f"{where}" + (": their STS calls depend on us-east-1" if severe else ""),
-                "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "
-                "botocore >= 1.40); the global name never uses the VPC endpoint.",
+                advice=PROCESS_GLOBAL_ADVICE,
             )
         )
-    return doc, tuple(findings)
+    return res, tuple(findings)
 
 
-def _vpc_endpoints(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]:
+def _vpc_endpoints(report: Report) -> VpceConfirmation:
     from agent.audit.vpc_endpoints import confirm_vpc_endpoints
 
     resolved = {
@@ -166,10 +164,4 @@ def _vpc_endpoints(report: Report) -> tuple[dict[str, Any], tuple[Finding, ...]]
         for ep in report.endpoints
         if ep.endpoint.kind != "global"
     }
-    res = confirm_vpc_endpoints(report.region or "", report.imds.vpc_id, resolved)
-    doc = {
-        "error": res.error,
-        "confirmed": dict(res.confirmed),
-        "endpoints": [dataclasses.asdict(r) for r in res.endpoints],
-    }
-    return doc, tuple(res.findings)
+    return confirm_vpc_endpoints(report.region or "", report.imds.vpc_id, resolved)

@@ -76,6 +76,7 @@ class ProcessAudit:
     counts_by_mode: dict[str, int] = field(default_factory=dict)
     vanished: int = 0  # exited or zombie while we looked
     truncated: bool = False  # stopped at max_processes
+    error: str | None = None  # the audit itself failed; nothing was read
 
 
 def _looks_like_sdk(env: Mapping[str, str], name: str, exe: str) -> bool:

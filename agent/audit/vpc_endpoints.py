@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.results import Finding
+from agent.verdicts.codes import finding
 
 NOT_PERMITTED = "not permitted: needs ec2:DescribeVpcEndpoints and ec2:DescribeNetworkInterfaces"
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
@@ -273,26 +274,20 @@ def _settings_findings(
         relevant = vpc_id is None or rec.vpc_id == vpc_id or rec.id in serving
         if relevant and rec.state.lower() != "available":
             out.append(
-                Finding(
-                    code="VPCE_NOT_AVAILABLE",
-                    severity="warning",
-                    message=f"STS VPC endpoint {rec.id} in {rec.vpc_id} is in state "
+                finding(
+                    "VPCE_NOT_AVAILABLE",
+                    f"STS VPC endpoint {rec.id} in {rec.vpc_id} is in state "
                     f"{rec.state or 'unknown'!r}, not 'available'",
-                    advice="An endpoint that is pending, rejected, failed or being deleted "
-                    "does not carry traffic; check it in the VPC console or recreate it.",
-                    endpoint=regional,
+                    regional,
                 )
             )
         if vpc_id and rec.vpc_id == vpc_id and not rec.private_dns_enabled:
             out.append(
-                Finding(
-                    code="VPCE_PRIVATE_DNS_DISABLED",
-                    severity="warning",
-                    message=f"STS VPC endpoint {rec.id} in this VPC ({vpc_id}) has private "
+                finding(
+                    "VPCE_PRIVATE_DNS_DISABLED",
+                    f"STS VPC endpoint {rec.id} in this VPC ({vpc_id}) has private "
                     f"DNS disabled, so {regional} resolves to public addresses",
-                    advice="Enable private DNS on the endpoint, or watch and call its "
-                    "vpce DNS names instead (add them to endpoints.extra).",
-                    endpoint=regional,
+                    regional,
                 )
             )
     return out
@@ -307,15 +302,7 @@ def _not_found(region: str, vpc_id: str | None) -> Finding:
             f"no STS interface VPC endpoint ({service}) in this VPC ({vpc_id}), and none "
             f"visible elsewhere serves this host's answers"
         )
-    return Finding(
-        code="VPCE_NOT_FOUND",
-        severity="warning",
-        message=message,
-        advice="Create an STS interface endpoint with private DNS in this VPC. An endpoint "
-        "shared from another account is not listed here; if that is the design, "
-        "this warning can be ignored.",
-        endpoint=f"sts.{region}.amazonaws.com",
-    )
+    return finding("VPCE_NOT_FOUND", message, f"sts.{region}.amazonaws.com")
 
 
 def _address_unknown(
@@ -327,24 +314,13 @@ def _address_unknown(
     )
     if blind:
         message += f" (no interface addresses known for {', '.join(blind)})"
-    return Finding(
-        code="VPCE_ADDRESS_UNKNOWN",
-        severity="warning",
-        message=message,
-        advice="DNS may point somewhere unexpected: check resolver rules, private hosted "
-        "zones and /etc/hosts, or an endpoint in an account this one cannot see.",
-        endpoint=host,
-    )
+    return finding("VPCE_ADDRESS_UNKNOWN", message, host)
 
 
 def _in_other_vpc(host: str, rec: VpceRecord, vpc_id: str) -> Finding:
-    return Finding(
-        code="VPCE_IN_OTHER_VPC",
-        severity="info",
-        message=f"{host} is served by STS VPC endpoint {rec.id} in another VPC "
+    return finding(
+        "VPCE_IN_OTHER_VPC",
+        f"{host} is served by STS VPC endpoint {rec.id} in another VPC "
         f"({rec.vpc_id}), not this one ({vpc_id})",
-        advice="Fine for a centralised (hub) endpoint. The regional name reaches it only "
-        "through a Route 53 private hosted zone or resolver rules, so keep those "
-        "associated with this VPC.",
-        endpoint=host,
+        host,
     )

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent import __version__
+from agent.addresses import split_host_port
 from agent.results import ImdsInfo
 
 log = logging.getLogger(__name__)
@@ -44,33 +45,6 @@ class _Failure(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (host, port).
-
-    Raises ValueError naming the setting, so a typo is caught at start-up.
-    """
-    text = address.strip()
-    host, port = text, "80"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(
-                    f"imds.address: must be host, host:port or [v6]:port, got {address!r}"
-                )
-            port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    elif ":" in text:
-        try:
-            ipaddress.IPv6Address(text)
-        except ValueError:
-            raise ValueError(f"imds.address: not a valid IPv6 address, got {address!r}") from None
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"imds.address: must be host, host:port or [v6]:port, got {address!r}")
-    return host, int(port)
 
 
 def _timeout_detail(address: str, budget: float) -> str:
@@ -219,7 +193,7 @@ def discover(
             reason="disabled",
             detail="AWS_EC2_METADATA_DISABLED=true; using configured region and VPC CIDRs",
         )
-    host, port = parse_address(address)
+    host, port = split_host_port(address, "imds.address", 80)
     started = time.monotonic()
     session = _Session(address, host, port, timeout, started + timeout)
     facts: dict[str, str] = {}

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
-from agent.config import parse_resolver_spec
+from agent.addresses import parse_ip_port
 from agent.results import Resolver
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,9 @@ def resolvers_from_specs(
             found = system_resolvers(resolv_conf, vpc_cidrs, systemd_resolv_conf)
         else:
             try:
-                host, port = parse_resolver_spec(spec.strip())
+                addr, port = parse_ip_port(spec, "resolvers", 53)
             except ValueError as e:
-                raise ResolverConfigError(f"resolvers: {e}, got {spec!r}") from None
-            addr = str(ipaddress.ip_address(host))
+                raise ResolverConfigError(str(e)) from None
             found = (Resolver(addr, port, is_amazon_provided(addr, vpc_cidrs), "config"),)
         for r in found:
             out.setdefault((r.address, r.port), r)

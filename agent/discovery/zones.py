@@ -12,39 +12,17 @@ does not span simply do not resolve.
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.probes import dns as dns_probe
 from agent.results import Resolver
-
-REGIONAL_VPCE = re.compile(
-    r"(?P<id>vpce-[0-9a-f]{8,17}-[a-z0-9]{1,16})\.(?P<service>sts(?:-fips)?)"
-    r"\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.vpce\.amazonaws\.com"
-)
-AZ_LETTERS = string.ascii_lowercase[:6]
-MAX_LABEL = 63  # octets in one DNS label; a longer zonal label is no name at all
+from agent.sts_hosts import REGIONAL_VPCE, zonal_names
 
 
 def regional_vpce_names(hostnames: Iterable[str]) -> list[str]:
     """The hostnames that are an endpoint's regional vpce name (not a zonal one)."""
     return [h for h in dict.fromkeys(hostnames) if REGIONAL_VPCE.fullmatch(h)]
-
-
-def zonal_names(regional: str, host_az: str | None) -> dict[str, str]:
-    """AZ -> zonal name of one regional vpce name, the host's AZ first."""
-    m = REGIONAL_VPCE.fullmatch(regional)
-    if m is None:
-        raise ValueError(f"vpce_dns_names: {regional!r} is not a regional vpce DNS name")
-    region = m["region"]
-    azs = [host_az] if host_az and host_az.startswith(region) else []
-    azs += [region + c for c in AZ_LETTERS if region + c not in azs]
-    rest = regional[len(m["id"]) :]
-    # An AZ from IMDS or configuration is only loosely checked: one too long for a label
-    # has no zonal name (dnspython would refuse to build the question).
-    return {az: f"{m['id']}-{az}{rest}" for az in azs if len(m["id"]) + 1 + len(az) <= MAX_LABEL}
 
 
 def eni_zones(

@@ -9,6 +9,7 @@ timed separately.  No retries: a probe reports what one attempt saw.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import importlib
 import io
@@ -16,14 +17,19 @@ import ssl
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from agent.addresses import join_host_port
 from agent.probes.wire import StampedSocket, TlsChannel
 from agent.results import Phases, StsProbe
 
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
 MAX_RESPONSE_BYTES = 1 << 20  # GetCallerIdentity answers are < 1 KiB; never buffer more
 _NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH (x509_vfy.h); the ssl module does not export it.
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+#: connect() errors that mean nothing answers at the address, as a refusal does.
+_UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH)
 
 _CODE_REASONS = {
     "Throttling": "throttled",
@@ -40,6 +46,17 @@ _CODE_REASONS = {
     "AccessDenied": "access_denied",
     "AccessDeniedException": "access_denied",
 }
+
+
+class SigningKeys(Protocol):
+    """What SigV4Auth reads: botocore's ReadOnlyCredentials, or agent.credentials.Frozen."""
+
+    @property
+    def access_key(self) -> str: ...
+    @property
+    def secret_key(self) -> str: ...
+    @property
+    def token(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -74,9 +91,9 @@ def load_signer() -> None:
         importlib.import_module(module)
 
 
-def signed_headers(target: Target, credentials: Any | None) -> dict[str, str]:
+def signed_headers(target: Target, credentials: SigningKeys | None) -> dict[str, str]:
     """Headers for the request; SigV4-signed when `credentials` (botocore) are given."""
-    host = target.hostname if target.port == 443 else f"{target.hostname}:{target.port}"
+    host = target.hostname if target.port == 443 else join_host_port(target.hostname, target.port)
     headers = {
         "Host": host,
         "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
@@ -217,7 +234,7 @@ def probe(
     target: Target,
     *,
     context: ssl.SSLContext,
-    credentials: Any | None,
+    credentials: SigningKeys | None,
     timeout: float,
     signed: bool = True,
 ) -> StsProbe:
@@ -268,7 +285,7 @@ def probe(
             ) from None
         except OSError as e:
             raise _Failed(
-                "connect_refused" if e.errno in (111, 113) else "other",
+                "connect_refused" if e.errno in _UNREACHABLE else "other",
                 f"TCP connect to {_hostport(target)}: {e.strerror or e}",
             ) from None
         t_conn = time.perf_counter()
@@ -277,7 +294,11 @@ def probe(
         try:
             t_tls = max(t_conn, chan.handshake(deadline))
         except ssl.SSLCertVerificationError as e:
-            reason = "tls_hostname_mismatch" if e.verify_code == 62 else "tls_error"
+            reason = (
+                "tls_hostname_mismatch"
+                if e.verify_code == X509_V_ERR_HOSTNAME_MISMATCH
+                else "tls_error"
+            )
             raise _Failed(reason, f"certificate rejected: {e.verify_message}") from None
         except TimeoutError:
             raise _Failed("timeout", "TLS handshake did not finish before the timeout") from None
@@ -298,19 +319,20 @@ def probe(
         data = request.encode("latin-1") + b"\r\n" + BODY
         t_send = time.perf_counter()
         phases["sign"] = t_send - t_tls
+        first: float | None = None
         try:
             chan.write(data, deadline)
             raw, first, done = _read_response(chan, deadline, t_send)
         except _Partial as p:
-            # A first byte that arrived counts even when the rest never does (slow or cut).
-            if p.first is not None:
-                phases["ttfb"] = p.first - t_send
+            first = p.first  # a first byte that arrived counts even when the rest never does
             raise
         except TimeoutError:
             raise _Failed("timeout", "no complete response before the timeout") from None
         except (ssl.SSLError, OSError) as e:
             raise _Failed("connection_reset", f"connection failed sending: {_short(e)}") from None
-        phases["ttfb"] = first - t_send
+        finally:
+            if first is not None:
+                phases["ttfb"] = first - t_send
         phases["transfer"] = done - first
         phases["total"] = done - t0
         status, body = _parse_http(raw)
@@ -353,7 +375,7 @@ def probe(
 
 
 def _hostport(t: Target) -> str:
-    return f"[{t.address}]:{t.port}" if ":" in t.address else f"{t.address}:{t.port}"
+    return join_host_port(t.address, t.port)
 
 
 def _short(e: BaseException) -> str:

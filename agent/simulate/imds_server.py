@@ -17,6 +17,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.addresses import join_host_port
 from agent.lifecycle import Service
 
 TOKEN_PATH = "/latest/api/token"
@@ -92,9 +93,7 @@ class ImdsServer(Service):
 
     @property
     def url(self) -> str:
-        host = str(self._httpd.server_address[0])
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        return f"http://{join_host_port(str(self._httpd.server_address[0]), self.port)}/"
 
     def start(self) -> ImdsServer:
         if self._thread is None:

@@ -31,7 +31,8 @@ STYLE: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _a(v: object) -> str:
+def _escape(v: object) -> str:
+    """Text for a quoted attribute or a <title>."""
     return html.escape(str(v), quote=True)
 
 
@@ -101,7 +102,8 @@ def path_strip(
         title = f"{run.path}: {run.rounds} round(s) from {when(run.start)} to {when(run.end)}"
         parts.append(
             f'<g class="seg" data-path="{run.path}" data-rounds="{run.rounds}" '
-            f'data-start="{iso(run.start)}" data-end="{iso(run.end)}"><title>{_a(title)}</title>'
+            f'data-start="{iso(run.start)}" data-end="{iso(run.end)}">'
+            f"<title>{_escape(title)}</title>"
             f'<rect x="{x0:.1f}" y="0" width="{w:.1f}" height="{STRIP_HEIGHT}" '
             f'fill="{_fill(run.path)}"/>'
         )
@@ -112,8 +114,8 @@ def path_strip(
             )
         parts.append("</g>")
     return (
-        f'<svg class="path-strip" data-endpoint="{_a(endpoint)}" role="img" '
-        f'aria-label="{_a("path over time for " + endpoint)}" width="{WIDTH}" '
+        f'<svg class="path-strip" data-endpoint="{_escape(endpoint)}" role="img" '
+        f'aria-label="{_escape("path over time for " + endpoint)}" width="{WIDTH}" '
         f'height="{STRIP_HEIGHT}" viewBox="0 0 {WIDTH} {STRIP_HEIGHT}" font-size="11" '
         f'font-weight="bold">{"".join(parts)}</svg>'
     )
@@ -136,9 +138,9 @@ def sparkline(series: AddressSeries, axis: Axis, when: Callable[[float], str]) -
                 lines.append([])
             y = SPARK_HEIGHT - 5
             marks.append(
-                f'<path class="fail" data-at="{at}" data-reason="{_a(p.reason or "")}" '
+                f'<path class="fail" data-at="{at}" data-reason="{_escape(p.reason or "")}" '
                 f'd="M{x - 3:.1f} {y - 3}l6 6m0-6l-6 6"><title>'
-                f"{_a(f'failed ({p.reason}) at {when(p.at)}')}</title></path>"
+                f"{_escape(f'failed ({p.reason}) at {when(p.at)}')}</title></path>"
             )
     polylines = "".join(
         f'<polyline points="{" ".join(pts)}"/>' if len(pts) > 1 else _dot(pts[0])
@@ -147,9 +149,9 @@ def sparkline(series: AddressSeries, axis: Axis, when: Callable[[float], str]) -
     )
     label = f"{top * 1000:.1f} ms" if ok else "no successful call"
     return (
-        f'<svg class="spark" data-endpoint="{_a(series.endpoint)}" '
-        f'data-address="{_a(series.address)}" data-failures="{series.failures}" role="img" '
-        f'aria-label="{_a(f"total time per round for {series.address}")}" width="{WIDTH}" '
+        f'<svg class="spark" data-endpoint="{_escape(series.endpoint)}" '
+        f'data-address="{_escape(series.address)}" data-failures="{series.failures}" role="img" '
+        f'aria-label="{_escape(f"total time per round for {series.address}")}" width="{WIDTH}" '
         f'height="{SPARK_HEIGHT}" viewBox="0 0 {WIDTH} {SPARK_HEIGHT}" font-size="10">'
         f'<rect width="{WIDTH}" height="{SPARK_HEIGHT}" fill="#fafafa" stroke="#ddd"/>'
         f'<text x="3" y="10" fill="#555">max {label}</text>'

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agent.addresses import AddressError, join_host_port, parse_listen
 from agent.lifecycle import Service
 from agent.surfaces.basic_auth import AuthBusy
 from agent.surfaces.http_loop import Connection, ConnectionLoop
@@ -95,21 +96,11 @@ Route = Callable[[Request], Response]
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split HOST:PORT, :PORT or [V6]:PORT; an empty host means every interface."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ListenError(f"web.listen-address {address!r}: must be HOST:PORT, :PORT or [V6]:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ListenError(
-                f"web.listen-address {address!r}: {host!r} is not an IPv6 address"
-            ) from None
-    elif ":" in host:
-        raise ListenError(f"web.listen-address {address!r}: put IPv6 addresses in brackets")
-    return host, int(port_text)
+    """HOST:PORT, :PORT or [V6]:PORT; an empty host is every interface, port 0 any free port."""
+    try:
+        return parse_listen(address, "web.listen_address", port_zero=True)
+    except AddressError as exc:
+        raise ListenError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -435,6 +426,4 @@ class HttpServer(Service):
         host = str(self._sock.getsockname()[0])
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{join_host_port(host, self.port)}"

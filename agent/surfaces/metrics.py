@@ -18,7 +18,7 @@ import contextlib
 import platform
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,6 +35,9 @@ from agent.results import PATHS, Report
 from agent.surfaces.series import address_label, by_label, probe_classes, public_address_hash
 from agent.verdicts.serving import cross_region
 from agent.verdicts.zones import cross_az_ratio, local_az_eni
+
+if TYPE_CHECKING:
+    from agent.audit.host import HostAuditResult
 
 # 2.5 ms .. 10 s, about x2 a step: VPC-endpoint calls take a few ms to tens of ms, the
 # global name from far away hundreds; 0.5 s is the SLO of the shipped alert.
@@ -98,44 +101,45 @@ class Metrics:
         self.rounds = 0
         self.rounds_skipped = 0
         r = self.registry
-        self.dns_duration = Histogram(
-            "sts_agent_dns_lookup_duration_seconds",
-            "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
-            ["endpoint", "resolver"],
-            buckets=DNS_BUCKETS,
-            registry=r,
+        self.dns_duration, self.dns_lookups, self.dns_failures = _timed_with_counts(
+            r,
+            DNS_BUCKETS,
+            (
+                "sts_agent_dns_lookup_duration_seconds",
+                "Time for one DNS question (A or AAAA) about an STS name to one resolver.",
+                ["endpoint", "resolver"],
+            ),
+            (
+                "sts_agent_dns_lookups_total",
+                "DNS lookups (A and AAAA together) of an STS name at one resolver.",
+                ["endpoint", "resolver"],
+            ),
+            (
+                "sts_agent_dns_lookup_failures_total",
+                "DNS lookups that yielded no address, by reason.",
+                ["endpoint", "resolver", "reason"],
+            ),
         )
-        self.dns_lookups = Counter(
-            "sts_agent_dns_lookups_total",
-            "DNS lookups (A and AAAA together) of an STS name at one resolver.",
-            ["endpoint", "resolver"],
-            registry=r,
-        )
-        self.dns_failures = Counter(
-            "sts_agent_dns_lookup_failures_total",
-            "DNS lookups that yielded no address, by reason.",
-            ["endpoint", "resolver", "reason"],
-            registry=r,
-        )
-        self.req_duration = Histogram(
-            "sts_agent_request_duration_seconds",
-            "Phases of a signed GetCallerIdentity to an STS endpoint, over all its addresses "
-            '(phase="total" unless metrics.histogram_phases says more).',
-            ["endpoint", "phase"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
-        )
-        self.requests = Counter(
-            "sts_agent_requests",
-            'GetCallerIdentity requests sent to one ENI of an STS endpoint, or address="public".',
-            ["endpoint", "address"],
-            registry=r,
-        )
-        self.req_failures = Counter(
-            "sts_agent_request_failures",
-            "GetCallerIdentity requests that failed, by reason.",
-            ["endpoint", "address", "reason"],
-            registry=r,
+        self.req_duration, self.requests, self.req_failures = _timed_with_counts(
+            r,
+            REQUEST_BUCKETS,
+            (
+                "sts_agent_request_duration_seconds",
+                "Phases of a signed GetCallerIdentity to an STS endpoint, over all its addresses "
+                '(phase="total" unless metrics.histogram_phases says more).',
+                ["endpoint", "phase"],
+            ),
+            (
+                "sts_agent_requests",
+                "GetCallerIdentity requests sent to one ENI of an STS endpoint, or "
+                'address="public".',
+                ["endpoint", "address"],
+            ),
+            (
+                "sts_agent_request_failures",
+                "GetCallerIdentity requests that failed, by reason.",
+                ["endpoint", "address", "reason"],
+            ),
         )
         self._addr_series: dict[str, set[tuple[str, ...]]] = {}
         r.register(_StateCollector(self))
@@ -199,7 +203,26 @@ class Metrics:
         self.registry.invalidate()
 
 
-def _g(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+_Family = tuple[str, str, list[str]]  # name, help text, label names
+
+
+def _timed_with_counts(
+    registry: CollectorRegistry,
+    buckets: tuple[float, ...],
+    timed: _Family,
+    attempts: _Family,
+    failures: _Family,
+) -> tuple[Histogram, Counter, Counter]:
+    """The three families of one kind of probe: how long it took, how often, how often failed."""
+    return (
+        Histogram(*timed, buckets=buckets, registry=registry),
+        Counter(*attempts, registry=registry),
+        Counter(*failures, registry=registry),
+    )
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    """An empty gauge family, built fresh for each scrape."""
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
@@ -214,7 +237,7 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        build = _g(
+        build = _gauge(
             "sts_agent_build_info", "Agent version; always 1.", ["version", "python_version"]
         )
         build.add_metric([__version__, platform.python_version()], 1)
@@ -235,20 +258,20 @@ class _StateCollector(Collector):
 
 
 def _report_families(report: Report) -> Iterator[Metric]:
-    last = _g("sts_agent_probe_last_run_timestamp_seconds", "When the latest round finished.")
+    last = _gauge("sts_agent_probe_last_run_timestamp_seconds", "When the latest round finished.")
     last.add_metric([], report.finished)
     yield last
-    dur = _g("sts_agent_round_duration_seconds", "Wall time of the latest round.")
+    dur = _gauge("sts_agent_round_duration_seconds", "Wall time of the latest round.")
     dur.add_metric([], report.finished - report.started)
     yield dur
 
     yield from _endpoint_families(report)
     yield _host_info(report)
 
-    imds = _g("sts_agent_imds_available", "1 if IMDSv2 answered during the latest discovery.")
+    imds = _gauge("sts_agent_imds_available", "1 if IMDSv2 answered during the latest discovery.")
     imds.add_metric([], 1.0 if report.imds.available else 0.0)
     yield imds
-    resolvers = _g(
+    resolvers = _gauge(
         "sts_agent_resolver_info",
         "Resolvers in use and whether each is the Amazon-provided DNS; always 1.",
         ["resolver", "amazon_provided"],
@@ -257,14 +280,14 @@ def _report_families(report: Report) -> Iterator[Metric]:
         resolvers.add_metric([r.label, "true" if r.amazon_provided else "false"], 1)
     yield resolvers
     if report.sdk is not None:
-        sdk = _g(
+        sdk = _gauge(
             "sts_agent_sdk_endpoint_info",
             "STS endpoint boto3 on this host resolves to from the agent's environment; always 1.",
             ["endpoint_url", "mode"],
         )
         sdk.add_metric([report.sdk.endpoint_url or "", report.sdk.mode], 1)
         yield sdk
-        proxied = _g(
+        proxied = _gauge(
             "sts_agent_sdk_proxied",
             "1 if boto3 on this host would send STS calls through an HTTPS proxy (the proxy "
             "then decides the path); the proxy itself is in check output and the status page.",
@@ -274,7 +297,7 @@ def _report_families(report: Report) -> Iterator[Metric]:
         yield proxied
         # Where AWS serves a global call from this host (agent.verdicts.serving).
         if report.sdk.global_served_why and report.sdk.global_served_in:
-            east = _g(
+            east = _gauge(
                 "sts_agent_sdk_global_served_cross_region",
                 "1 if a global STS call from this host is served in us-east-1 although the "
                 "host is elsewhere (custom resolver or opt-in region), 0 if in its own region.",
@@ -283,7 +306,7 @@ def _report_families(report: Report) -> Iterator[Metric]:
             served = (report.sdk.global_served_in, report.sdk.global_served_why)
             east.add_metric([], 1 if cross_region(*served) else 0)
             yield east
-    findings = _g(
+    findings = _gauge(
         "sts_agent_findings",
         "Active findings by stable code and severity (see the README for each code).",
         ["code", "severity"],
@@ -294,11 +317,11 @@ def _report_families(report: Report) -> Iterator[Metric]:
     for (code, sev), n in sorted(counts.items()):
         findings.add_metric([code, sev], n)
     yield findings
-    yield from _audit_families(report.extras.get("audit"))
+    yield from _audit_families(report.audit)
 
 
 def _host_info(report: Report) -> Metric:
-    info = _g(
+    info = _gauge(
         "sts_agent_host_info",
         "This host's identity for joins in fleet rules, from IMDS or configuration "
         '("" when unknown); always 1.',
@@ -311,58 +334,58 @@ def _host_info(report: Report) -> Metric:
 
 
 def _endpoint_families(report: Report) -> Iterator[Metric]:
-    path = _g(
+    path = _gauge(
         "sts_agent_endpoint_path",
         "Path an STS name takes per resolver: exactly one of vpce, private, public, mixed, "
         'unresolved is 1. resolver="hosts_file" when the hosts file pins the name ahead of DNS.',
         ["endpoint", "resolver", "path"],
     )
-    addr_info = _g(
+    addr_info = _gauge(
         "sts_agent_endpoint_address_info",
         'Probed addresses of an STS name: each ENI, and address="public" for all public ones; '
         "with the class and the ENI's Availability Zone where known; always 1.",
         ["endpoint", "address", "class", "availability_zone"],
     )
-    met = _g(
+    met = _gauge(
         "sts_agent_endpoint_expectation_met",
         "1 if the endpoint's path matches the configured expectation, else 0.",
         ["endpoint"],
     )
-    dropped = _g(
+    dropped = _gauge(
         "sts_agent_endpoint_addresses_dropped",
         "Addresses beyond max_addresses_per_endpoint that were not probed or exported.",
         ["endpoint"],
     )
-    public_hash = _g(
+    public_hash = _gauge(
         "sts_agent_endpoint_public_address_hash",
         "CRC-32 of the endpoint's sorted public addresses this round (0 if none): changes "
         "when DNS hands out other public addresses, without a series per address.",
         ["endpoint"],
     )
-    success = _g(
+    success = _gauge(
         "sts_agent_probe_success",
         '1 if the latest GetCallerIdentity to this ENI succeeded; for address="public", if '
         "every public address probed this round did.",
         ["endpoint", "address"],
     )
-    phase_gauge = _g(
+    phase_gauge = _gauge(
         "sts_agent_request_phase_seconds",
         "Seconds each phase of the latest GetCallerIdentity to this ENI took (for "
         'address="public": the largest over the public addresses that reached the phase).',
         ["endpoint", "address", "phase"],
     )
-    expiry = _g(
+    expiry = _gauge(
         "sts_agent_tls_certificate_expiry_timestamp_seconds",
         'notAfter of the certificate the address presented (address="public": the earliest).',
         ["endpoint", "address"],
     )
-    local = _g(
+    local = _gauge(
         "sts_agent_endpoint_local_az_eni",
         "1 if the endpoint has an ENI in this host's Availability Zone; exported only when "
         "the AZs are known.",
         ["endpoint"],
     )
-    cross = _g(
+    cross = _gauge(
         "sts_agent_endpoint_cross_az_ratio",
         "Share of the ENI addresses this resolver handed out that lie in another AZ than "
         "this host's; exported only when the AZs are known.",
@@ -397,28 +420,28 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
     yield from (local, cross)
 
 
-def _audit_families(audit: Any) -> Iterator[Metric]:
+def _audit_families(audit: HostAuditResult | None) -> Iterator[Metric]:
     """Counts from the host audits; they carry only bounded labels (kind, path, mode)."""
-    if not isinstance(audit, dict):
+    if audit is None:
         return
-    conns = audit.get("connections")
-    if isinstance(conns, dict):
-        g = _g(
+    if audit.connections is not None:
+        g = _gauge(
             "sts_agent_host_connections",
             "Established TCP connections from this host to addresses of the STS names.",
             ["endpoint_kind", "path"],
         )
-        for key, n in sorted(conns.get("counts", {}).items()):
-            kind, _, p = key.partition("/")
+        for (kind, p), n in sorted(
+            audit.connections.counts.items(), key=lambda kv: "/".join(kv[0])
+        ):
             g.add_metric([kind, p], n)
         yield g
-    procs = audit.get("processes")
-    if isinstance(procs, dict) and procs.get("permitted"):
-        g = _g(
+    procs = audit.processes
+    if procs is not None and procs.permitted:
+        g = _gauge(
             "sts_agent_process_sdk_mode",
             "Audited processes by the STS endpoint mode their AWS settings resolve to.",
             ["mode"],
         )
-        for mode, n in sorted(procs.get("counts_by_mode", {}).items()):
+        for mode, n in sorted(procs.counts_by_mode.items()):
             g.add_metric([mode], n)
         yield g

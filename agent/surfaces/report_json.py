@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.results import DnsLookup, EndpointReport, Report, StsProbe
+
+if TYPE_CHECKING:
+    from agent.audit.connections import ConnectionAudit
+    from agent.audit.host import HostAuditResult
+    from agent.audit.processes import ProcessAudit
+    from agent.audit.vpc_endpoints import VpceConfirmation
 
 SCHEMA_VERSION = 1
 
@@ -83,7 +90,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "finished": report.finished,
         "region": report.region,
         "region_source": report.region_source,
-        "regions": report.extras.get("regions", []),
+        "regions": list(report.regions),
         "vpc_cidrs": list(report.vpc_cidrs),
         "imds": {
             "available": imds.available,
@@ -125,5 +132,60 @@ def to_json(report: Report) -> dict[str, Any]:
             }
             for f in report.findings
         ],
-        "audit": report.extras.get("audit", {}),
+        "audit": {} if report.audit is None else _audit(report.audit),
+    }
+
+
+def _audit(audit: HostAuditResult) -> dict[str, Any]:
+    """One key per audit that ran."""
+    out: dict[str, Any] = {}
+    if audit.connections is not None:
+        out["connections"] = _connections(audit.connections, audit.connections_age)
+    if audit.processes is not None:
+        out["processes"] = _processes(audit.processes, audit.decides_sdk_verdict)
+    if audit.vpc_endpoints is not None:
+        out["vpc_endpoints"] = _vpc_endpoints(audit.vpc_endpoints)
+    return out
+
+
+def _connections(conns: ConnectionAudit, age: float | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "counts": conns.labelled_counts,
+        "owners": {k: list(names) for k, names in conns.labelled_owners.items()},
+        "error": conns.error,
+    }
+    if age is not None:  # the audit ran (it did not raise), so something read the table
+        doc.update(source=conns.source, age_seconds=age)
+    return doc
+
+
+def _processes(procs: ProcessAudit, decides_sdk_verdict: bool) -> dict[str, Any]:
+    if procs.error is not None:
+        return {"permitted": False, "error": procs.error}
+    doc: dict[str, Any] = {
+        "permitted": procs.permitted,
+        "inspected": procs.inspected,
+        "denied": procs.denied,
+        "counts_by_mode": dict(procs.counts_by_mode),
+        "processes": [
+            {
+                "pid": p.pid,
+                "name": p.name,
+                "mode": p.mode,
+                "endpoint_url": p.endpoint_url,
+                "reasons": list(p.reasons),
+            }
+            for p in procs.processes
+        ],
+    }
+    if decides_sdk_verdict:
+        doc["decides_sdk_verdict"] = True
+    return doc
+
+
+def _vpc_endpoints(vpce: VpceConfirmation) -> dict[str, Any]:
+    return {
+        "error": vpce.error,
+        "confirmed": dict(vpce.confirmed),
+        "endpoints": [dataclasses.asdict(r) for r in vpce.endpoints],
     }

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.results import Report, StsProbe
 from agent.verdicts.serving import served_text
+
+if TYPE_CHECKING:
+    from agent.audit.host import HostAuditResult
 
 _MARK = {"info": "i", "warning": "!", "critical": "X"}
 
@@ -80,7 +85,7 @@ def render(report: Report) -> str:
             out.extend(_probe_line(p) for p in ep.probes)
         if ep.dropped_addresses:
             out.append(f"    ({ep.dropped_addresses} more addresses not probed: cap reached)")
-    out.extend(_audit_lines(report.extras.get("audit")))
+    out.extend(_audit_lines(report.audit))
     out.append("")
     if not report.findings:
         out.append("No findings: STS traffic takes the expected path.")
@@ -93,44 +98,45 @@ def render(report: Report) -> str:
     return "\n".join(out)
 
 
-def _audit_lines(audit: object) -> list[str]:
+def _audit_lines(audit: HostAuditResult | None) -> list[str]:
     """The optional host audits, in the report only when they ran."""
-    if not isinstance(audit, dict):
+    if audit is None:
         return []
     out: list[str] = []
-    conns = audit.get("connections") or {}
-    counts = {k: n for k, n in conns.get("counts", {}).items() if n}
-    if counts or conns.get("error"):
-        source = f" (read via {conns['source']}" if conns.get("source") else ""
-        if source and conns.get("age_seconds"):
-            source += f", {conns['age_seconds']:.0f} s ago"
-        source += ")" if source else ""
+    conns = audit.connections
+    counts = {k: n for k, n in conns.labelled_counts.items() if n} if conns else {}
+    if conns is not None and (counts or conns.error):
+        source = ""
+        if audit.connections_age is not None and conns.source:
+            source = f" (read via {conns.source}"
+            if audit.connections_age:
+                source += f", {audit.connections_age:.0f} s ago"
+            source += ")"
         out += ["", f"Live connections from this host to STS addresses{source}:"]
-        owners = conns.get("owners", {})
+        owners = conns.labelled_owners
         for key, n in sorted(counts.items()):
-            who = ", ".join(owners.get(key, []))
+            who = ", ".join(owners.get(key, ()))
             out.append(f"  {key:<20} {n}" + (f"  ({who})" if who else ""))
-        if conns.get("error"):
-            out.append(f"  error: {conns['error']}")
-    procs = audit.get("processes")
-    if isinstance(procs, dict):
+        if conns.error:
+            out.append(f"  error: {conns.error}")
+    procs = audit.processes
+    if procs is not None:
         out += ["", "Processes and the STS endpoint their AWS settings resolve to:"]
-        if not procs.get("permitted"):
+        if not procs.permitted:
             out.append("  not permitted (needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, or root)")
-        elif not procs.get("processes"):
-            out.append(f"  none of {procs.get('inspected', 0)} inspected processes uses AWS")
-        for p in procs.get("processes", []):
-            why = f"  ({', '.join(p['reasons'])})" if p.get("reasons") else ""
-            out.append(f"  {p['pid']:>7} {p['name']:<20} {p['mode']:<9} {p['endpoint_url']}{why}")
-    vpce = audit.get("vpc_endpoints")
-    if isinstance(vpce, dict):
+        elif not procs.processes:
+            out.append(f"  none of {procs.inspected} inspected processes uses AWS")
+        for p in procs.processes:
+            why = f"  ({', '.join(p.reasons)})" if p.reasons else ""
+            out.append(f"  {p.pid:>7} {p.name:<20} {p.mode:<9} {p.endpoint_url}{why}")
+    vpce = audit.vpc_endpoints
+    if vpce is not None:
         out += ["", "STS interface endpoints (EC2 API):"]
-        if vpce.get("error"):
-            out.append(f"  error: {vpce['error']}")
-        for e in vpce.get("endpoints", []):
-            dns = "private DNS on" if e.get("private_dns_enabled") else "private DNS OFF"
-            addrs = ", ".join(e.get("addresses", []))
-            out.append(f"  {e['id']} in {e['vpc_id']} ({e['state']}, {dns}): {addrs}")
-        for host, ok in vpce.get("confirmed", {}).items():
+        if vpce.error:
+            out.append(f"  error: {vpce.error}")
+        for e in vpce.endpoints:
+            dns = "private DNS on" if e.private_dns_enabled else "private DNS OFF"
+            out.append(f"  {e.id} in {e.vpc_id} ({e.state}, {dns}): {', '.join(e.addresses)}")
+        for host, ok in vpce.confirmed.items():
             out.append(f"  {host}: {'confirmed' if ok else 'NOT confirmed'}")
     return out

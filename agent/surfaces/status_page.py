@@ -38,7 +38,8 @@ _CHANGES_LISTED = 6
 _PHASE_TITLES = {"tls": "TLS", "ttfb": "first byte"}
 
 
-def _e(v: object) -> str:
+def _escape(v: object) -> str:
+    """Text for HTML content or a quoted attribute; None is empty, bytes are decoded."""
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
     return html.escape("" if v is None else str(v), quote=True)
@@ -89,7 +90,7 @@ def render(report: Report | None, *, refresh: int = 30, history: History | None 
     head = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{refresh}"><title>sts-agent</title>'
-        f"<style>{_STYLE}</style></head><body><h1>sts-agent {_e(__version__)}</h1>"
+        f"<style>{_STYLE}</style></head><body><h1>sts-agent {_escape(__version__)}</h1>"
     )
     if report is None:
         return head + '<p id="waiting">Waiting for the first probe round…</p></body></html>'
@@ -109,9 +110,10 @@ def render(report: Report | None, *, refresh: int = 30, history: History | None 
 def _latest(report: Report, clock: _Clock) -> list[str]:
     imds = report.imds
     parts = [
-        f"<p>Region <b>{_e(report.region or 'unknown')}</b> (from {_e(report.region_source)}); "
-        f"VPC CIDRs {_e(', '.join(report.vpc_cidrs) or 'unknown')}; IMDS "
-        f"{'available' if imds.available else 'unavailable: ' + _e(imds.reason)}; "
+        f"<p>Region <b>{_escape(report.region or 'unknown')}</b> "
+        f"(from {_escape(report.region_source)}); "
+        f"VPC CIDRs {_escape(', '.join(report.vpc_cidrs) or 'unknown')}; IMDS "
+        f"{'available' if imds.available else 'unavailable: ' + _escape(imds.reason)}; "
         f"last round {clock.when(report.finished)}, took "
         f"{report.finished - report.started:.2f}s. Times are UTC; this host's clock is "
         f"{_offset(clock.now)}.</p>"
@@ -119,22 +121,23 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
     if report.sdk is not None:
         s = report.sdk
         parts.append(
-            f"<p>boto3 on this host would call <code>{_e(s.endpoint_url)}</code> "
-            f"(<b>{_e(s.mode)}</b>){' — ' + _e('; '.join(s.reasons)) if s.reasons else ''}"
-            f"{', through the proxy <code>' + _e(s.proxy) + '</code>' if s.proxy else ''}.</p>"
+            f"<p>boto3 on this host would call <code>{_escape(s.endpoint_url)}</code> "
+            f"(<b>{_escape(s.mode)}</b>)"
+            f"{' — ' + _escape('; '.join(s.reasons)) if s.reasons else ''}"
+            f"{', through the proxy <code>' + _escape(s.proxy) + '</code>' if s.proxy else ''}.</p>"
         )
     parts.append(
         '<h2>Endpoints</h2><table id="endpoints"><tr><th>Endpoint</th><th>Kind</th>'
         "<th>Path</th><th>Expected</th><th>Per resolver</th></tr>"
     )
     for ep in report.endpoints:
-        per = ", ".join(f"{_e(src)}: {_e(p)}" for src, p in ep.paths_by_source.items())
+        per = ", ".join(f"{_escape(src)}: {_escape(p)}" for src, p in ep.paths_by_source.items())
         exp = ep.endpoint.expected or "–"
         met = "" if ep.expectation_met is None else (" ✓" if ep.expectation_met else " ✗")
         parts.append(
-            f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(ep.endpoint.kind)}</td>"
-            f'<td class="{_e(ep.path)}" data-path="{_e(ep.path)}">{_e(ep.path)}</td>'
-            f"<td>{_e(exp)}{met}</td><td>{per}</td></tr>"
+            f"<tr><td>{_escape(ep.endpoint.hostname)}</td><td>{_escape(ep.endpoint.kind)}</td>"
+            f'<td class="{_escape(ep.path)}" data-path="{_escape(ep.path)}">{_escape(ep.path)}</td>'
+            f"<td>{_escape(exp)}{met}</td><td>{per}</td></tr>"
         )
     parts.append(
         '</table><h2>STS calls per address</h2><table id="probes"><tr><th>Endpoint</th>'
@@ -149,11 +152,11 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
             detail = (f"account {p.account}" if p.account else "") if p.success else p.error
             klass = classes[p.address]
             parts.append(
-                f"<tr><td>{_e(ep.endpoint.hostname)}</td><td>{_e(p.address)}</td>"
-                f'<td class="{_e(klass)}">{_e(klass)}</td>'
-                f'<td class="{ok}">{"OK" if p.success else _e(p.reason)}</td>'
+                f"<tr><td>{_escape(ep.endpoint.hostname)}</td><td>{_escape(p.address)}</td>"
+                f'<td class="{_escape(klass)}">{_escape(klass)}</td>'
+                f'<td class="{ok}">{"OK" if p.success else _escape(p.reason)}</td>'
                 + "".join(f"<td>{_ms(v)}</td>" for v in p.phases.as_dict().values())
-                + f"<td>{_e(detail)}</td></tr>"
+                + f"<td>{_escape(detail)}</td></tr>"
             )
     parts.append("</table><h2>Findings</h2>")
     if not report.findings:
@@ -167,22 +170,21 @@ def _latest(report: Report, clock: _Clock) -> list[str]:
         )
         for f in report.findings:
             parts.append(
-                f'<tr><td class="{_e(f.severity)}">{_e(f.severity)}</td><td><code>'
-                f"{_e(f.code)}</code></td><td>{_e(f.message)}</td><td>{_e(f.advice)}</td></tr>"
+                f'<tr><td class="{_escape(f.severity)}">{_escape(f.severity)}</td><td><code>'
+                f"{_escape(f.code)}</code></td><td>{_escape(f.message)}</td><td>{_escape(f.advice)}</td></tr>"
             )
         parts.append("</table>")
-    procs = report.extras.get("audit", {})
-    plist = procs.get("processes", {}).get("processes", []) if isinstance(procs, dict) else []
-    if plist:
+    procs = report.audit.processes if report.audit is not None else None
+    if procs is not None and procs.processes:
         parts.append(
             '<h2>Processes and the STS endpoint their SDK would use</h2><table id="processes">'
             "<tr><th>PID</th><th>Name</th><th>Mode</th><th>Endpoint</th></tr>"
         )
-        for p in plist:
+        for proc in procs.processes:
             parts.append(
-                f"<tr><td>{_e(p.get('pid'))}</td><td>{_e(p.get('name'))}</td>"
-                f'<td class="{_e(p.get("mode"))}">{_e(p.get("mode"))}</td>'
-                f"<td>{_e(p.get('endpoint_url'))}</td></tr>"
+                f"<tr><td>{_escape(proc.pid)}</td><td>{_escape(proc.name)}</td>"
+                f'<td class="{_escape(proc.mode)}">{_escape(proc.mode)}</td>'
+                f"<td>{_escape(proc.endpoint_url)}</td></tr>"
             )
         parts.append("</table>")
     return parts
@@ -214,7 +216,7 @@ def _history(w: Window, history: History, clock: _Clock) -> list[str]:
         )
         more = f"{earlier} earlier change(s); " if earlier else ""
         parts.append(
-            f'<tr><td class="n">{_e(endpoint)}</td>'
+            f'<tr><td class="n">{_escape(endpoint)}</td>'
             f"<td>{svg.path_strip(endpoint, runs, axis, clock.short)}</td>"
             f"<td>{more}{text}</td></tr>"
         )
@@ -225,10 +227,10 @@ def _history(w: Window, history: History, clock: _Clock) -> list[str]:
     )
     for s in w.series:
         fails = [p for p in s.points if not p.success]
-        last = f"; last {_e(fails[-1].reason)} at {clock.when(fails[-1].at)}" if fails else ""
+        last = f"; last {_escape(fails[-1].reason)} at {clock.when(fails[-1].at)}" if fails else ""
         parts.append(
-            f'<tr><td class="n">{_e(s.endpoint)}</td><td class="n">{_e(s.address)} '
-            f'<span class="{_e(s.klass)}">({_e(s.klass)})</span></td>'
+            f'<tr><td class="n">{_escape(s.endpoint)}</td><td class="n">{_escape(s.address)} '
+            f'<span class="{_escape(s.klass)}">({_escape(s.klass)})</span></td>'
             f'<td>{svg.sparkline(s, axis, clock.short)}</td><td class="n">{_ms(s.p50)}</td>'
             f'<td class="n">{_ms(s.p99)}</td><td>{len(fails)} of {len(s.points)}{last}</td></tr>'
         )
@@ -241,9 +243,10 @@ def _history(w: Window, history: History, clock: _Clock) -> list[str]:
         for f in w.findings:
             k = f.key
             parts.append(
-                f'<tr data-code="{_e(k.code)}" data-rounds="{f.rounds}"><td><code>'
-                f'{_e(k.code)}</code></td><td class="{_e(k.severity)}">{_e(k.severity)}</td>'
-                f"<td>{_e(k.endpoint or '–')}</td><td>{clock.when(f.first)}</td>"
+                f'<tr data-code="{_escape(k.code)}" data-rounds="{f.rounds}"><td><code>'
+                f"{_escape(k.code)}</code></td>"
+                f'<td class="{_escape(k.severity)}">{_escape(k.severity)}</td>'
+                f"<td>{_escape(k.endpoint or '–')}</td><td>{clock.when(f.first)}</td>"
                 f"<td>{'now' if f.active else clock.when(f.last)}</td>"
                 f"<td>{f.rounds} of {n}</td></tr>"
             )

@@ -1,6 +1,6 @@
 """Findings: turn a round's facts into stable, alertable codes with advice.
 
-Codes are a contract (dashboards and runbooks key on them); messages may
+Codes, their severity and advice live in agent.verdicts.codes; messages may
 change.  A healthy host produces no finding at warning or above.
 """
 
@@ -12,39 +12,9 @@ from collections.abc import Iterator
 
 from agent.config import Settings
 from agent.results import EndpointReport, Finding, Report, SdkView
+from agent.verdicts.codes import finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import local_az_eni, zones_of
-
-CODES = {
-    "ENDPOINT_PATH_UNEXPECTED": "warning",
-    "PRIVATE_DNS_NOT_RESOLVING": "critical",
-    "ENDPOINT_UNRESOLVED": "critical",
-    "RESOLVERS_DISAGREE": "warning",
-    "STS_CALL_FAILED": "critical",
-    "CREDENTIALS_MISSING": "warning",
-    "TLS_HOSTNAME_MISMATCH": "critical",
-    "CERT_EXPIRING": "warning",
-    "SDK_USES_GLOBAL_ENDPOINT": "warning",
-    "SDK_REGION_MISSING": "warning",
-    "SDK_ENDPOINT_OVERRIDE": "info",
-    "SDK_USES_PROXY": "warning",
-    "HOSTS_FILE_OVERRIDE": "warning",
-    "SDK_VIEW_FAILED": "warning",
-    "SDK_GLOBAL_SERVED_US_EAST_1": "critical",
-    "SDK_ENV_UNCONFIGURED": "info",
-    "RESOLVER_NOT_AMAZON": "info",
-    "IMDS_UNREACHABLE": "warning",
-    "IMDS_DISABLED": "info",
-    "REGION_UNKNOWN": "warning",
-    "RESOLVERS_UNAVAILABLE": "critical",
-    "ADDRESSES_DROPPED": "info",
-    "ENDPOINT_NO_LOCAL_AZ_ENI": "warning",
-}
-
-
-def _f(code: str, message: str, advice: str, endpoint: str | None = None) -> Finding:
-    return Finding(code, CODES[code], message, advice, endpoint)  # type: ignore[arg-type]
-
 
 #: Codes of the SDK view of the agent's own environment: a process audit that could
 #: read the workloads' environments replaces them (agent.audit.host).
@@ -56,7 +26,6 @@ SDK_ENV_CODES = frozenset(
         "SDK_ENV_UNCONFIGURED",
     }
 )
-ENV_FILE = "/etc/default/sts-agent"
 
 
 def _sdk_global_findings(sdk: SdkView) -> Iterator[Finding]:
@@ -65,33 +34,24 @@ def _sdk_global_findings(sdk: SdkView) -> Iterator[Finding]:
         return
     where = served_text(sdk.global_served_in, sdk.global_served_why)
     if sdk.unconfigured:
-        yield _f(
+        yield finding(
             "SDK_ENV_UNCONFIGURED",
             "the agent's own environment has no AWS settings (no AWS_* variable, no config "
             f"file), so its SDK view (boto3 would call {sdk.endpoint_url}; {where}) says "
             "nothing about the workloads on this host",
-            "Turn on audit.processes to read the workloads' own settings, or give the agent "
-            f"the workloads' AWS_* settings in {ENV_FILE} (or the container's environment).",
         )
         return
     why = f" ({', '.join(sdk.reasons)})" if sdk.reasons else ""
-    fix = (
-        "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION), and "
-        "AWS_STS_REGIONAL_ENDPOINTS=regional or upgrade botocore to >= 1.40."
-    )
     if cross_region(sdk.global_served_in, sdk.global_served_why):
-        yield _f(
+        yield finding(
             "SDK_GLOBAL_SERVED_US_EAST_1",
             f"boto3 on this host would call {sdk.endpoint_url}{why}, and {where}: every "
             "STS call depends on us-east-1",
-            fix + " In a default-enabled region, resolving through the Amazon-provided DNS "
-            "also has AWS serve global calls in this region.",
         )
         return
-    yield _f(
+    yield finding(
         "SDK_USES_GLOBAL_ENDPOINT",
         f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}",
-        fix,
     )
 
 
@@ -102,49 +62,40 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
         pass  # no resolver was asked: RESOLVERS_UNAVAILABLE names the cause
     elif ep.path == "unresolved":
         reasons = sorted({lk.reason or "?" for lk in ep.lookups})
-        yield _f(
+        yield finding(
             "ENDPOINT_UNRESOLVED",
             f"{host} did not resolve at any resolver ({', '.join(reasons)})",
-            "Check the resolvers in /etc/resolv.conf answer for amazonaws.com names, and that "
-            "UDP and TCP port 53 to them are allowed.",
             host,
         )
     elif expected in ("vpce", "private") and ep.path == "public" and ep.endpoint.kind != "global":
-        yield _f(
+        yield finding(
             "PRIVATE_DNS_NOT_RESOLVING",
             f"{host} resolves to public addresses but a {expected} endpoint is expected: "
             "STS traffic is leaving the VPC path",
-            "Enable private DNS on the STS interface endpoint, or make sure the host uses the "
-            "Amazon-provided resolver (or a resolver that forwards to it / a private hosted zone).",
             host,
         )
     elif ep.expectation_met is False:
-        yield _f(
+        yield finding(
             "ENDPOINT_PATH_UNEXPECTED",
             f"{host} takes the {ep.effective_path} path"
             + (" (pinned in the hosts file)" if ep.pinned else "")
             + f"; expected {expected}",
-            "Compare the resolved addresses with the VPC endpoint's ENIs and the expect setting.",
             host,
         )
     if ep.pinned:
         pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
-        yield _f(
+        yield finding(
             "HOSTS_FILE_OVERRIDE",
             f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on "
             "this host never ask DNS for it",
-            "Remove the entry (an endpoint with private DNS needs none), or keep it in step with "
-            "the endpoint's ENIs: a stale pin fails every SDK call.",
             host,
         )
     paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
     if len(paths) > 1:
         detail = ", ".join(f"{v.resolver}={v.path}" for v in ep.verdicts)
-        yield _f(
+        yield finding(
             "RESOLVERS_DISAGREE",
             f"resolvers give {host} different paths: {detail}",
-            "Only some resolvers see the endpoint's private zone; clients using the others "
-            "bypass it.",
             host,
         )
     failed = [p for p in ep.probes if not p.success]
@@ -152,30 +103,25 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
     mismatch = [p for p in failed if p.reason == "tls_hostname_mismatch"]
     other = [p for p in failed if p.reason not in ("credentials_missing", "tls_hostname_mismatch")]
     if missing:
-        yield _f(
+        yield finding(
             "CREDENTIALS_MISSING",
             f"no AWS credentials: calls to {host} were sent unsigned (transport measured only)",
-            'Attach an instance profile, or set credentials = "none" to probe unsigned on purpose.',
             host,
         )
     if mismatch:
-        yield _f(
+        yield finding(
             "TLS_HOSTNAME_MISMATCH",
             f"{host}: the certificate at {', '.join(p.address for p in mismatch)} does not "
             "cover the name",
-            "The name resolves to something that is not this STS endpoint (the global name is "
-            "never served by a VPC endpoint). Check DNS overrides and proxies.",
             host,
         )
     if other:
         counts = Counter(p.reason for p in other)
         why = ", ".join(f"{r} x{n}" for r, n in sorted(counts.items()))
-        yield _f(
+        yield finding(
             "STS_CALL_FAILED",
             f"{len(other)} of {len(ep.probes)} STS calls to {host} failed ({why}): "
             + "; ".join(f"{p.address}: {p.error}" for p in other[:3]),
-            "See the reason per address: connect_* and tls_* point at the network or endpoint "
-            "policy, throttled/access_denied/expired_token at IAM or the endpoint policy.",
             host,
         )
     horizon = settings.cert_warning_days * 86400
@@ -188,18 +134,16 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
     )
     if expiring:
         days = (expiring[0][0] - now) / 86400
-        yield _f(
+        yield finding(
             "CERT_EXPIRING",
             f"{host}: certificate at {expiring[0][1]} expires in {days:.1f} days",
-            "AWS rotates these; an old certificate means something else is answering.",
             host,
         )
     if ep.dropped_addresses:
-        yield _f(
+        yield finding(
             "ADDRESSES_DROPPED",
             f"{host}: {ep.dropped_addresses} addresses beyond max_addresses_per_endpoint "
             f"({settings.max_addresses_per_endpoint}) were not probed",
-            "Raise max_addresses_per_endpoint if every address must be watched.",
             host,
         )
 
@@ -209,52 +153,40 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
     out: list[Finding] = []
     if report.region is None:
         out.append(
-            _f(
+            finding(
                 "REGION_UNKNOWN",
                 "no region configured or discovered: only the global endpoint is watched",
-                "Set regions in the config (or STS_AGENT_REGIONS), or allow IMDS (hop limit 2 in "
-                "containers).",
             )
         )
-    resolver_error = report.extras.get("resolver_error")
-    if resolver_error:
-        out.append(
-            _f(
-                "RESOLVERS_UNAVAILABLE",
-                f"no resolver to ask: {resolver_error}",
-                "Fix resolv_conf (or the file it names), or list resolvers explicitly.",
-            )
-        )
+    if report.resolver_error:
+        out.append(finding("RESOLVERS_UNAVAILABLE", f"no resolver to ask: {report.resolver_error}"))
     imds = report.imds
     if not imds.available and imds.reason == "disabled":
-        out.append(_f("IMDS_DISABLED", "IMDS is disabled; using configured values only", ""))
+        out.append(finding("IMDS_DISABLED", "IMDS is disabled; using configured values only"))
     elif not imds.available and settings.imds_enabled:
         out.append(
-            _f(
+            finding(
                 "IMDS_UNREACHABLE",
                 f"IMDS unreachable ({imds.reason}): {imds.detail}".rstrip(": "),
-                "In a container, set the instance's metadata hop limit to 2; otherwise configure "
-                "regions and vpc_cidrs, or set imds.enabled = false.",
             )
         )
     elif imds.available and imds.reason and not settings.vpc_cidrs:
         # Without VPC CIDRs no address can be classed vpce, so say why before the path does.
         kept = " (using the VPC CIDRs it last reported)" if report.vpc_cidrs else ""
         out.append(
-            _f(
+            finding(
                 "IMDS_UNREACHABLE",
                 f"IMDS answered without usable VPC CIDRs{kept} ({imds.reason}): {imds.detail}",
-                "Configure vpc_cidrs so addresses are classified without IMDS.",
+                advice="Configure vpc_cidrs so addresses are classified without IMDS.",
             )
         )
     sdk = report.sdk
     if sdk is not None:
         if sdk.error:
             out.append(
-                _f(
+                finding(
                     "SDK_VIEW_FAILED",
                     f"could not compute the SDK's endpoint: {sdk.error}",
-                    "Check AWS_CONFIG_FILE and AWS_PROFILE.",
                 )
             )
         else:
@@ -263,7 +195,7 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
             r.startswith(("no_region", "aws_region_only")) for r in sdk.reasons
         ):
             out.append(
-                _f(
+                finding(
                     "SDK_REGION_MISSING",
                     "boto3 on this host has no region"
                     + (
@@ -271,36 +203,30 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                         if any(r.startswith("aws_region_only") for r in sdk.reasons)
                         else ""
                     ),
-                    "Set AWS_DEFAULT_REGION or region in the AWS config file.",
                 )
             )
         if sdk.mode == "custom":
             out.append(
-                _f(
+                finding(
                     "SDK_ENDPOINT_OVERRIDE",
                     f"boto3's STS endpoint is overridden to {sdk.endpoint_url}",
-                    "Make sure the override is a VPC endpoint DNS name on purpose.",
                 )
             )
         if sdk.proxy:
             out.append(
-                _f(
+                finding(
                     "SDK_USES_PROXY",
                     f"boto3 on this host would send STS calls for {sdk.endpoint_url} through "
                     f"the proxy {sdk.proxy} (HTTPS_PROXY): the proxy resolves the name and "
                     "connects, so this host's path to the endpoint is not the one used",
-                    "Add the STS names (or .amazonaws.com) to NO_PROXY so calls go to the VPC "
-                    "endpoint directly, or make sure the proxy resolves them with Amazon DNS.",
                 )
             )
     if report.resolvers and not any(r.amazon_provided for r in report.resolvers) and imds.available:
         out.append(
-            _f(
+            finding(
                 "RESOLVER_NOT_AMAZON",
                 "no Amazon-provided resolver in use: "
                 + ", ".join(r.label for r in report.resolvers),
-                "Private DNS for the STS endpoint and in-region serving of the global endpoint "
-                "rely on Amazon DNS; a custom resolver must forward amazonaws.com to it.",
             )
         )
     for ep in report.endpoints:
@@ -316,13 +242,10 @@ def zone_findings(report: Report) -> Iterator[Finding]:
         if local_az_eni(ep, report.eni_zones, host_az, report.vpce_enis) is False:
             host = ep.endpoint.hostname
             azs = zones_of(ep, report.eni_zones, report.vpce_enis)
-            yield _f(
+            yield finding(
                 "ENDPOINT_NO_LOCAL_AZ_ENI",
                 f"{host} has ENIs in {', '.join(azs)} but none in "
                 f"this host's AZ {host_az}: every call crosses AZs (latency, data charges) and "
                 "fails with another AZ",
-                "Add a subnet in this AZ to the STS interface endpoint (aws ec2 "
-                "modify-vpc-endpoint --add-subnet-ids), or place the host in an AZ the "
-                "endpoint spans.",
                 host,
             )

@@ -9,7 +9,7 @@ module that is already loaded, so nothing has to be read from disk after the
 switch.
 
 The caller's duty: before calling, import everything the callable needs and
-warm whatever loads data lazily (for example `agent.config.known_regions()`,
+warm whatever loads data lazily (for example `agent.regions.known_regions()`,
 which reads botocore's endpoint data, or one run of the same code as root).
 The child cannot read files below 0700 directories, so a lazy import or a
 lazy data load there fails with PermissionError.

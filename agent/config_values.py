@@ -1,0 +1,196 @@
+"""Parsers for setting values: raw TOML, environment or flag input in, typed value out.
+
+Each raises ValueError saying what the value must be; `config.build` adds the
+field, the value and where it came from, so the user sees one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any, get_args
+
+from agent import addresses
+from agent.regions import validate_region
+from agent.results import EndpointKind, Phases
+from agent.sts_hosts import REGIONAL_VPCE, zonal_names
+
+EXPECT_VALUES = ("vpce", "private", "public", "any")
+ENDPOINT_KINDS: tuple[str, ...] = get_args(EndpointKind)
+
+
+def boolean(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def positive(kind: type) -> Callable[[Any], Any]:
+    def parse(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError(f"must be a positive {kind.__name__}")
+        try:
+            n = kind(v)
+        except ValueError:
+            raise ValueError(f"must be a positive {kind.__name__}") from None
+        if n <= 0:
+            raise ValueError(f"must be a positive {kind.__name__}")
+        return n
+
+    return parse
+
+
+def port(v: Any) -> int:
+    n = positive(int)(v)
+    if n > 65535:
+        raise ValueError("must be a port between 1 and 65535")
+    return int(n)
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if not isinstance(v, str) or v.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return v.lower()
+
+    return parse
+
+
+def text(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("must be a non-empty string")
+    return v.strip()
+
+
+def optional_path(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return text(v)
+
+
+def listing(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def parse(v: Any) -> tuple[Any, ...]:
+        if isinstance(v, str):
+            v = [p for p in (s.strip() for s in v.split(",")) if p]
+        if not isinstance(v, list | tuple):
+            raise ValueError("must be a list")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except ValueError as e:
+                raise ValueError(f"item {i} {x!r} {e}") from None
+        return tuple(dict.fromkeys(out))
+
+    return parse
+
+
+def cidr(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a CIDR such as 10.0.0.0/16")
+    try:
+        return str(ipaddress.ip_network(v.strip(), strict=False))
+    except ValueError:
+        raise ValueError("must be a CIDR such as 10.0.0.0/16") from None
+
+
+def region(v: Any) -> str:
+    return validate_region(text(v))
+
+
+def hostname(v: Any) -> str:
+    s = text(v).lower().rstrip(".")
+    if not addresses.is_hostname(s):
+        raise ValueError("must be a DNS hostname")
+    return s
+
+
+def resolver(v: Any) -> str:
+    s = text(v)
+    if s != "system":
+        _problem_of(lambda: addresses.parse_ip_port(s, "resolvers", 53))
+    return s
+
+
+def imds_address(v: Any) -> str:
+    s = text(v)
+    _problem_of(lambda: addresses.parse_service(s, "imds.address", 80))
+    return s
+
+
+def listen_address(v: Any) -> str:
+    s = text(v)
+    _problem_of(lambda: addresses.parse_listen(s, "web.listen_address"))
+    return s
+
+
+def _problem_of(parse: Callable[[], object]) -> None:
+    """Run an address parser, keeping only its problem: `build` names field and value."""
+    try:
+        parse()
+    except addresses.AddressError as e:
+        raise ValueError(e.problem) from None
+
+
+def expect(v: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(v, str):
+        pairs: dict[str, Any] = {}
+        for part in (p.strip() for p in v.split(",") if p.strip()):
+            k, sep, val = part.partition("=")
+            if not sep:
+                raise ValueError("must be key=path pairs such as regional=vpce")
+            pairs[k.strip()] = val.strip()
+        v = pairs
+    if not isinstance(v, Mapping):
+        raise ValueError("must be a table of endpoint = path")
+    out = []
+    for k, val in v.items():
+        if not isinstance(val, str) or val.lower() not in EXPECT_VALUES:
+            raise ValueError(f"{k!r} must be one of {', '.join(EXPECT_VALUES)} (got {val!r})")
+        key = k if k in ENDPOINT_KINDS else hostname(k)
+        out.append((key, val.lower()))
+    return tuple(out)
+
+
+def _phase(v: Any) -> str:
+    names = [f.name for f in fields(Phases)]
+    if not isinstance(v, str) or v.strip().lower() not in names:
+        raise ValueError(f"must be one of {', '.join(names)}")
+    return v.strip().lower()
+
+
+def histogram_phases(v: Any) -> tuple[str, ...]:
+    """Any phases, but always `total`: the latency SLO alert (StsLatencyOverSlo) reads it."""
+    phases: tuple[str, ...] = listing(_phase)(v)
+    if "total" not in phases:
+        raise ValueError('must include "total" (the latency SLO alert reads phase="total")')
+    return phases
+
+
+def vpce_name(v: Any) -> str:
+    s = hostname(v)
+    if not REGIONAL_VPCE.fullmatch(s):
+        raise ValueError(
+            "must be an endpoint's regional DNS name, "
+            "vpce-<id>-<suffix>.sts.<region>.vpce.amazonaws.com"
+        )
+    if not zonal_names(s, None):
+        raise ValueError("names a region too long for its zonal names to be DNS names")
+    return s
+
+
+def matching(pattern: str, example: str) -> Callable[[Any], str | None]:
+    def parse(v: Any) -> str | None:
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str) or not re.fullmatch(pattern, v.strip()):
+            raise ValueError(f"must look like {example}")
+        return v.strip()
+
+    return parse
