@@ -83,10 +83,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="files, directories, s3://BUCKET/PREFIX or logs://LOG_GROUP",
     )
-    ct.add_argument("--json", action="store_true")
+    ct.add_argument("--json", action="store_true", help="print the summary as JSON")
     ct.add_argument("--region", help="region for the printed Logs Insights/Athena queries")
     ct.add_argument(
-        "--since", metavar="DURATION", help="logs:// and Athena: how far back, e.g. 24h"
+        "--since", metavar="DURATION", help="only events this recent (any source), e.g. 24h"
     )
     ct.add_argument("--athena-table", metavar="TABLE", help="run the summary in Athena on TABLE")
     ct.add_argument("--athena-workgroup", metavar="NAME", help="Athena workgroup")
@@ -121,7 +121,8 @@ def _config_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": doc, "sources": loaded.sources}, indent=2))
         return EXIT_OK
-    print(f"# {args.file}: OK. Effective settings (flag > environment > file > default):")
+    order = "flag > environment > file > discovered > default"  # README's precedence
+    print(f"# {args.file}: OK. Effective settings ({order}):")
     for f in FIELDS:
         value = getattr(loaded.settings, f.attr)
         if f.attr == "expect":
@@ -134,10 +135,17 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _audit_cloudtrail(args: argparse.Namespace) -> int:
-    from agent.audit.cloudtrail import run_cloudtrail_audit
     from agent.audit.cloudtrail_athena import AthenaOptions
+    from agent.audit.cloudtrail_cli import run_cloudtrail_audit
 
     athena = None
+    if not 0 < args.athena_timeout < float("inf"):  # NaN fails both comparisons
+        print(
+            f"sts-agent: audit: --athena-timeout: not a positive number of seconds, "
+            f"got {args.athena_timeout!r}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if args.athena_table:
         athena = AthenaOptions(
             args.athena_table,

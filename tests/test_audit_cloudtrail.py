@@ -197,6 +197,76 @@ def test_bad_region_is_a_one_line_usage_error(tree: Path) -> None:
     assert "--region 'eu west 1'" in proc.stderr
 
 
+def test_sts_global_host_names_the_serving_region(tmp_path: Path) -> None:
+    """Without awsServingRegion, an `sts-global.<region>` host header says where it was
+    served: in-region, or us-east-1 for `sts-global.us-east-1`."""
+    here = event(host="sts-global.eu-west-1.amazonaws.com", arn=ROLE_A)
+    east = event(host="sts-global.us-east-1.amazonaws.com", arn=ROLE_B)
+    write_doc(tmp_path / "a.json", [here, east])
+    _, doc, _ = run_json(str(tmp_path))
+    assert doc["global_served"] == {"in_region": 1, "us_east_1": 1, "unknown": 0}
+    assert doc["by_serving_region"] == {}  # that table stays what CloudTrail recorded
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_reader_going_away_ends_quietly(tree: Path, as_json: bool) -> None:
+    """`... | head -1`: the pipe is closed before the report is written."""
+    cmd = [sys.executable, "-m", "agent", "audit", "cloudtrail", str(tree)]
+    proc = subprocess.Popen(
+        cmd + ["--json"] * as_json,
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first byte
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert proc.returncode == 128 + 13  # as a shell reports a process SIGPIPE ended
+
+
+def test_since_applies_to_file_events_too(tmp_path: Path) -> None:
+    import time
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    recent = event(host="sts.amazonaws.com", arn=ROLE_A, when=now)
+    old = event(host="sts.amazonaws.com", arn=ROLE_B, when="2020-01-01T00:00:00Z")
+    write_doc(tmp_path / "a.json", [recent, old, event(host="sts.amazonaws.com", when="?")])
+    _, doc, _ = run_json(str(tmp_path), "--since", "1h")
+    assert doc["global_calls"] == 2  # the recent one, and the one without a readable time
+    assert ROLE_B not in json.dumps(doc["global_callers"])
+    _, every, _ = run_json(str(tmp_path))
+    assert every["global_calls"] == 3
+    assert "only events this recent" in run_cli("--help").stdout
+
+
+REGIONS3 = ("us-east-1", "eu-west-1", None)
+
+
+def test_text_columns_line_up_with_their_header(tmp_path: Path) -> None:
+    """A caller served in all three ways has the longest `served` text."""
+    events = [event(host="sts.amazonaws.com", arn=ROLE_A, serving_region=r) for r in REGIONS3]
+    write_doc(tmp_path / "a.json", [*events, event(host="sts.amazonaws.com", arn=ROLE_B)])
+    lines = run_cli(str(tmp_path)).stdout.splitlines()
+    header = next(x for x in lines if x.strip().startswith("calls") and "served" in x)
+    rows = [x for x in lines if x.rstrip().endswith(("legacy-app", "batch"))]
+    assert len(rows) == 2
+    for row in rows:
+        assert row.index("arn:aws:") == header.index("caller")
+        assert row[: header.index("served")].rstrip().endswith(("Z", "-"))
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0"])
+def test_athena_timeout_must_be_a_positive_number(tree: Path, value: str) -> None:
+    proc = run_cli(str(tree), f"--athena-timeout={value}")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0
+    assert "--athena-timeout" in proc.stderr and value in proc.stderr
+
+
 # --- bad input ---------------------------------------------------------------------
 
 

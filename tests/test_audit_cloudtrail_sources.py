@@ -527,3 +527,27 @@ def test_identity_fallbacks() -> None:
     )
     assert caller({}) == "(unknown)"
     assert identity_of({"userIdentity": "not an object"}).caller == "(unknown)"
+
+
+def test_one_malformed_log_event_is_skipped_not_the_group(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.audit import cloudtrail_logs
+    from agent.audit.cloudtrail import summarise
+
+    logs = _client("logs", moto_url)
+    logs.create_log_group(logGroupName="bad-one")
+    logs.create_log_stream(logGroupName="bad-one", logStreamName="s")
+    now = int(time.time() * 1000)
+    records = today_sample()
+    bad = ['{"eventSource": "sts.amazonaws.com", cut', '["sts.amazonaws.com"]']
+    messages = [bad[0], *(json.dumps(r) for r in records), bad[1]]
+    batch = [{"timestamp": now - 1000 + i, "message": m} for i, m in enumerate(messages)]
+    logs.put_log_events(logGroupName="bad-one", logStreamName="s", logEvents=batch)
+    for k, v in _env(moto_url, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=moto_url).items():
+        monkeypatch.setenv(k, v)
+    s = summarise(["logs://bad-one"], cloudtrail_logs.parse_since("1h"))
+    assert s.sts_events == len(records) and s.global_calls == 9
+    assert [e["source"] for e in s.errors] == ["logs://bad-one"] * 2
+    assert "not JSON" in s.errors[0]["error"]
+    assert "not a JSON object" in s.errors[1]["error"]

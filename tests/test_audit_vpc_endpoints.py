@@ -400,3 +400,22 @@ def test_the_audit_fills_in_eni_zones_and_judges_the_hosts_az(
         settings, replace(before, imds=replace(imds, availability_zone=f"{REGION}a"))
     )
     assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in inside.findings]
+
+
+def test_api_zones_come_from_the_hosts_vpc_only() -> None:
+    """Another VPC may reuse this VPC's CIDR: its ENI at the same IP says nothing here."""
+    from agent.audit.host import _with_api_zones
+    from agent.audit.vpc_endpoints import VpceConfirmation, VpceRecord
+    from agent.results import ImdsInfo
+    from tests.test_verdicts import AMAZON_DNS, endpoint, lookup, report
+
+    ip = "10.120.128.4"
+    ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, ip),), expected="private")
+    imds = ImdsInfo(True, region=REGION, availability_zone=f"{REGION}a", vpc_id="vpc-here")
+    records = tuple(
+        VpceRecord(f"vpce-{n}", vpc, "available", True, addresses=(ip,), zones=((ip, az),))
+        for n, (vpc, az) in enumerate((("vpc-here", f"{REGION}a"), ("vpc-other", f"{REGION}c")))
+    )
+    after = _with_api_zones(report(ep, imds=imds), VpceConfirmation(endpoints=records))
+    assert after.eni_zones == {ip: f"{REGION}a"}
+    assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in after.findings]

@@ -11,6 +11,7 @@ from tests.support import check_run
 from tests.support.check_run import (
     HEALTHY,
     REGION,
+    STATIC_CREDS,
     Sts,
     check,
     config,
@@ -63,3 +64,25 @@ def test_custom_resolver_sends_global_calls_to_us_east_1(
     assert regional.doc["sdk"]["mode"] == "regional"
     assert regional.doc["sdk"]["global_served_in"] == "us-east-1"
     assert "SDK_GLOBAL_SERVED_US_EAST_1" not in regional.codes()
+
+
+def test_unknowable_serving_is_not_called_us_east_1(
+    tmp_path: Path, sts: Sts, imds: ImdsServer, healthy_dns: Dnsmasq
+) -> None:
+    """IMDS off and no vpc_cidrs: the VPC's own resolver cannot be recognised, so where
+    AWS serves a global call is unknown, not a critical us-east-1 dependency. Inside a
+    Kubernetes pod CoreDNS answers and may forward to the Amazon DNS: unknown too."""
+    cfg = config(tmp_path, sts, healthy_dns, None, regions=[REGION])
+    run = check(cfg, environment(None, AWS_DEFAULT_REGION=None, **STATIC_CREDS))
+    sdk = run.doc["sdk"]
+    assert (sdk["global_served_in"], sdk["global_served_why"]) == (None, "vpc_unknown")
+    codes = run.codes()
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes
+    assert codes["SDK_USES_GLOBAL_ENDPOINT"] == "warning"
+    with Dnsmasq(HEALTHY, listen=CORPORATE_DNS, ttl=30, local_domains=["amazonaws.com"]) as corp:
+        cfg = config(tmp_path, sts, corp, imds, regions=[REGION])
+        pod = environment(imds, AWS_DEFAULT_REGION=None, KUBERNETES_SERVICE_HOST="10.100.0.1")
+        run = check(cfg, pod)
+    sdk = run.doc["sdk"]
+    assert (sdk["global_served_in"], sdk["global_served_why"]) == (None, "cluster_dns")
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in run.codes()

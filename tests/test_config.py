@@ -491,3 +491,15 @@ def test_config_check_text_lists_every_field_with_its_source(tmp_path: Path) -> 
     assert f"interval = 60.0  # {cfg}" in lines
     assert "port = 443  # default" in lines
     assert 'web.listen_address = ":9472"  # default' in lines
+
+
+def test_config_check_states_the_documented_precedence(tmp_path: Path) -> None:
+    """The header `config check` prints is the README's contract, word for word."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('regions = ["eu-west-1"]\n')
+    proc = run_cli("config", "check", str(cfg), env=agent_env(None))
+    assert proc.returncode == 0, proc.stderr
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("Precedence: **") + len("Precedence: **")
+    documented = " ".join(readme[start : readme.index("**", start)].split())
+    assert f"Effective settings ({documented}):" in proc.stdout.splitlines()[0]

@@ -44,6 +44,33 @@ def test_serving_cases() -> None:
     assert not {"us-east-1", "eu-west-1", "ap-south-1", "ca-central-1"} & OPT_IN_REGIONS
 
 
+def test_unknowable_serving_is_unknown_not_us_east_1() -> None:
+    """Behind a forwarder, or without the VPC's CIDRs, the Amazon DNS may still answer."""
+    local_cache = Resolver("127.0.0.1", source="resolv.conf")  # dnsmasq/unbound on the host
+    node_local = Resolver("169.254.20.10", source="resolv.conf")  # node-local DNS cache
+    assert global_serving("eu-west-1", (local_cache,)) == (None, "forwarder")
+    assert global_serving("eu-west-1", (node_local,)) == (None, "forwarder")
+    assert global_serving("eu-west-1", (AMAZON, node_local)) == (None, "forwarder")
+    assert global_serving("eu-west-1", (CORP,), in_cluster=True) == (None, "cluster_dns")
+    assert global_serving("eu-west-1", (CORP,), vpc_known=False) == (None, "vpc_unknown")
+    # What the agent can know stays known.
+    assert global_serving("eu-west-1", (AMAZON,), vpc_known=False, in_cluster=True) == (
+        "eu-west-1",
+        "amazon_dns",
+    )
+    assert global_serving("af-south-1", (local_cache,)) == ("us-east-1", "opt_in_region")
+    assert global_serving("us-east-1", (CORP,), vpc_known=False) == ("us-east-1", "home_region")
+    for known in ({"in_cluster": True}, {"vpc_known": False}):
+        sdk = with_global_serving(GLOBAL_SDK, "eu-west-1", (CORP,), **known)
+        imds = ImdsInfo(available=True, region="eu-west-1")
+        base = Report(0.0, 0.0, "eu-west-1", "imds", imds, (CORP,), (), sdk, ())
+        r = dataclasses.replace(base, findings=evaluate(base, Settings(), 0.0))
+        assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes(r)
+        (f,) = [f for f in r.findings if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+        assert "where AWS serves them is unknown (" in f.message
+        assert gauge(r) is None
+
+
 def report_for(sdk: SdkView, region: str, resolvers: tuple[Resolver, ...]) -> Report:
     sdk = with_global_serving(sdk, region, resolvers)
     imds = ImdsInfo(available=True, region=region)

@@ -7,6 +7,7 @@ Metrics registry; the exposition is parsed back with prometheus-client.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -29,6 +30,7 @@ from tests.support.faults import Scrape
 
 ENV = {"AWS_DEFAULT_REGION": "us-east-2", "AWS_CONFIG_FILE": "/dev/null"}
 DEAD_PUBLIC = "127.20.0.99"  # public, nothing listens: refused at once
+MUTE_PUBLIC = "127.20.0.98"  # public, accepts TCP and never answers
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,29 @@ def test_public_addresses_share_one_label_and_enis_keep_theirs(
     )
     assert both and one and both != one
     assert DEAD_PUBLIC not in s.text and PUBLIC_GLOBAL not in s.text
+
+
+def test_public_phases_survive_the_slowest_address_failing_before_tls(
+    vpc: SimulatedVpc, settings: Settings
+) -> None:
+    """A public address that takes the TCP handshake and then never answers TLS is the
+    slowest in total; the live address's tls/ttfb must still be exported for `public`."""
+    with socket.socket() as mute:
+        mute.bind((MUTE_PUBLIC, vpc.sts_port))
+        mute.listen(8)  # the kernel completes the handshake; nobody ever speaks TLS
+        vpc.dns.set_records(GLOBAL, (PUBLIC_GLOBAL, MUTE_PUBLIC))
+        try:
+            s = _observe(Metrics(), settings)
+        finally:
+            vpc.dns.set_records(GLOBAL, (PUBLIC_GLOBAL,))
+    assert s.value("sts_agent_probe_success", endpoint=GLOBAL, address="public") == 0
+    phases = s.label_values(
+        "sts_agent_request_phase_seconds", "phase", endpoint=GLOBAL, address="public"
+    )
+    assert {"connect", "tls", "ttfb", "total"} <= phases
+    assert s.value(
+        "sts_agent_tls_certificate_expiry_timestamp_seconds", endpoint=GLOBAL, address="public"
+    )
 
 
 def test_histogram_phases_are_configurable_and_dropped_on_change(settings: Settings) -> None:

@@ -24,7 +24,7 @@ file, cannot exhaust memory.
 - `global_calls`: STS events counted as global; `global_by_signal`: how many of them
   `endpoint_type_and_host`, `endpoint_type` alone or `host_header` alone recognised;
   `global_served`: `{"in_region": n, "us_east_1": n, "unknown": n}` by
-  `awsServingRegion` (unknown: not recorded, as in events before the 2025 change).
+  `awsServingRegion` or an `sts-global.<region>` host (unknown: neither says).
 - `global_callers[]`: one row per workload, most calls first: `{caller, identity_type,
   principal_arn, sessions, source_ips, count, last_seen, signals, served}`; an assumed
   role's sessions are grouped under the role, a web-identity or SAML user under
@@ -43,21 +43,20 @@ served in us-east-1.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.audit.cloudtrail_identity import UNKNOWN, bounded, identity_of, text_at
 
 # At import time, not lazily: the audit may run after dropping to a user that cannot
 # read the installation's files any more.
-from agent.audit.cloudtrail_logs import parse_since
-from agent.audit.cloudtrail_queries import GLOBAL_HOST, GLOBAL_LOG_REGION, STS_SOURCE, TITLES
+from agent.audit.cloudtrail_queries import GLOBAL_HOST, GLOBAL_LOG_REGION, STS_SOURCE
 from agent.audit.cloudtrail_queries import queries as queries
 from agent.audit.cloudtrail_read import (
     InputProblem,
@@ -74,9 +73,7 @@ SAMPLES = 5  # distinct sessions / source IPs kept per caller row
 OTHER = "(other)"
 REGION_PLACEHOLDER = "<region>"
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_STS_GLOBAL_RE = re.compile(r"^sts-global\.[a-z0-9-]+\.amazonaws\.com$")
-_TOP = 15  # rows per table in the human report
-_TOP_CALLERS = 50
+_STS_GLOBAL_RE = re.compile(r"^sts-global\.([a-z0-9-]+)\.amazonaws\.com$")  # names where served
 SIGNALS = ("endpoint_type_and_host", "endpoint_type", "host_header")
 SERVED = ("in_region", "us_east_1", "unknown")
 
@@ -213,7 +210,8 @@ class Summary:
         signal = global_signal(kind, host)
         if signal is None:
             return
-        case = served_case(served_in)
+        named = _STS_GLOBAL_RE.match(host)
+        case = served_case(served_in or (named.group(1) if named else None))
         self.global_calls += n
         self.global_by_signal[signal] += n
         self.global_served[case] += n
@@ -321,10 +319,16 @@ def summarise(
             _error(summary, item.name, item.message, 0)
             continue
         counted = 0
+        # logs:// and Athena bound the time themselves (logs:// by delivery time).
+        cutoff = None if isinstance(item, RecordSource) else since_ms
         try:
             records = item.records() if isinstance(item, RecordSource) else read_records(item)
             for record in records:
-                summary.add(record)
+                if isinstance(record, InputProblem):  # one bad log event: skipped, counted
+                    _error(summary, item.name, record.message, 0)
+                    continue
+                if cutoff is None or not _before(record, cutoff):
+                    summary.add(record)
                 counted += 1
         except SourceError as e:
             note = f" ({counted} records before it were counted)" if counted else ""
@@ -334,120 +338,20 @@ def summarise(
     return summary
 
 
+def _before(record: dict[str, Any], since_ms: int) -> bool:
+    """An event older than --since, whatever the source; one without a readable time
+    is kept, since nothing shows it is out of range."""
+    try:
+        when = datetime.fromisoformat(text_at(record, "eventTime") or "")
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() * 1000 < since_ms
+
+
 def _error(summary: Summary, source: str, message: str, counted: int) -> None:
     # botocore quotes the endpoint URL it failed on, user info and query included.
     message = redact_text(message)
     print(f"sts-agent: audit: {printable(source)}: {printable(message)}", file=sys.stderr)
     summary.errors.append({"source": source, "error": message, "records_counted": counted})
-
-
-def _table(title: str, counter: BoundedCounter, flag: str = "") -> Iterator[str]:
-    """Top rows of one counter; `flag` marks the global host where hosts are listed."""
-    rows = [(printable(k), n, k) for k, n in counter.ranked()]
-    if not rows:
-        return
-    yield ""
-    yield title
-    width = min(60, max(30, *(len(k) for k, _, _ in rows[:_TOP])))  # long keys overflow
-    for key, n, raw in rows[:_TOP]:
-        mark = f"  <- {flag}" if flag and global_signal(None, raw) else ""
-        yield f"  {key:<{width}}  {n:>9}{mark}"
-    rest = sum(n for _, n, _ in rows[_TOP:]) + counter.other
-    if rest:
-        yield f"  … {rest} more calls under other keys (all in --json)"
-
-
-def _split(counts: dict[str, int]) -> str:
-    names = {"us_east_1": "us-east-1", "in_region": "in-region", "unknown": "unrecorded"}
-    return ", ".join(f"{names[k]} {n}" for k, n in counts.items() if n) or "-"
-
-
-def _caller_lines(s: Summary) -> Iterator[str]:
-    callers = s.ranked_callers()
-    if not callers:
-        yield f"No calls to the global endpoint {GLOBAL_HOST}."
-        return
-    served = s.global_served
-    yield (
-        f"Still calling the global endpoint: {s.global_calls} calls from {len(callers)} "
-        f"caller(s). Served in us-east-1 (cross-region dependency): {served['us_east_1']}; "
-        f"in-region (fine for now, still to move): {served['in_region']}; "
-        f"serving region not recorded: {served['unknown']}"
-    )
-    sig = s.global_by_signal
-    yield (
-        f"Recognised by: endpointType and host header {sig['endpoint_type_and_host']}, "
-        f"endpointType alone {sig['endpoint_type']}, host header alone {sig['host_header']}"
-    )
-    yield f"  {'calls':>9}  {'last seen':<20}  {'served':<26}  caller"
-    for name, c in callers[:_TOP_CALLERS]:
-        seen = printable(c.last_seen)
-        yield f"  {c.count:>9}  {seen:<20}  {_split(c.served):<26}  {printable(name)}"
-        detail = [f"type {printable(c.kind)}"]
-        if c.sessions:
-            detail.append("sessions " + ", ".join(printable(x) for x in c.sessions))
-        detail.append("from " + ", ".join(printable(x) for x in c.ips))
-        detail.append("by " + ", ".join(k for k, n in c.signals.items() if n))
-        yield f"  {'':>9}  {'':<20}  {'':<26}    {'; '.join(detail)}"
-    if len(callers) > _TOP_CALLERS:
-        yield f"  … {len(callers) - _TOP_CALLERS} more caller(s) in --json"
-    if s.callers_other:
-        yield f"  … {s.callers_other} calls from callers beyond the first {MAX_KEYS}"
-
-
-def render(summary: Summary, region: str) -> str:
-    """The human report; the same facts as --json, trimmed to the top rows."""
-    s = summary
-    lines = [
-        f"CloudTrail STS audit: {s.files_read} source(s) read, {len(s.errors)} problem(s); "
-        f"{s.events} events, {s.sts_events} from {STS_SOURCE}",
-    ]
-    if s.first_seen:
-        lines.append(f"STS events from {printable(s.first_seen)} to {printable(s.last_seen)}")
-    lines += _table("Called host", s.by_host, flag="global endpoint")
-    if s.sts_events:
-        lines.append(
-            f"Through a VPC endpoint: {s.with_vpce} with vpcEndpointId, {s.without_vpce} without"
-        )
-    lines += _table("Endpoint type (RequestDetails.endpointType)", s.by_endpoint_type)
-    lines += _table("Serving region (RequestDetails.awsServingRegion)", s.by_serving_region)
-    lines += _table("Event name", s.by_event_name)
-    lines += _table("Identity type", s.by_identity_type)
-    lines += _table("Caller", s.by_principal)
-    lines += _table("Source IP", s.by_source_ip)
-    lines.append("")
-    lines += _caller_lines(s)
-    if s.errors:
-        lines.append(f"{len(s.errors)} input(s) could not be read fully (see the lines above).")
-    q = queries(region)
-    lines += ["", f"To find these callers in AWS (global calls are logged in {GLOBAL_LOG_REGION}):"]
-    for key, title in TITLES.items():
-        lines += ["", f"{title}:", *(f"  {line}" for line in q[key].splitlines())]
-    return "\n".join(lines)
-
-
-def run_cloudtrail_audit(
-    paths: Sequence[str],
-    *,
-    as_json: bool = False,
-    region: str | None = None,
-    since: str | None = None,
-    athena: Any = None,
-) -> int:
-    """CLI entry; see the module docstring for the exit codes."""
-    try:
-        resolved = resolve_region(region)
-        since_ms = parse_since(since) if since is not None else None
-    except ValueError as e:
-        print(f"sts-agent: audit: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    summary = summarise(paths, since_ms)
-    if athena is not None:
-        from agent.audit.cloudtrail_athena import summarise_athena
-
-        summarise_athena(athena, summary, since_ms, _error)
-    if as_json:
-        print(json.dumps(summary.as_json(resolved), indent=2))
-    else:
-        print(render(summary, resolved))
-    return summary.exit_code()

@@ -66,7 +66,7 @@ def _endpoint_alias() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_LOGS") or None
 
 
-def _events(group: str, start_ms: int) -> Iterator[dict[str, Any]]:
+def _events(group: str, start_ms: int) -> Iterator[dict[str, Any] | InputProblem]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -83,7 +83,10 @@ def _events(group: str, start_ms: int) -> Iterator[dict[str, Any]]:
         )
         for page in pages:
             for ev in page.get("events", []):
-                yield _decode(ev.get("message", ""), ev.get("eventId", "?"))
+                try:
+                    yield _decode(ev.get("message", ""), ev.get("eventId", "?"))
+                except SourceError as e:  # that event alone, as a bad file is for a tree
+                    yield InputProblem(group, str(e))
     except ClientError as e:
         raise _client_error(e) from None
     except BotoCoreError as e:
@@ -91,7 +94,7 @@ def _events(group: str, start_ms: int) -> Iterator[dict[str, Any]]:
 
 
 def _decode(message: str, event_id: str) -> dict[str, Any]:
-    """One log event as a record; a message that is not one is an error for the group."""
+    """One log event as a record; a message that is not one is reported and skipped."""
     if len(message) > MAX_VALUE:
         raise SourceError(f"log event {event_id}: over {MAX_VALUE >> 20} MiB")
     try:

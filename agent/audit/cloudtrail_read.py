@@ -58,7 +58,7 @@ class RecordSource:
     """A source that yields decoded records itself (CloudWatch Logs events)."""
 
     name: str
-    records: Callable[[], Iterator[dict[str, Any]]]
+    records: Callable[[], Iterator[dict[str, Any] | InputProblem]]
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ def _with_api_zones(report: Report, vpce: VpceConfirmation | None) -> Report:
     """Fill in ENI AZs the EC2 API reported and zonal DNS names did not, then judge again."""
     from agent.verdicts.findings import zone_findings
 
-    records = vpce.endpoints if vpce is not None else ()
+    vpc = report.imds.vpc_id  # an address means an ENI only within one VPC
+    found = vpce.endpoints if vpce is not None else ()
+    records = [r for r in found if not vpc or r.vpc_id == vpc]
     api = {a: az for r in records for a, az in r.zones}
     if not api.keys() - report.eni_zones.keys():
         return report

@@ -53,12 +53,23 @@ def sdk_view_in_child(environ: Mapping[str, str], timeout: float = 30.0) -> SdkV
 
 
 def with_global_serving(
-    sdk: SdkView, host_region: str | None, resolvers: tuple[Resolver, ...]
+    sdk: SdkView,
+    host_region: str | None,
+    resolvers: tuple[Resolver, ...],
+    *,
+    vpc_known: bool = True,
+    in_cluster: bool = False,
 ) -> SdkView:
     """Where AWS would serve a global call from this host (agent.verdicts.serving)."""
     if sdk.error:
         return sdk
-    served, why = global_serving(host_region, resolvers, proxied=bool(sdk.proxy))
+    served, why = global_serving(
+        host_region,
+        resolvers,
+        proxied=bool(sdk.proxy),
+        vpc_known=vpc_known,
+        in_cluster=in_cluster,
+    )
     return dataclasses.replace(sdk, global_served_in=served, global_served_why=why)
 
 
@@ -68,6 +79,7 @@ def host_sdk_view(
     resolvers: tuple[Resolver, ...],
     *,
     in_child: bool,
+    vpc_known: bool = True,
 ) -> SdkView:
     """The SDK view with its serving verdict; advisory, so it never raises."""
     try:
@@ -79,4 +91,10 @@ def host_sdk_view(
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = sdk_unknown(str(e)[:200])
-    return with_global_serving(sdk, host_region, resolvers)
+    return with_global_serving(
+        sdk,
+        host_region,
+        resolvers,
+        vpc_known=vpc_known,
+        in_cluster="KUBERNETES_SERVICE_HOST" in environ,
+    )

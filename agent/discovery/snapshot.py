@@ -38,7 +38,9 @@ def discover(
         resolvers = resolvers_from_specs(settings.resolvers, settings.resolv_conf, vpc_cidrs)
     except ValueError as e:
         resolvers, resolver_error = (), str(e)
-    sdk = host_sdk_view(environ, host_region, resolvers, in_child=sdk_in_child)
+    sdk = host_sdk_view(
+        environ, host_region, resolvers, in_child=sdk_in_child, vpc_known=bool(vpc_cidrs)
+    )
     hosts = None
     if settings.hosts_file:
         names = [ep.hostname for ep in watched_endpoints(settings, regions)]

@@ -371,7 +371,7 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
     phase_gauge = _gauge(
         "sts_agent_request_phase_seconds",
         "Seconds each phase of the latest GetCallerIdentity to this ENI took (for "
-        'address="public": the slowest public address).',
+        'address="public": the largest over the public addresses that reached the phase).',
         ["endpoint", "address", "phase"],
     )
     expiry = _gauge(

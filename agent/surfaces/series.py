@@ -45,9 +45,14 @@ class LabelledProbes:
         return all(p.success for p in self.probes)
 
     def phases(self) -> dict[str, float]:
-        """Each phase's seconds; for several addresses those of the slowest in total."""
-        slowest = max(self.probes, key=lambda p: p.phases.total or 0.0)
-        return {k: v for k, v in slowest.phases.as_dict().items() if v is not None}
+        """Each phase's seconds; for several addresses the largest of those that reached
+        it, so one address failing early does not hide the phases the others got to."""
+        out: dict[str, float] = {}
+        for p in self.probes:
+            for k, v in p.phases.as_dict().items():
+                if v is not None:
+                    out[k] = max(v, out.get(k, v))
+        return out
 
     @property
     def cert_not_after(self) -> float | None:

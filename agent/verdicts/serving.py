@@ -8,6 +8,8 @@ botocore so the daemon can ask without loading it.
 
 from __future__ import annotations
 
+import ipaddress
+
 from agent.results import Resolver
 
 #: Regions not enabled by default: "Active by default" is "No" in the table of AWS's
@@ -46,18 +48,43 @@ SERVING_WHY: dict[str, str] = {
     "proxy": "an HTTPS proxy resolves the name, so its resolver decides",
     "region_unknown": "the host's region is not known",
     "resolvers_unknown": "the host's resolvers are not known",
+    "forwarder": "the host's resolver is a local cache or forwarder, which may or may not "
+    "forward to the Amazon-provided DNS",
+    "cluster_dns": "the cluster's DNS (CoreDNS) answers the host, which may or may not "
+    "forward to the Amazon-provided DNS",
+    "vpc_unknown": "the VPC's CIDRs are not known, so the Amazon-provided DNS at VPC base+2 "
+    "cannot be told from another resolver",
 }
+SYSTEM_SOURCES = ("resolv.conf", "systemd-resolved")
+
+
+def _forwarder(r: Resolver) -> bool:
+    """A resolver that can only be a forwarder: a cache on this host (a system nameserver
+    on loopback) or a node-local cache on a link-local address that is not Amazon's."""
+    try:
+        ip = ipaddress.ip_address(r.address)
+    except ValueError:
+        return False
+    return ip.is_link_local or (ip.is_loopback and r.source in SYSTEM_SOURCES)
 
 
 def global_serving(
-    host_region: str | None, resolvers: tuple[Resolver, ...], proxied: bool = False
+    host_region: str | None,
+    resolvers: tuple[Resolver, ...],
+    proxied: bool = False,
+    *,
+    vpc_known: bool = True,
+    in_cluster: bool = False,
 ) -> tuple[str | None, str]:
     """(the region AWS serves this host's global STS calls in, or None; why).
 
     Since 2025 a global call is served in the caller's region when the Amazon DNS of a
     default-enabled region resolved the name; any other resolver, or an opt-in region,
     sends it to us-east-1. The system's resolvers decide (they are what boto3 uses);
-    configured extra resolvers only when the system's are not known.
+    configured extra resolvers only when the system's are not known. A resolver that
+    may forward to the Amazon DNS (a local cache, a cluster's CoreDNS), or one that
+    cannot be told from the VPC's base+2 without the VPC's CIDRs, leaves it unknown:
+    us-east-1 is claimed only where the agent can know it.
     """
     if proxied:
         return None, "proxy"
@@ -65,7 +92,7 @@ def global_serving(
         return None, "region_unknown"
     if host_region in OPT_IN_REGIONS:
         return US_EAST_1, "opt_in_region"
-    system = tuple(r for r in resolvers if r.source in ("resolv.conf", "systemd-resolved"))
+    system = tuple(r for r in resolvers if r.source in SYSTEM_SOURCES)
     used = system or resolvers
     if not used:
         return None, "resolvers_unknown"
@@ -73,6 +100,13 @@ def global_serving(
         return host_region, "amazon_dns"
     if host_region == US_EAST_1:  # us-east-1 either way: the host's own region
         return US_EAST_1, "home_region"
+    others = [r for r in used if not r.amazon_provided]
+    if any(_forwarder(r) for r in others):
+        return None, "forwarder"
+    if in_cluster:
+        return None, "cluster_dns"
+    if not vpc_known:
+        return None, "vpc_unknown"
     return US_EAST_1, "custom_resolver"
 
 
