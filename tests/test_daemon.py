@@ -92,11 +92,7 @@ def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
 
 def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Path) -> None:
     promtool = require_binary("promtool")
-    port = free_port()
-    with running_agent(
-        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
-    ) as agent:
-        agent.wait_ready()
+    with serving(vpc, tmp_path) as (agent, _):
         text = agent.metrics()
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
@@ -171,11 +167,7 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
 
 
 def test_sigterm_stops_cleanly_within_five_seconds(vpc: SimulatedVpc, tmp_path: Path) -> None:
-    port = free_port()
-    with running_agent(
-        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
-    ) as agent:
-        agent.wait_ready()
+    with serving(vpc, tmp_path) as (agent, _):
         agent.signal(signal.SIGTERM)
         assert agent.proc.wait(5) == 0
         assert "stopped" in agent.log()
@@ -204,11 +196,7 @@ def test_systemd_notify_ready_and_watchdog(vpc: SimulatedVpc, tmp_path: Path) ->
 
 
 def test_probe_endpoint_runs_one_synchronous_round(vpc: SimulatedVpc, tmp_path: Path) -> None:
-    port = free_port()
-    with running_agent(
-        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
-    ) as agent:
-        agent.wait_ready()
+    with serving(vpc, tmp_path) as (agent, _):
         status, body = agent.get("/probe?endpoint=regional", timeout=10)
         assert status == 200
         assert (
@@ -221,13 +209,9 @@ def test_probe_endpoint_runs_one_synchronous_round(vpc: SimulatedVpc, tmp_path: 
 
 
 def test_status_page_in_headless_chromium(vpc: SimulatedVpc, tmp_path: Path) -> None:
-    port = free_port()
     vpc.private_dns(False)  # so the page has a finding to show
-    with running_agent(
-        vpc_config(vpc, tmp_path / "a.toml", port), agent_env(vpc), port, tmp=tmp_path
-    ) as agent:
-        agent.wait_ready()
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+    with serving(vpc, tmp_path) as (agent, _):
+        dom = dump_dom(f"{agent.base}/", tmp_path)
     assert '<table id="endpoints">' in dom or 'id="endpoints"' in dom, dom[:2000]
     row = re.search(rf"<tr><td>{re.escape(REGIONAL)}</td>.*?</tr>", dom)
     assert row and 'data-path="public"' in row.group(0)

@@ -11,15 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL
-from tests.support.faults import (
-    PHASE,
-    REQ_FAILURES,
-    SUCCESS,
-    LiveAgent,
-    Scrape,
-    grown,
-    live_agent,
-)
+from tests.support import faults
+from tests.support.faults import REQ_FAILURES, SUCCESS, LiveAgent
 
 ENI = ENI_ADDRESSES[0]
 RSS_BOUND = 200 * 1024 * 1024
@@ -27,12 +20,12 @@ RSS_BOUND = 200 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
-    with live_agent(tmp_path_factory.mktemp("http")) as la:
+    with faults.live_agent(tmp_path_factory.mktemp("http")) as la:
         la.wait_healthy("a healthy start")
         yield la
 
 
-def _inject(live: LiveAgent, fault: str, reason: str) -> Scrape:
+def _inject(live: LiveAgent, fault: str, reason: str) -> faults.Scrape:
     """Switch `fault` on at one ENI and wait until the metrics blame exactly `reason`."""
     live.wait_healthy("a healthy baseline")
     before = live.scrape()
@@ -45,7 +38,7 @@ def _inject(live: LiveAgent, fault: str, reason: str) -> Scrape:
         ),
         f"{reason} at {ENI}",
     )
-    assert grown(before, s, REQ_FAILURES, besides=reason, address=ENI) == set()
+    assert faults.grown(before, s, REQ_FAILURES, besides=reason, address=ENI) == set()
     assert s.finding("STS_CALL_FAILED") >= 1
     live.wait(
         lambda s: (
@@ -56,7 +49,7 @@ def _inject(live: LiveAgent, fault: str, reason: str) -> Scrape:
         "the other ENI answering",
     )
     # An answer did arrive, so the first byte was timed in the failing round.
-    assert (s.value(PHASE, endpoint=REGIONAL, address=ENI, phase="ttfb") or 0) > 0
+    assert (s.value(faults.PHASE, endpoint=REGIONAL, address=ENI, phase="ttfb") or 0) > 0
     return s
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ from tests.support.phases import PHASES
 
 RESOLVER_INFO = "sts_agent_resolver_info"
 IMDS_FAST: dict[str, Any] = {"discovery_interval": 1, "imds__timeout": 0.5}
+
+
+def _credentials_from(tmp_path: Path, **provider: str) -> AbstractContextManager[LiveAgent]:
+    """A live agent whose credentials come from a provider the test runs (`provider` env)."""
+    return live_agent(tmp_path, env=lambda vpc: agent_env(vpc, **provider))
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +138,7 @@ def test_instance_profile_credentials_expiring_mid_run(tmp_path: Path) -> None:
     creds.start()
     creds.credentials_expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)
     try:
-        with live_agent(
-            tmp_path,
-            env=lambda vpc: agent_env(vpc, AWS_EC2_METADATA_SERVICE_ENDPOINT=creds.url),
-        ) as live:
+        with _credentials_from(tmp_path, AWS_EC2_METADATA_SERVICE_ENDPOINT=creds.url) as live:
             live.wait_healthy("signed calls with the short-lived credentials")
             assert creds.credential_fetches >= 1
             rounds = 0
@@ -156,10 +159,7 @@ def test_container_credentials_refresh_expire_and_recover(tmp_path: Path) -> Non
     server = ContainerCredentials().start()
     server.rotate(seconds=10)  # inside botocore's refresh window from the first fetch
     try:
-        with live_agent(
-            tmp_path,
-            env=lambda vpc: agent_env(vpc, AWS_CONTAINER_CREDENTIALS_FULL_URI=server.url),
-        ) as live:
+        with _credentials_from(tmp_path, AWS_CONTAINER_CREDENTIALS_FULL_URI=server.url) as live:
             live.wait_healthy("signed calls with container credentials")
             # Inside the refresh window botocore fetches again on every use.
             fetched = server.fetches

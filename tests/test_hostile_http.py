@@ -28,15 +28,8 @@ from agent.surfaces.http_server import HttpServer, Request, Response
 from agent.surfaces.webconfig import WebConfig
 from agent.surfaces.webconfig_file import load_web_config
 from testbed.require import missing
-from tests.support.http_client import (
-    PASSWORD,
-    basic,
-    get,
-    hash_password,
-    tls_config,
-    write,
-    write_leaf,
-)
+from tests.support import http_client
+from tests.support.http_client import PASSWORD, basic, get, write
 
 LOOPBACK = "127.0.0.1"
 SLOW_CLIENTS = 300
@@ -120,10 +113,10 @@ def test_one_deadline_covers_the_whole_head_however_slowly_it_trickles() -> None
 
 def test_tls_handshake_and_head_share_the_deadline(tmp_path: Path) -> None:
     ca = trustme.CA()
-    write_leaf(ca, tmp_path, "server", LOOPBACK)
+    http_client.write_leaf(ca, tmp_path, "server", LOOPBACK)
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
-    with running(tls_config(tmp_path), connection_timeout=1.0) as server:
+    with running(http_client.tls_config(tmp_path), connection_timeout=1.0) as server:
         raw = socket.create_connection((LOOPBACK, server.port), timeout=10)
         with ctx.wrap_socket(raw, server_hostname=LOOPBACK) as tls:
             tls.sendall(b"GET /metrics HTTP/1.1\r\n")  # handshake done, head never finished
@@ -265,7 +258,7 @@ def test_head_end(data: bytes, length: int) -> None:
 
 @pytest.fixture
 def auth(tmp_path: Path) -> WebConfig:
-    text = f"basic_auth_users:\n  prometheus: {hash_password(PASSWORD)}\n"
+    text = f"basic_auth_users:\n  prometheus: {http_client.hash_password(PASSWORD)}\n"
     return load_web_config(str(write(tmp_path / "web.yml", text)))
 
 
@@ -377,10 +370,10 @@ def test_a_guesser_on_one_address_cannot_keep_another_from_logging_in(
 
 def test_tls_client_certificates_still_enforced_by_the_loop(tmp_path: Path) -> None:
     server_ca, client_ca = trustme.CA(), trustme.CA()
-    write_leaf(server_ca, tmp_path, "server", LOOPBACK)
+    http_client.write_leaf(server_ca, tmp_path, "server", LOOPBACK)
     client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.crt"))
     extra = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.crt\n"
-    config = tls_config(tmp_path, extra)
+    config = http_client.tls_config(tmp_path, extra)
     assert config.authenticates_clients
     ctx = ssl.create_default_context()
     server_ca.configure_trust(ctx)
