@@ -88,11 +88,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Field:
-    path: str  # dotted TOML path
-    attr: str  # Settings attribute
+    path: str  # dotted TOML path; the Settings attribute is the same with "_" for "."
     parse: Callable[[Any], Any]
     help: str
     flag_name: str | None = None  # where exporter habit dictates another spelling
+
+    @property
+    def attr(self) -> str:
+        return self.path.replace(".", "_")
 
     @property
     def env(self) -> str:
@@ -104,151 +107,69 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
+    Field("regions", parsers.listing(parsers.region), "regions to watch (default: discovered)"),
+    Field("interval", parsers.positive(float), "seconds between probe rounds"),
+    Field("timeout", parsers.positive(float), "per-probe timeout in seconds"),
+    Field("port", parsers.port, "STS TCP port"),
+    Field("credentials", parsers.choice("chain", "none"), "chain or none (unsigned)"),
+    Field("ca_bundle", parsers.optional_path, "CA bundle for STS TLS (default AWS_CA_BUNDLE)"),
+    Field("vpc_cidrs", parsers.listing(parsers.cidr), "this VPC's CIDRs (default: from IMDS)"),
+    Field("resolvers", parsers.listing(parsers.resolver), "'system' or address[:port] list"),
+    Field("resolv_conf", parsers.text, "resolv.conf to read for 'system'"),
+    Field("hosts_file", parsers.optional_path, "hosts file checked for pinned STS names"),
+    Field("nsswitch_conf", parsers.text, "says whether the hosts file precedes DNS"),
     Field(
-        "regions",
-        "regions",
-        parsers.listing(parsers.region),
-        "regions to watch (default: discovered)",
-    ),
-    Field("interval", "interval", parsers.positive(float), "seconds between probe rounds"),
-    Field("timeout", "timeout", parsers.positive(float), "per-probe timeout in seconds"),
-    Field("port", "port", parsers.port, "STS TCP port"),
-    Field(
-        "credentials", "credentials", parsers.choice("chain", "none"), "chain or none (unsigned)"
-    ),
-    Field(
-        "ca_bundle",
-        "ca_bundle",
-        parsers.optional_path,
-        "CA bundle for STS TLS (default AWS_CA_BUNDLE)",
-    ),
-    Field(
-        "vpc_cidrs",
-        "vpc_cidrs",
-        parsers.listing(parsers.cidr),
-        "this VPC's CIDRs (default: from IMDS)",
-    ),
-    Field(
-        "resolvers",
-        "resolvers",
-        parsers.listing(parsers.resolver),
-        "'system' or address[:port] list",
-    ),
-    Field("resolv_conf", "resolv_conf", parsers.text, "resolv.conf to read for 'system'"),
-    Field(
-        "hosts_file", "hosts_file", parsers.optional_path, "hosts file checked for pinned STS names"
-    ),
-    Field(
-        "nsswitch_conf", "nsswitch_conf", parsers.text, "says whether the hosts file precedes DNS"
-    ),
-    Field(
-        "max_addresses_per_endpoint",
         "max_addresses_per_endpoint",
         parsers.positive(int),
         "cap on probed addresses (and label values) per endpoint",
     ),
-    Field(
-        "endpoints.regional",
-        "endpoints_regional",
-        parsers.boolean,
-        "watch sts.<region>.amazonaws.com",
-    ),
-    Field("endpoints.global", "endpoints_global", parsers.boolean, "watch sts.amazonaws.com"),
-    Field(
-        "endpoints.fips", "endpoints_fips", parsers.boolean, "watch sts-fips.<region>.amazonaws.com"
-    ),
-    Field(
-        "endpoints.dualstack", "endpoints_dualstack", parsers.boolean, "watch sts.<region>.api.aws"
-    ),
-    Field(
-        "endpoints.extra",
-        "endpoints_extra",
-        parsers.listing(parsers.hostname),
-        "more hostnames to watch",
-    ),
-    Field("expect", "expect", parsers.expect, "expected path per endpoint kind or hostname"),
-    Field("imds.enabled", "imds_enabled", parsers.boolean, "ask IMDSv2 for region and VPC"),
-    Field("imds.address", "imds_address", parsers.imds_address, "IMDS address (host or host:port)"),
-    Field(
-        "imds.timeout", "imds_timeout", parsers.positive(float), "total IMDS time budget, seconds"
-    ),
-    Field(
-        "discovery_interval",
-        "discovery_interval",
-        parsers.positive(float),
-        "seconds between rediscovery",
-    ),
-    Field(
-        "cert_warning_days",
-        "cert_warning_days",
-        parsers.positive(float),
-        "warn this early on certs",
-    ),
-    Field(
-        "web.listen_address", "web_listen_address", parsers.listen_address, "HOST:PORT for /metrics"
-    ),
+    Field("endpoints.regional", parsers.boolean, "watch sts.<region>.amazonaws.com"),
+    Field("endpoints.global", parsers.boolean, "watch sts.amazonaws.com"),
+    Field("endpoints.fips", parsers.boolean, "watch sts-fips.<region>.amazonaws.com"),
+    Field("endpoints.dualstack", parsers.boolean, "watch sts.<region>.api.aws"),
+    Field("endpoints.extra", parsers.listing(parsers.hostname), "more hostnames to watch"),
+    Field("expect", parsers.expect, "expected path per endpoint kind or hostname"),
+    Field("imds.enabled", parsers.boolean, "ask IMDSv2 for region and VPC"),
+    Field("imds.address", parsers.imds_address, "IMDS address (host or host:port)"),
+    Field("imds.timeout", parsers.positive(float), "total IMDS time budget, seconds"),
+    Field("discovery_interval", parsers.positive(float), "seconds between rediscovery"),
+    Field("cert_warning_days", parsers.positive(float), "warn this early on certs"),
+    Field("web.listen_address", parsers.listen_address, "HOST:PORT for /metrics"),
     Field(
         "web.config_file",
-        "web_config_file",
         parsers.optional_path,
         "web config YAML (TLS, basic auth)",
         "--web.config.file",
     ),
-    Field(
-        "web.probe_rate", "web_probe_rate", parsers.positive(float), "new /probe rounds per second"
-    ),
-    Field(
-        "web.probe_remote",
-        "web_probe_remote",
-        parsers.boolean,
-        "/probe from other hosts without auth",
-    ),
-    Field("log.format", "log_format", parsers.choice("plain", "json"), "plain or json"),
-    Field(
-        "log.level", "log_level", parsers.choice("debug", "info", "warning", "error"), "log level"
-    ),
-    Field(
-        "audit.processes",
-        "audit_processes",
-        parsers.boolean,
-        "inspect other processes' AWS settings",
-    ),
-    Field(
-        "audit.connections", "audit_connections", parsers.boolean, "count live connections to STS"
-    ),
-    Field(
-        "audit.vpc_endpoints",
-        "audit_vpc_endpoints",
-        parsers.boolean,
-        "confirm the VPC endpoint via EC2 API",
-    ),
+    Field("web.probe_rate", parsers.positive(float), "new /probe rounds per second"),
+    Field("web.probe_remote", parsers.boolean, "/probe from other hosts without auth"),
+    Field("log.format", parsers.choice("plain", "json"), "plain or json"),
+    Field("log.level", parsers.choice("debug", "info", "warning", "error"), "log level"),
+    Field("audit.processes", parsers.boolean, "inspect other processes' AWS settings"),
+    Field("audit.connections", parsers.boolean, "count live connections to STS"),
+    Field("audit.vpc_endpoints", parsers.boolean, "confirm the VPC endpoint via EC2 API"),
     Field(
         "metrics.histogram_phases",
-        "metrics_histogram_phases",
         parsers.histogram_phases,
         "request phases with a latency histogram per endpoint",
     ),
     Field(
-        "vpce_dns_names",
         "vpce_dns_names",
         parsers.listing(parsers.vpce_name),
         "STS endpoints' regional vpce DNS names; their zonal names give each ENI's AZ",
     ),
     Field(
         "host.availability_zone",
-        "host_availability_zone",
         parsers.matching(r"[a-z0-9-]{1,64}", "us-east-2a"),
         "this host's AZ (default: from IMDS)",
     ),
     Field(
         "host.vpc_id",
-        "host_vpc_id",
         parsers.matching(r"vpc-[0-9a-f]{8,17}", "vpc-0a1b2c3d4e5f60718"),
         "this host's VPC id (default: from IMDS)",
     ),
     Field(
         "host.account_id",
-        "host_account_id",
         parsers.matching(r"\d{12}", "123456789012"),
         "this host's AWS account id (default: from IMDS)",
     ),

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from agent.audit.vpc_endpoints import NOT_PERMITTED, VpceConfirmation, confirm_vpc_endpoints
-from agent.results import ImdsInfo, Report
+from agent.results import Finding, ImdsInfo, Report
 from tests.support.moto_http import moto_http_server
 
 REGION = "us-east-2"
@@ -107,6 +107,13 @@ def _codes(result: VpceConfirmation) -> list[str]:
     return [f.code for f in result.findings]
 
 
+def _only_finding(result: VpceConfirmation, code: str, severity: str) -> Finding:
+    """The one finding the audit raised, checked for its code and severity."""
+    assert _codes(result) == [code]
+    assert result.findings[0].severity == severity
+    return result.findings[0]
+
+
 def test_private_answers_of_this_vpc_endpoint_are_confirmed(ec2: Any, url: str) -> None:
     scene = _scene(ec2)
     result = confirm_vpc_endpoints(
@@ -152,9 +159,7 @@ def test_private_dns_disabled_in_this_vpc_is_reported(ec2: Any, url: str) -> Non
     assert result.error is None
     assert result.endpoints[0].private_dns_enabled is False
     assert result.confirmed == {vpce_name: True, REGIONAL: False}
-    assert _codes(result) == ["VPCE_PRIVATE_DNS_DISABLED"]
-    finding = result.findings[0]
-    assert finding.severity == "warning"
+    finding = _only_finding(result, "VPCE_PRIVATE_DNS_DISABLED", "warning")
     assert scene.endpoint_id in finding.message and REGIONAL in finding.message
     assert "endpoints.extra" in finding.advice
 
@@ -166,9 +171,7 @@ def test_hub_endpoint_in_another_vpc_is_info(ec2: Any, url: str) -> None:
     assert result.error is None
     assert result.confirmed == {REGIONAL: True}
     # Private DNS off on the hub is by design: only this VPC's endpoints are judged for it.
-    assert _codes(result) == ["VPCE_IN_OTHER_VPC"]
-    finding = result.findings[0]
-    assert finding.severity == "info"
+    finding = _only_finding(result, "VPCE_IN_OTHER_VPC", "info")
     assert hub.vpc_id in finding.message and spoke_vpc in finding.message
     assert "private hosted zone" in finding.advice
 
@@ -187,9 +190,8 @@ def test_address_outside_every_endpoint_is_unknown(ec2: Any, url: str) -> None:
     )
     assert result.error is None
     assert result.confirmed == {REGIONAL: False}
-    assert _codes(result) == ["VPCE_ADDRESS_UNKNOWN"]
-    finding = result.findings[0]
-    assert finding.severity == "warning" and finding.endpoint == REGIONAL
+    finding = _only_finding(result, "VPCE_ADDRESS_UNKNOWN", "warning")
+    assert finding.endpoint == REGIONAL
     assert FOREIGN in finding.message and scene.addresses[0] not in finding.message
 
 
@@ -214,9 +216,7 @@ def test_no_sts_endpoint_is_not_found(ec2: Any, url: str) -> None:
     assert result.error is None
     assert result.endpoints == ()
     assert result.confirmed == {REGIONAL: False}
-    assert _codes(result) == ["VPCE_NOT_FOUND"]
-    assert result.findings[0].severity == "warning"
-    assert STS_SERVICE in result.findings[0].message
+    assert STS_SERVICE in _only_finding(result, "VPCE_NOT_FOUND", "warning").message
 
 
 def _vpc_in(client: Any, region: str) -> tuple[str, list[str]]:
@@ -377,7 +377,7 @@ def _audited(url: str, monkeypatch: pytest.MonkeyPatch, scene: Scene, imds: Imds
     """A round whose Amazon DNS answered with the scene's ENIs, after the EC2 audit."""
     from agent.audit.host import HostAudits
     from agent.config import Settings
-    from tests.test_verdicts import AMAZON_DNS, endpoint, lookup, report
+    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup, report
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -410,7 +410,7 @@ def test_api_zones_come_from_the_hosts_vpc_only() -> None:
     from agent.audit.host import _with_api_zones
     from agent.audit.vpc_endpoints import VpceConfirmation, VpceRecord
     from agent.results import ImdsInfo
-    from tests.test_verdicts import AMAZON_DNS, endpoint, lookup, report
+    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup, report
 
     ip = "10.120.128.4"
     ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, ip),), expected="private")

@@ -14,12 +14,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
-from testbed.agent_proc import agent_env, running_agent, vpc_config, wait_for
+from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config, wait_for
 from testbed.ports import free_port
 from testbed.prometheus import prometheus_scraping
 from testbed.require import require_binary
@@ -34,6 +36,18 @@ def vpc(tmp_path: Path) -> Iterator[SimulatedVpc]:
         yield v
 
 
+@contextmanager
+def serving(
+    vpc: SimulatedVpc, tmp_path: Path, **overrides: Any
+) -> Iterator[tuple[AgentProcess, Path]]:
+    """A ready `serve` on a free port for the simulated VPC, and the config file it reads."""
+    port = free_port()
+    cfg = vpc_config(vpc, tmp_path / "agent.toml", port, **overrides)
+    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
+        agent.wait_ready()
+        yield agent, cfg
+
+
 def _series(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
@@ -41,41 +55,39 @@ def _series(text: str, prefix: str) -> list[str]:
 def test_prometheus_scrapes_the_agent_and_reads_the_vpce_path(
     vpc: SimulatedVpc, tmp_path: Path
 ) -> None:
-    port = free_port()
-    cfg = vpc_config(vpc, tmp_path / "agent.toml", port)
-    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
-        agent.wait_ready()
-        with prometheus_scraping([f"127.0.0.1:{port}"], tmp_path) as prom:
-            wait_for(prom.targets_up, 30, "scrape target up")
-            res = wait_for(
-                lambda: prom.query(
-                    f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce"}} == 1'
-                ),
-                30,
-                "vpce path in prometheus",
-            )
-            assert res[0]["metric"]["resolver"] == f"{vpc.dns.address}:{vpc.dns.port}"
-            ok = wait_for(
-                lambda: prom.query(f'sts_agent_probe_success{{endpoint="{REGIONAL}"}} == 1'),
-                30,
-                "successful probes",
-            )
-            assert {r["metric"]["address"] for r in ok} == set(ENI_ADDRESSES)
-            phases = prom.query(
-                "count by (phase) (sts_agent_request_duration_seconds_count"
-                f'{{endpoint="{REGIONAL}"}})'
-            )
-            # per endpoint, total only by default; each ENI's phases are gauges
-            assert {r["metric"]["phase"] for r in phases} == {"total"}
-            enis = prom.query(
-                f'count by (address) (sts_agent_request_phase_seconds{{endpoint="{REGIONAL}"}})'
-            )
-            assert {r["metric"]["address"] for r in enis} == set(ENI_ADDRESSES)
-            met = prom.query("sts_agent_endpoint_expectation_met")
-            assert {r["metric"]["endpoint"]: r["value"][1] for r in met} == {
-                REGIONAL: "1",
-                "sts.amazonaws.com": "1",
-            }
+    with (
+        serving(vpc, tmp_path) as (agent, _),
+        prometheus_scraping([f"127.0.0.1:{agent.port}"], tmp_path) as prom,
+    ):
+        wait_for(prom.targets_up, 30, "scrape target up")
+        res = wait_for(
+            lambda: prom.query(
+                f'sts_agent_endpoint_path{{endpoint="{REGIONAL}",path="vpce"}} == 1'
+            ),
+            30,
+            "vpce path in prometheus",
+        )
+        assert res[0]["metric"]["resolver"] == f"{vpc.dns.address}:{vpc.dns.port}"
+        ok = wait_for(
+            lambda: prom.query(f'sts_agent_probe_success{{endpoint="{REGIONAL}"}} == 1'),
+            30,
+            "successful probes",
+        )
+        assert {r["metric"]["address"] for r in ok} == set(ENI_ADDRESSES)
+        phases = prom.query(
+            f'count by (phase) (sts_agent_request_duration_seconds_count{{endpoint="{REGIONAL}"}})'
+        )
+        # per endpoint, total only by default; each ENI's phases are gauges
+        assert {r["metric"]["phase"] for r in phases} == {"total"}
+        enis = prom.query(
+            f'count by (address) (sts_agent_request_phase_seconds{{endpoint="{REGIONAL}"}})'
+        )
+        assert {r["metric"]["address"] for r in enis} == set(ENI_ADDRESSES)
+        met = prom.query("sts_agent_endpoint_expectation_met")
+        assert {r["metric"]["endpoint"]: r["value"][1] for r in met} == {
+            REGIONAL: "1",
+            "sts.amazonaws.com": "1",
+        }
 
 
 def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Path) -> None:
@@ -121,10 +133,7 @@ def test_metrics_pass_promtool_with_no_warnings(vpc: SimulatedVpc, tmp_path: Pat
 
 def test_scrapes_answer_while_a_probe_target_hangs(vpc: SimulatedVpc, tmp_path: Path) -> None:
     """A target that accepts and never answers must not hold up /metrics."""
-    port = free_port()
-    cfg = vpc_config(vpc, tmp_path / "a.toml", port, interval=20, timeout=15)
-    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
-        agent.wait_ready()
+    with serving(vpc, tmp_path, interval=20, timeout=15) as (agent, _):
         vpc.sts[ENI_ADDRESSES[0]].fault = "hang"
         os.kill(agent.proc.pid, signal.SIGHUP)  # reload: starts a fresh round at once
         wait_for(lambda: len(vpc.sts[ENI_ADDRESSES[0]].requests) >= 2, 10, "hung request")
@@ -140,12 +149,9 @@ def test_scrapes_answer_while_a_probe_target_hangs(vpc: SimulatedVpc, tmp_path: 
 def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
     vpc: SimulatedVpc, tmp_path: Path
 ) -> None:
-    port = free_port()
-    cfg = vpc_config(vpc, tmp_path / "a.toml", port)
-    with running_agent(cfg, agent_env(vpc), port, tmp=tmp_path) as agent:
-        agent.wait_ready()
+    with serving(vpc, tmp_path) as (agent, cfg):
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
-        vpc_config(vpc, cfg, port, expect__regional="public")
+        vpc_config(vpc, cfg, agent.port, expect__regional="public")
         agent.signal(signal.SIGHUP)
         wait_for(
             lambda: (

@@ -190,7 +190,7 @@ def test_az_ids_decide_where_both_sides_have_one_and_names_elsewhere() -> None:
     from agent.discovery.identity import host_overrides
     from agent.results import ImdsInfo
     from agent.verdicts.zones import cross_az_ratio, local_az_eni
-    from tests.test_verdicts import AMAZON_DNS, endpoint, lookup
+    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup
 
     near, far = ENI_ADDRESSES[0], ENI_ADDRESSES[1]
     ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, near, far),), expected="private")

@@ -237,25 +237,20 @@ class DnsServer(Service):
                 )
 
 
-class _Udp(socketserver.ThreadingUDPServer):
+class _Listening(socketserver.ThreadingMixIn, socketserver.BaseServer):
+    """One listener of the simulated server: UDP and TCP differ only in their handler."""
+
     daemon_threads = True
     block_on_close = False
+    handler: type[socketserver.BaseRequestHandler]
+    address_family: int
 
     def __init__(self, addr: tuple[str, int], family: socket.AddressFamily, sim: DnsServer):
         self.address_family = family
         self.sim = sim
-        super().__init__(addr, _UdpHandler)
+        super().__init__(addr, self.handler)
 
 
-class _Tcp(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], family: socket.AddressFamily, sim: DnsServer):
-        self.address_family = family
-        self.sim = sim
-        super().__init__(addr, _TcpHandler)
 
 
 class _UdpHandler(socketserver.BaseRequestHandler):
@@ -293,3 +288,12 @@ class _TcpHandler(socketserver.BaseRequestHandler):
                         conn.sendall(len(answer).to_bytes(2, "big") + answer)
                     except OSError:
                         return
+
+
+class _Udp(_Listening, socketserver.UDPServer):
+    handler = _UdpHandler
+
+
+class _Tcp(_Listening, socketserver.TCPServer):
+    allow_reuse_address = True
+    handler = _TcpHandler
