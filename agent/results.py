@@ -73,6 +73,8 @@ class ImdsInfo:
     detail: str = ""
     region: str | None = None
     availability_zone: str | None = None
+    #: The same AZ's ID (use2-az1), alike in every account where names are shuffled.
+    availability_zone_id: str | None = None
     instance_id: str | None = None
     vpc_id: str | None = None
     subnet_id: str | None = None
@@ -325,6 +327,8 @@ class Report:
     audit: HostAuditResult | None = None
     #: ENI address -> its Availability Zone, only as learned from zonal vpce DNS names or EC2.
     eni_zones: dict[str, str] = field(default_factory=dict)
+    #: ENI address -> its AZ ID, as EC2 reported it (zonal DNS names carry only AZ names).
+    eni_zone_ids: dict[str, str] = field(default_factory=dict)
     #: The ENI addresses of each VPC endpoint those sources described, one group per endpoint.
     vpce_enis: tuple[tuple[str, ...], ...] = ()
 

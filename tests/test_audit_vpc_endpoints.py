@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from agent.audit.vpc_endpoints import NOT_PERMITTED, VpceConfirmation, confirm_vpc_endpoints
-from agent.results import Finding
+from agent.results import Finding, ImdsInfo, Report
 from tests.support.moto_http import moto_http_server
 
 REGION = "us-east-2"
@@ -373,33 +373,35 @@ def test_each_eni_address_carries_the_az_ec2_reports(ec2: Any, url: str) -> None
     assert dict(rec.zones) == want
 
 
+def _audited(url: str, monkeypatch: pytest.MonkeyPatch, scene: Scene, imds: ImdsInfo) -> Report:
+    """A round whose Amazon DNS answered with the scene's ENIs, after the EC2 audit."""
+    from agent.audit.host import HostAudits
+    from agent.config import Settings
+    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup, report
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # classed against the test VPC 127.10/16 these are "private": endpoint ENIs all the same
+    ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, *scene.addresses),), expected="private")
+    before = report(ep, imds=imds)
+    assert before.eni_zones == {} and before.eni_zone_ids == {}
+    settings = Settings(audit_vpc_endpoints=True, audit_connections=False)
+    return HostAudits().apply(settings, before)
+
+
 def test_the_audit_fills_in_eni_zones_and_judges_the_hosts_az(
     ec2: Any, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No zonal names configured: the EC2 API alone says where the ENIs are."""
     from dataclasses import replace
 
-    from agent.audit.host import HostAudits
-    from agent.config import Settings
-    from agent.results import ImdsInfo
-    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup, report
-
     scene = _scene(ec2)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    # classed against the test VPC 127.10/16 these are "private": endpoint ENIs all the same
-    ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, *scene.addresses),), expected="private")
     imds = ImdsInfo(True, region=REGION, availability_zone=f"{REGION}c", vpc_id=scene.vpc_id)
-    before = report(ep, imds=imds)
-    assert before.eni_zones == {}
-    settings = Settings(audit_vpc_endpoints=True, audit_connections=False)
-    after = HostAudits().apply(settings, before)
+    after = _audited(url, monkeypatch, scene, imds)
     assert set(after.eni_zones.values()) == {f"{REGION}a", f"{REGION}b"}
     assert [f.code for f in after.findings].count("ENDPOINT_NO_LOCAL_AZ_ENI") == 1
     # the host moves to an AZ the endpoint spans: the finding goes
-    inside = HostAudits().apply(
-        settings, replace(before, imds=replace(imds, availability_zone=f"{REGION}a"))
-    )
+    inside = _audited(url, monkeypatch, scene, replace(imds, availability_zone=f"{REGION}a"))
     assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in inside.findings]
 
 
@@ -420,3 +422,42 @@ def test_api_zones_come_from_the_hosts_vpc_only() -> None:
     after = _with_api_zones(report(ep, imds=imds), VpceConfirmation(endpoints=records))
     assert after.eni_zones == {ip: f"{REGION}a"}
     assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in after.findings]
+
+
+def test_each_eni_address_carries_the_az_id_of_its_subnet(ec2: Any, url: str) -> None:
+    scene = _scene(ec2)
+    enis = ec2.describe_network_interfaces(NetworkInterfaceIds=list(scene.eni_ids))
+    subnets = {s["SubnetId"]: s["AvailabilityZoneId"] for s in ec2.describe_subnets()["Subnets"]}
+    want = {e["PrivateIpAddress"]: subnets[e["SubnetId"]] for e in enis["NetworkInterfaces"]}
+    assert len(set(want.values())) == 2 and all(want.values())
+    result = confirm_vpc_endpoints(
+        REGION, scene.vpc_id, {REGIONAL: scene.addresses}, endpoint_url=url
+    )
+    (rec,) = result.endpoints
+    assert dict(rec.zone_ids) == want
+
+
+def test_the_hosts_az_is_judged_by_id_when_both_sides_have_one(
+    ec2: Any, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AZ names are shuffled per account: the same physical AZ may be named otherwise here."""
+    from dataclasses import replace
+
+    scene = _scene(ec2)
+    subnets = ec2.describe_subnets()["Subnets"]
+    zone_id = {s["AvailabilityZone"]: s["AvailabilityZoneId"] for s in subnets}
+    # named 2c in this account, but physically the AZ the ENI named 2a is in
+    imds = ImdsInfo(
+        True,
+        region=REGION,
+        availability_zone=f"{REGION}c",
+        availability_zone_id=zone_id[f"{REGION}a"],
+        vpc_id=scene.vpc_id,
+    )
+    same = _audited(url, monkeypatch, scene, imds)
+    assert set(same.eni_zone_ids.values()) == {zone_id[f"{REGION}a"], zone_id[f"{REGION}b"]}
+    assert "ENDPOINT_NO_LOCAL_AZ_ENI" not in [f.code for f in same.findings]
+    # named 2a like an ENI's AZ, but its ID is one no ENI has: the names mislead
+    elsewhere = replace(imds, availability_zone=f"{REGION}a", availability_zone_id="use2-az9")
+    far = _audited(url, monkeypatch, scene, elsewhere)
+    assert [f.code for f in far.findings].count("ENDPOINT_NO_LOCAL_AZ_ENI") == 1

@@ -43,6 +43,7 @@ def test_happy_path_returns_every_field_and_uses_a_token(imds: ImdsServer) -> No
     assert info.available and info.reason is None, info.detail
     assert info.region == "us-east-2"
     assert info.availability_zone == "us-east-2a"
+    assert info.availability_zone_id == imds.az_id == "use2-az1"
     assert info.instance_id == "i-0123456789abcdef0"
     assert info.vpc_id == imds.vpc_id
     assert info.subnet_id == imds.subnet_id
@@ -128,6 +129,13 @@ def test_some_bad_cidrs_are_dropped_and_reported() -> None:
     assert info.available and info.reason is None
     assert info.vpc_cidrs == ("10.120.0.0/16",)
     assert "10.121.0.1/16" in info.detail and "2600:1f16::/56" in info.detail
+
+
+def test_an_imds_without_the_az_id_leaves_it_unknown_and_the_rest_intact() -> None:
+    with ImdsServer(az_id="") as server:  # an empty document is no AZ ID
+        info = discover(_addr(server), timeout=5, environ=ENABLED)
+    assert info.available and info.reason is None, info.detail
+    assert info.availability_zone == "us-east-2a" and info.availability_zone_id is None
 
 
 def test_later_failure_keeps_what_was_learned() -> None:

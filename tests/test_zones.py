@@ -101,6 +101,8 @@ def test_a_host_in_an_az_without_eni_gets_the_finding(vpc: SimulatedVpc) -> None
     finally:
         vpc.imds.az = HOST_AZ
     assert disc.eni_zones == ENI_ZONES  # zonal names of 2c do not resolve: nothing guessed
+    # the host's AZ ID is known but zonal names carry none: the names are compared
+    assert report.imds.availability_zone_id == vpc.imds.az_id and report.eni_zone_ids == {}
     assert s.value("sts_agent_endpoint_local_az_eni", endpoint=REGIONAL) == 0
     assert s.value("sts_agent_endpoint_cross_az_ratio", endpoint=REGIONAL) == 1
     (f,) = [f for f in report.findings if f.code == "ENDPOINT_NO_LOCAL_AZ_ENI"]
@@ -182,3 +184,32 @@ def test_check_text_shows_each_enis_az(vpc: SimulatedVpc) -> None:
     text = render(report)
     for address, az in ENI_ZONES.items():
         assert any(address in line and line.rstrip().endswith(az) for line in text.splitlines())
+
+
+def test_az_ids_decide_where_both_sides_have_one_and_names_elsewhere() -> None:
+    from agent.discovery.identity import host_overrides
+    from agent.results import ImdsInfo
+    from agent.verdicts.zones import cross_az_ratio, local_az_eni
+    from tests.support.minimal_rounds import AMAZON_DNS, endpoint, lookup
+
+    near, far = ENI_ADDRESSES[0], ENI_ADDRESSES[1]
+    ep = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, near, far),), expected="private")
+    (answers,) = ep.verdicts
+    # a hub account names the host's physical AZ (use2-az3) "us-east-2b"
+    zones = {near: "us-east-2a", far: "us-east-2b"}
+    ids = {near: "use2-az1", far: "use2-az3"}
+    assert local_az_eni(ep, zones, "us-east-2a", (), ids, "use2-az3") is True
+    assert cross_az_ratio(answers.addresses, zones, "us-east-2a", ids, "use2-az3") == 0.5
+    assert local_az_eni(ep, zones, "us-east-2c", (), ids, "use2-az2") is False
+    # one side without an ID: the names compare
+    assert local_az_eni(ep, zones, "us-east-2c", (), ids, None) is False
+    assert local_az_eni(ep, zones, "us-east-2a", (), {}, "use2-az2") is True
+    assert (
+        cross_az_ratio(answers.addresses, zones, "us-east-2c", {far: "use2-az2"}, "use2-az2") == 0.5
+    )
+    # a configured AZ other than the one IMDS named: IMDS's ID is not that AZ's
+    imds = ImdsInfo(True, availability_zone="us-east-2a", availability_zone_id="use2-az1")
+    moved = host_overrides(imds, Settings(host_availability_zone="us-east-2c"))
+    assert (moved.availability_zone, moved.availability_zone_id) == ("us-east-2c", None)
+    same = host_overrides(imds, Settings(host_availability_zone="us-east-2a"))
+    assert same.availability_zone_id == "use2-az1"

@@ -109,11 +109,15 @@ def _with_api_zones(report: Report, vpce: VpceConfirmation | None) -> Report:
     found = vpce.endpoints if vpce is not None else ()
     records = [r for r in found if not vpc or r.vpc_id == vpc]
     api = {a: az for r in records for a, az in r.zones}
-    if not api.keys() - report.eni_zones.keys():
+    ids = {a: az_id for r in records for a, az_id in r.zone_ids}
+    if not api.keys() - report.eni_zones.keys() and not ids.keys() - report.eni_zone_ids.keys():
         return report
     groups = tuple(r.addresses for r in records if r.addresses)
     report = dataclasses.replace(
-        report, eni_zones={**api, **report.eni_zones}, vpce_enis=report.vpce_enis + groups
+        report,
+        eni_zones={**api, **report.eni_zones},
+        eni_zone_ids={**report.eni_zone_ids, **ids},
+        vpce_enis=report.vpce_enis + groups,
     )
     kept = tuple(f for f in report.findings if f.code != "ENDPOINT_NO_LOCAL_AZ_ENI")
     return dataclasses.replace(report, findings=kept + tuple(zone_findings(report)))

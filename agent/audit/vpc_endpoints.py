@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ class VpceRecord:
     network_interface_ids: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
     zones: tuple[tuple[str, str], ...] = ()  # (address, its ENI's Availability Zone)
+    zone_ids: tuple[tuple[str, str], ...] = ()  # (address, that AZ's ID, alike in every account)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def confirm_vpc_endpoints(
 
     eni_ids = [eni for ep in raw for eni in ep.get("NetworkInterfaceIds") or ()]
     error: str | None = None
-    eni_addresses: dict[str, tuple[tuple[str, ...], str]] = {}
+    eni_addresses: dict[str, _Eni] = {}
     try:
         eni_addresses = _describe_eni_addresses(client, eni_ids)
     except _AuditError as exc:
@@ -125,21 +126,53 @@ def _describe_endpoints(client: Any, region: str) -> list[dict[str, Any]]:
     return _paginate(client, "describe_vpc_endpoints", "VpcEndpoints", Filters=filters)
 
 
-def _describe_eni_addresses(
-    client: Any, eni_ids: Sequence[str]
-) -> dict[str, tuple[tuple[str, ...], str]]:
+#: An ENI's addresses, its AZ name and that AZ's ID ("" when unknown).
+_Eni = tuple[tuple[str, ...], str, str]
+
+
+def _describe_eni_addresses(client: Any, eni_ids: Sequence[str]) -> dict[str, _Eni]:
     """Addresses and AZ per ENI id, looked up by filter so a vanished ENI is simply absent."""
-    out: dict[str, tuple[tuple[str, ...], str]] = {}
-    unique = list(dict.fromkeys(eni_ids))
-    for start in range(0, len(unique), ENI_BATCH):
-        batch = unique[start : start + ENI_BATCH]
+    enis: dict[str, Mapping[str, Any]] = {}
+    for batch in _batches(eni_ids):
         filters = [{"Name": "network-interface-id", "Values": batch}]
         for eni in _paginate(
             client, "describe_network_interfaces", "NetworkInterfaces", Filters=filters
         ):
-            eni_id = eni.get("NetworkInterfaceId")
-            if eni_id:
-                out[eni_id] = (tuple(_eni_addresses(eni)), str(eni.get("AvailabilityZone") or ""))
+            if eni.get("NetworkInterfaceId"):
+                enis[eni["NetworkInterfaceId"]] = eni
+    unzoned = [
+        e["SubnetId"]
+        for e in enis.values()
+        if e.get("SubnetId") and not e.get("AvailabilityZoneId")
+    ]
+    subnet_ids = _subnet_zone_ids(client, unzoned) if unzoned else {}
+    return {
+        eni_id: (
+            tuple(_eni_addresses(eni)),
+            str(eni.get("AvailabilityZone") or ""),
+            str(eni.get("AvailabilityZoneId") or subnet_ids.get(eni.get("SubnetId") or "", "")),
+        )
+        for eni_id, eni in enis.items()
+    }
+
+
+def _batches(ids: Iterable[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), ENI_BATCH):
+        yield unique[start : start + ENI_BATCH]
+
+
+def _subnet_zone_ids(client: Any, subnet_ids: Sequence[str]) -> dict[str, str]:
+    """Subnet id -> its AZ ID; empty when EC2 will not say, since names still compare."""
+    out: dict[str, str] = {}
+    try:
+        for batch in _batches(subnet_ids):
+            filters = [{"Name": "subnet-id", "Values": batch}]
+            for subnet in _paginate(client, "describe_subnets", "Subnets", Filters=filters):
+                if subnet.get("SubnetId") and subnet.get("AvailabilityZoneId"):
+                    out[subnet["SubnetId"]] = str(subnet["AvailabilityZoneId"])
+    except _AuditError:
+        return {}
     return out
 
 
@@ -204,15 +237,13 @@ def _normal(address: str) -> str:
         return address.strip()
 
 
-def _record(
-    ep: Mapping[str, Any], eni_addresses: Mapping[str, tuple[tuple[str, ...], str]]
-) -> VpceRecord:
+def _record(ep: Mapping[str, Any], eni_addresses: Mapping[str, _Eni]) -> VpceRecord:
     eni_ids = tuple(ep.get("NetworkInterfaceIds") or ())
-    addresses: dict[str, str] = {}
+    addresses: dict[str, tuple[str, str]] = {}
     for eni in eni_ids:
-        found, az = eni_addresses.get(eni, ((), ""))
+        found, az, az_id = eni_addresses.get(eni, ((), "", ""))
         for addr in found:
-            addresses.setdefault(addr, az)
+            addresses.setdefault(addr, (az, az_id))
     dns_names = tuple(d["DnsName"] for d in ep.get("DnsEntries") or () if d.get("DnsName"))
     return VpceRecord(
         id=str(ep.get("VpcEndpointId", "")),
@@ -222,7 +253,8 @@ def _record(
         dns_names=dns_names,
         network_interface_ids=eni_ids,
         addresses=tuple(addresses),
-        zones=tuple((a, az) for a, az in addresses.items() if az),
+        zones=tuple((a, az) for a, (az, _) in addresses.items() if az),
+        zone_ids=tuple((a, az_id) for a, (_, az_id) in addresses.items() if az_id),
     )
 
 

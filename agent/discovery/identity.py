@@ -24,6 +24,7 @@ def keep_last_good(imds: ImdsInfo, previous: ImdsInfo | None) -> ImdsInfo:
         imds,
         region=imds.region or last.region,
         availability_zone=imds.availability_zone or last.availability_zone,
+        availability_zone_id=imds.availability_zone_id or last.availability_zone_id,
         instance_id=imds.instance_id or last.instance_id,
         vpc_id=imds.vpc_id or last.vpc_id,
         subnet_id=imds.subnet_id or last.subnet_id,
@@ -34,9 +35,14 @@ def keep_last_good(imds: ImdsInfo, previous: ImdsInfo | None) -> ImdsInfo:
 
 def host_overrides(imds: ImdsInfo, settings: Settings) -> ImdsInfo:
     """Configured host identity wins over what IMDS said (or could not say)."""
+    az = settings.host_availability_zone
     return dataclasses.replace(
         imds,
-        availability_zone=settings.host_availability_zone or imds.availability_zone,
+        availability_zone=az or imds.availability_zone,
+        # another AZ configured than IMDS named: IMDS's ID is not that AZ's
+        availability_zone_id=imds.availability_zone_id
+        if not az or az == imds.availability_zone
+        else None,
         vpc_id=settings.host_vpc_id or imds.vpc_id,
         account_id=settings.host_account_id or imds.account_id,
     )

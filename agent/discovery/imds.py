@@ -230,6 +230,13 @@ def discover(
         reason = f.reason
         notes.append(f"region {facts['region']} known, but: {f.detail}")
 
+    try:  # only sharpens the AZ comparison across accounts: its absence must not taint the rest
+        zone_id = session.get_optional("placement/availability-zone-id")
+        if _AZ.fullmatch(zone_id):
+            facts["availability_zone_id"] = zone_id
+    except _Failure as f:
+        log.debug("no availability zone id from IMDS: %s", f.detail)
+
     try:  # only labels the host in fleet views: its absence must not taint the rest
         facts["account_id"] = session.account_id() or ""
     except _Failure as f:
@@ -241,6 +248,7 @@ def discover(
         detail="; ".join(notes),
         region=facts["region"],
         availability_zone=facts.get("availability_zone"),
+        availability_zone_id=facts.get("availability_zone_id"),
         instance_id=facts.get("instance_id"),
         vpc_id=facts.get("vpc_id"),
         subnet_id=facts.get("subnet_id"),

@@ -55,6 +55,7 @@ class ImdsServer(Service):
         *,
         region: str = "us-east-2",
         az: str = "us-east-2a",
+        az_id: str = "use2-az1",
         instance_id: str = "i-0123456789abcdef0",
         mac: str = "0e:49:61:0f:c3:11",
         vpc_id: str = "vpc-0a1b2c3d4e5f60718",
@@ -67,6 +68,7 @@ class ImdsServer(Service):
     ) -> None:
         self.region = region
         self.az = az
+        self.az_id = az_id
         self.instance_id = instance_id
         self.mac = mac
         self.vpc_id = vpc_id
@@ -145,6 +147,7 @@ class ImdsServer(Service):
         docs = {
             "placement/region": self.region,
             "placement/availability-zone": self.az,
+            "placement/availability-zone-id": self.az_id,
             "instance-id": self.instance_id,
             "mac": self.mac,
             net + "vpc-id": self.vpc_id,

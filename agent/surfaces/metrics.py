@@ -392,6 +392,7 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
         ["endpoint", "resolver"],
     )
     zones, host_az = report.eni_zones, report.imds.availability_zone
+    ids, host_az_id = report.eni_zone_ids, report.imds.availability_zone_id
     for ep in report.endpoints:
         host = ep.endpoint.hostname
         for resolver, p_now in ep.paths_by_source.items():
@@ -409,11 +410,11 @@ def _endpoint_families(report: Report) -> Iterator[Metric]:
                 phase_gauge.add_metric([host, group.label, phase], seconds)
             if group.cert_not_after:
                 expiry.add_metric([host, group.label], group.cert_not_after)
-        has_local = local_az_eni(ep, zones, host_az, report.vpce_enis)
+        has_local = local_az_eni(ep, zones, host_az, report.vpce_enis, ids, host_az_id)
         if has_local is not None:
             local.add_metric([host], 1.0 if has_local else 0.0)
         for v in ep.verdicts:
-            ratio = cross_az_ratio(v.addresses, zones, host_az)
+            ratio = cross_az_ratio(v.addresses, zones, host_az, ids, host_az_id)
             if ratio is not None:
                 cross.add_metric([host, v.resolver], ratio)
     yield from (path, addr_info, met, dropped, public_hash, success, phase_gauge, expiry)

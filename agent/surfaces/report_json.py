@@ -187,5 +187,9 @@ def _vpc_endpoints(vpce: VpceConfirmation) -> dict[str, Any]:
     return {
         "error": vpce.error,
         "confirmed": dict(vpce.confirmed),
-        "endpoints": [dataclasses.asdict(r) for r in vpce.endpoints],
+        # zone_ids only sharpen the AZ verdicts; the document keeps its documented keys
+        "endpoints": [
+            {k: v for k, v in dataclasses.asdict(r).items() if k != "zone_ids"}
+            for r in vpce.endpoints
+        ],
     }

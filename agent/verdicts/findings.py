@@ -237,9 +237,12 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
 
 def zone_findings(report: Report) -> Iterator[Finding]:
     """ENDPOINT_NO_LOCAL_AZ_ENI where the ENIs' AZs are known and none is the host's."""
-    host_az = report.imds.availability_zone
+    host_az, host_az_id = report.imds.availability_zone, report.imds.availability_zone_id
     for ep in report.endpoints:
-        if local_az_eni(ep, report.eni_zones, host_az, report.vpce_enis) is False:
+        has_local = local_az_eni(
+            ep, report.eni_zones, host_az, report.vpce_enis, report.eni_zone_ids, host_az_id
+        )
+        if has_local is False:
             host = ep.endpoint.hostname
             azs = zones_of(ep, report.eni_zones, report.vpce_enis)
             yield finding(

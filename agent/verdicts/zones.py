@@ -5,7 +5,9 @@ an address whose AZ is unknown is left out, and with none known there is no
 verdict at all rather than a wrong one.  Calls to an ENI in another AZ cost
 cross-AZ latency and data charges, and fail with that AZ.  Only AZs of the host's own
 region compare with the host's: an endpoint of another region (peering, transit
-gateway) has no ENI here by nature and gets no verdict.
+gateway) has no ENI here by nature and gets no verdict.  AZ names are shuffled per
+account, so an ENI of another account's endpoint compares by AZ ID when both it and
+the host have one (the EC2 API and IMDS give IDs; zonal DNS names only names).
 """
 
 from __future__ import annotations
@@ -25,10 +27,20 @@ def _region(az: str) -> str | None:
     return m.group(0) if m else None
 
 
-def _comparable(azs: Iterable[str], host_az: str | None) -> list[str]:
-    """The AZs that lie in the host's region (all of them when its region is unclear)."""
+def _in_host_az(
+    addresses: Iterable[str],
+    zones: Mapping[str, str],
+    host_az: str | None,
+    zone_ids: Mapping[str, str],
+    host_az_id: str | None,
+) -> list[bool]:
+    """Per address of known AZ in the host's region (any, when it is unclear): in the host's AZ?"""
     region = _region(host_az) if host_az else None
-    return [az for az in azs if region is None or _region(az) == region]
+    return [
+        zone_ids[a] == host_az_id if host_az_id and a in zone_ids else zones[a] == host_az
+        for a in addresses
+        if a in zones and (region is None or _region(zones[a]) == region)
+    ]
 
 
 def eni_addresses(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -48,26 +60,32 @@ def local_az_eni(
     zones: Mapping[str, str],
     host_az: str | None,
     groups: Iterable[Sequence[str]] = (),
+    zone_ids: Mapping[str, str] | None = None,
+    host_az_id: str | None = None,
 ) -> bool | None:
     """Whether the endpoint has an ENI in the host's AZ; None when that cannot be known.
 
     Whether the resolver hands that ENI out is cross_az_ratio's question.
     """
-    known = set(_comparable((zones[a] for a in endpoint_enis(ep, groups) if a in zones), host_az))
-    if not host_az or not known:
+    local = _in_host_az(endpoint_enis(ep, groups), zones, host_az, zone_ids or {}, host_az_id)
+    if not host_az or not local:
         return None
-    return host_az in known
+    return any(local)
 
 
 def cross_az_ratio(
-    answers: Iterable[AddressVerdict], zones: Mapping[str, str], host_az: str | None
+    answers: Iterable[AddressVerdict],
+    zones: Mapping[str, str],
+    host_az: str | None,
+    zone_ids: Mapping[str, str] | None = None,
+    host_az_id: str | None = None,
 ) -> float | None:
     """Share of a resolver's ENI answers (of known AZ) that lie in another AZ than the host's."""
     answered = eni_addresses((v.address, v.klass) for v in answers)
-    known = _comparable((zones[a] for a in answered if a in zones), host_az)
-    if not host_az or not known:
+    local = _in_host_az(answered, zones, host_az, zone_ids or {}, host_az_id)
+    if not host_az or not local:
         return None
-    return sum(1 for az in known if az != host_az) / len(known)
+    return local.count(False) / len(local)
 
 
 def zones_of(
