@@ -251,8 +251,6 @@ class _Listening(socketserver.ThreadingMixIn, socketserver.BaseServer):
         super().__init__(addr, self.handler)
 
 
-
-
 class _UdpHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         wire, sock = cast(tuple[bytes, socket.socket], self.request)
