@@ -130,7 +130,7 @@ def measure(
     floors: dict[str, Errors] = {AGENT: {}, BOX: {}}
     errors: dict[str, Errors] = {k: {} for k in (AGENT, CHECK, BOX, AGENT_3, BOX_3)}
     with (
-        running_agent(config, env, port, tmp) as agent,
+        running_agent(config, env, port, tmp=tmp) as agent,
         running_blackbox(tmp / "bb", modules_for(t)) as box,
         ThreadPoolExecutor(max_workers=len(LAYOUT[REGIONAL])) as pool,
     ):

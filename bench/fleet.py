@@ -121,7 +121,7 @@ def measure(
             cfg = vpc_config(
                 t.vpc, tmp / f"agent-{i}.toml", port, interval=interval, timeout=timeout
             )
-            agents.append(stack.enter_context(running_agent(cfg, agent_env(t.vpc), port, tmp)))
+            agents.append(stack.enter_context(running_agent(cfg, agent_env(t.vpc), port, tmp=tmp)))
         for a in agents:
             a.wait_ready(120)
         prom = stack.enter_context(

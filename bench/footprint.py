@@ -125,7 +125,7 @@ def measure(
     config = vpc_config(t.vpc, tmp / "agent.toml", port, interval=1, timeout=0.8, **overrides)
     jobs = probe_jobs(t)
     with (
-        running_agent(config, agent_env(t.vpc), port, tmp) as agent,
+        running_agent(config, agent_env(t.vpc), port, tmp=tmp) as agent,
         running_blackbox(tmp / "bb", modules_for(t, timeout=0.8)) as box,
     ):
         agent.wait_ready()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 
-from testbed.agent_proc import AgentProcess
-from testbed.agent_proc import running_agent as _running_agent
+from testbed.agent_proc import AgentProcess, running_agent
 from testbed.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,18 +49,6 @@ def _tail(log: Path) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
     except OSError:
         return "(no log)"
-
-
-def running_agent(
-    config: Path,
-    env: Mapping[str, str],
-    port: int,
-    workdir: Path,
-    *,
-    prefix: tuple[str, ...] = (),
-) -> contextlib.AbstractContextManager[AgentProcess]:
-    """`sts-agent serve --config FILE`, optionally under a prefix such as taskset."""
-    return _running_agent(config, env, port, tmp=workdir, prefix=prefix)
 
 
 def rounds(agent: AgentProcess) -> float:

@@ -34,7 +34,7 @@ in [bench/README.md](../bench/README.md).
 ## How to run
 
 ```sh
-python -m bench.run_all                 # all six, then rewrites this file
+python -m bench.run_all                 # all seven, then rewrites this file
 python -m bench.accuracy                # or one at a time, each under five minutes
 python -m bench.footprint --set audit__connections=false   # a variant, not the default
 ```

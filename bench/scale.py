@@ -83,7 +83,7 @@ def one_size(t: Targets, tmp: Path, size: int, rounds: int) -> dict[str, float]:
     durations: list[float] = []
     sockets: list[int] = []
     audits: list[float] = []
-    with running_agent(config, agent_env(t.vpc), port, tmp, prefix=prefix) as agent:
+    with running_agent(config, agent_env(t.vpc), port, tmp=tmp, prefix=prefix) as agent:
         agent.wait_ready(60)
         pid = agent.proc.pid
         first = _state(agent)

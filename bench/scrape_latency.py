@@ -80,7 +80,7 @@ def run(quick: bool) -> Result:
             config = vpc_config(t.vpc, tmp / "agent.toml", port, interval=2, timeout=TIMEOUT)
             mods = modules_for(t, timeout=TIMEOUT)
             with (
-                running_agent(config, agent_env(t.vpc), port, tmp) as agent,
+                running_agent(config, agent_env(t.vpc), port, tmp=tmp) as agent,
                 running_blackbox(tmp / "bb", mods) as box,
             ):
                 agent.wait_ready()

@@ -149,7 +149,7 @@ def measure(t: Targets, tmp: Path, sizes: tuple[int, ...], window: float, calls:
     port = free_port()
     config = vpc_config(t.vpc, tmp / "agent.toml", port, interval=1, timeout=0.8)
     out: list[Row] = []
-    with running_agent(config, agent_env(t.vpc), port, tmp) as agent, _table() as filler:
+    with running_agent(config, agent_env(t.vpc), port, tmp=tmp) as agent, _table() as filler:
         agent.wait_ready()
         for size in sizes:
             entries = filler.grow_to(size)
