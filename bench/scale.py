@@ -34,7 +34,9 @@ from testbed.agent_proc import AgentProcess, agent_env, vpc_config
 
 INTERVAL = 15.0
 PER_NAME = 10
-ADDRESSES = tuple(f"127.30.0.{i}" for i in range(1, PER_NAME + 1))
+# Inside the simulated VPC, so each address keeps its own series: public ones share
+# address="public", which would hide how many of them answered.
+ADDRESSES = tuple(f"127.10.30.{i}" for i in range(1, PER_NAME + 1))
 FIVE = "five.sts-scale.test"
 NAMES = tuple(f"n{i:02d}.sts-scale.test" for i in range(50))
 LAYOUT = {FIVE: ADDRESSES[:5], **dict.fromkeys(NAMES, ADDRESSES)}

@@ -29,7 +29,7 @@ from agent.config import DEFAULT_PORT, build
 from testbed import ROOT
 from testbed.ports import free_port
 from testbed.require import require_binary
-from tests.support.systemd_unit import agent_as_the_unit_runs_it, wait_until_ready
+from tests.support.systemd_unit import agent_as_the_unit_runs_it
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -255,7 +255,7 @@ def run_healthcheck(port: int) -> int:
 def test_healthcheck_passes_against_the_real_daemon(tmp_path: Path) -> None:
     with agent_as_the_unit_runs_it(tmp_path) as agent:
         agent.wait_for("READY=1")
-        assert wait_until_ready(agent)
+        agent.wait_ready(timeout=60)
         assert run_healthcheck(agent.port) == 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from testbed import ROOT
+from testbed.agent_proc import AgentProcess
 from testbed.ports import free_port
 
 UNIT = ROOT / "systemd" / "sts-agent.service"
@@ -120,11 +121,14 @@ def as_the_unit_restricts() -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
 
 
-@dataclass
-class RunningAgent:
-    proc: subprocess.Popen[bytes]
-    port: int
-    notifications: socket.socket
+class UnitAgent(AgentProcess):
+    """The agent process as the unit starts it, plus the sd_notify messages it sends."""
+
+    def __init__(
+        self, proc: subprocess.Popen[str], port: int, log: Path, notifications: socket.socket
+    ) -> None:
+        super().__init__(proc, port, log)
+        self.notifications = notifications
 
     def next_notification(self) -> str:
         return self.notifications.recv(4096).decode()
@@ -135,24 +139,9 @@ class RunningAgent:
             seen.extend(self.next_notification().splitlines())
         return seen
 
-    def get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return e.code
-
-
-def wait_until_ready(agent: RunningAgent, attempts: int = 120) -> bool:
-    for _ in range(attempts):
-        if agent.get("/-/ready") == 200:
-            return True
-        time.sleep(0.5)
-    return False
-
 
 @contextmanager
-def agent_as_the_unit_runs_it(tmp_path: Path) -> Iterator[RunningAgent]:
+def agent_as_the_unit_runs_it(tmp_path: Path) -> Iterator[UnitAgent]:
     """`serve` with the example config, as systemd would start it, loopback only.
 
     The environment keeps every probe on this machine: IMDS off, a resolver on
@@ -179,15 +168,21 @@ def agent_as_the_unit_runs_it(tmp_path: Path) -> Iterator[RunningAgent]:
     }
     env.pop("WATCHDOG_PID", None)
     cmd = [sys.executable, "-m", "agent", "serve", "--config", str(EXAMPLE_TOML)]
-    log = (tmp_path / "agent.log").open("wb")
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stderr=log, preexec_fn=as_the_unit_restricts
-    )
+    log_path = tmp_path / "agent.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=as_the_unit_restricts,
+        )
     try:
-        yield RunningAgent(proc, port, notifications)
+        yield UnitAgent(proc, port, log_path, notifications)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        log.close()
         notifications.close()
