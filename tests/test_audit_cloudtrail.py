@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import shutil
@@ -341,6 +342,8 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
             # Root reads both files; the run also loads the codecs and modules the
             # forked child could no longer load from a directory it cannot enter.
             assert summarise([str(d)]).files_read == 2
+            for lazy in ("agent.audit.cloudtrail_cli", "agent.audit.cloudtrail_athena"):
+                importlib.import_module(lazy)  # what the CLI imports only when it runs
             code, out, stderr = cli_as_nobody(
                 ["audit", "cloudtrail", str(d), "--json"], env=clean_env()
             )
