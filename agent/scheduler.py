@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from agent.config import Settings
 from agent.discovery import Discovery
+from agent.memory import trim_heap
 from agent.results import Report
 from agent.rounds import Rounds
 
@@ -119,6 +120,7 @@ class Scheduler:
                 self.on_report(report)
             except Exception:  # a failing round must never take the daemon down
                 log.exception("probe round failed; will retry next interval")
+            trim_heap()
             interval = self.settings.interval
             next_at += interval
             now = time.monotonic()

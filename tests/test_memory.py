@@ -1,4 +1,4 @@
-"""The daemon's glibc arena cap, seen in a real process's memory map.
+"""The daemon's glibc arena cap and heap trim, seen in a real process's memory.
 
 Each case runs in a fresh interpreter: mallopt changes the whole process.
 """
@@ -49,16 +49,43 @@ def run(mode: str, **env: str) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
-@pytest.mark.skipif(
+GLIBC = pytest.mark.skipif(
     not hasattr(os, "confstr") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
-    reason="the cap applies to glibc only",
+    reason="the cap and the trim apply to glibc only",
 )
+
+
+@GLIBC
 def test_threads_share_two_arenas_once_capped() -> None:
     capped, heaps = run("cap")
     _, uncapped_heaps = run("none")
     assert capped == "True"
     assert heaps <= 1  # the main arena is not a mapped heap; one more is allowed
     assert uncapped_heaps > heaps  # the cap, not the workload, kept the count down
+
+
+# Freed malloc chunks below a live one stay resident until trimmed: 40 MB of
+# 2 KB buffers, all but the last freed, then the heap is trimmed once.
+TRIM = """
+import psutil
+from agent.memory import trim_heap
+rss = lambda: psutil.Process().memory_info().rss
+chunks = [bytearray(2000) for _ in range(20000)]
+pin = bytearray(2000)
+del chunks
+before = rss()
+released = trim_heap()
+print(released, (before - rss()) >> 20)
+"""
+
+
+@GLIBC
+def test_a_trim_hands_freed_heap_pages_back() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", TRIM], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out[0] == "True"
+    assert int(out[1]) >= 20  # MiB given back of the 40 MB freed
 
 
 def test_an_operators_setting_wins() -> None:
