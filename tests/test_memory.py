@@ -36,10 +36,11 @@ print(capped, heaps)
 """
 
 
-def run(mode: str, **env: str) -> tuple[str, int]:
+def run(script: str, *args: str, **env: str) -> tuple[str, int]:
+    """What a fresh interpreter running `script` prints: a word and a number."""
     base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode],
+        [sys.executable, "-c", script, *args],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -57,8 +58,8 @@ GLIBC = pytest.mark.skipif(
 
 @GLIBC
 def test_threads_share_two_arenas_once_capped() -> None:
-    capped, heaps = run("cap")
-    _, uncapped_heaps = run("none")
+    capped, heaps = run(SCRIPT, "cap")
+    _, uncapped_heaps = run(SCRIPT, "none")
     assert capped == "True"
     assert heaps <= 1  # the main arena is not a mapped heap; one more is allowed
     assert uncapped_heaps > heaps  # the cap, not the workload, kept the count down
@@ -81,13 +82,11 @@ print(released, (before - rss()) >> 20)
 
 @GLIBC
 def test_a_trim_hands_freed_heap_pages_back() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", TRIM], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split()
-    assert out[0] == "True"
-    assert int(out[1]) >= 20  # MiB given back of the 40 MB freed
+    released, mib = run(TRIM)
+    assert released == "True"
+    assert mib >= 20  # MiB given back of the 40 MB freed
 
 
 def test_an_operators_setting_wins() -> None:
-    capped, heaps = run("cap", MALLOC_ARENA_MAX="1")
+    capped, heaps = run(SCRIPT, "cap", MALLOC_ARENA_MAX="1")
     assert (capped, heaps) == ("False", 0)
