@@ -105,22 +105,27 @@ OPEN = """
   for about 32 MB before any work.
 - **Timing accuracy.** Most of each phase's error is the floor (the phase with
   nothing injected), which both tools pay. The TLS excess is not the agent's
-  clock waiting for the interpreter: the kernel's receive stamps put the
-  probe's wake-up after the server's last handshake bytes at 0.05–0.1 ms
-  (median), and that is left out of the phase. What remains is the client's
-  own handshake work, which the phase rightly holds. Profiled per call (thread
-  CPU, a loaded machine): the ClientHello costs 0.22 ms but is off the
-  critical path (the server holds 30 ms first); reading the server's flight
-  with its stamp 0.07 ms; OpenSSL 3.0's processing of that flight 1.16 ms, of
-  which certificate verification is about 0.4 ms (1.16 vs 0.71 ms unverified).
-  Ruled out, each within ±0.03 ms: the trust store's size (botocore's bundle
-  1.14 vs the simulated CA alone 1.16 ms), the context (built once per bundle,
-  not per probe), the key share (X25519, the default, is the cheapest; P-256
-  1.26 ms), middlebox compatibility, session tickets, post-handshake auth and
-  garbage collection (one young-generation pass per ~20 handshakes). Session
-  resumption would skip the verification, but botocore opens every new
-  connection with a full handshake, so the probe does too. Only a cheaper TLS
-  library than CPython's OpenSSL 3.0 would close the gap.
+  clock: its phases end at the kernel's receive stamp, so its wake-up and its
+  waits for the interpreter are left out. The wire capture in the accuracy
+  section settles it by a clock neither tool owns: the agent's Finished leaves
+  later after the server's flight than blackbox's, so the gap is the client's
+  own handshake work, which the phase rightly holds. Profiled with perf (DWARF
+  call graphs, warm, one handshake at a time): of CPython's OpenSSL 3.0
+  handshake, parsing the server's certificate takes about 22 %, two thirds of
+  it building a key decoder (OSSL_DECODER_CTX_new_for_pkey, new in 3.0); the
+  two ECDSA verifications (certificate and CertificateVerify) about 17 %; the
+  key share 6 %. Ruled out, each within ±0.03 ms: the trust store's size, the
+  context (built once per bundle), the key share (X25519 is the cheapest),
+  middlebox compatibility, session tickets, post-handshake auth, garbage
+  collection and an RSA-2048 chain like the one STS serves (on the wire the
+  client still took 0.87 against blackbox's 0.51 ms). pyOpenSSL on
+  cryptography's OpenSSL 4.0 processes the server's flight in 0.40 instead of
+  0.60 ms of CPU, not enough to close the gap, for about 9 MiB more RSS per
+  host (6.5 MiB for cryptography's bindings alone), and would time a TLS
+  stack other than the one botocore uses on the host; session resumption
+  would skip the certificate, but botocore opens every new connection with a
+  full handshake. Neither is taken: the agent's TLS phase is what the SDK's
+  own handshake costs on this host.
 """
 
 

@@ -70,7 +70,7 @@ def hold(pairs: int) -> None:
     """In a child: open `pairs` loopback connections, say so, keep them until stdin closes."""
     _raise_fd_limit()
     listeners = [socket.create_server(("127.0.0.1", 0), backlog=4096) for _ in range(LISTENERS)]
-    held = []
+    held: list[socket.socket] = []
     for i in range(pairs):
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
