@@ -460,4 +460,8 @@ def test_the_hosts_az_is_judged_by_id_when_both_sides_have_one(
     # named 2a like an ENI's AZ, but its ID is one no ENI has: the names mislead
     elsewhere = replace(imds, availability_zone=f"{REGION}a", availability_zone_id="use2-az9")
     far = _audited(url, monkeypatch, scene, elsewhere)
-    assert [f.code for f in far.findings].count("ENDPOINT_NO_LOCAL_AZ_ENI") == 1
+    (f,) = [f for f in far.findings if f.code == "ENDPOINT_NO_LOCAL_AZ_ENI"]
+    # the message shows the IDs that decided, or it would read "ENIs in 2a, none in 2a"
+    for name in ("a", "b"):
+        assert f"{REGION}{name} ({zone_id[f'{REGION}{name}']})" in f.message
+    assert f"this host's AZ {REGION}a (use2-az9)" in f.message

@@ -89,7 +89,16 @@ def cross_az_ratio(
 
 
 def zones_of(
-    ep: EndpointReport, zones: Mapping[str, str], groups: Iterable[Sequence[str]] = ()
+    ep: EndpointReport,
+    zones: Mapping[str, str],
+    groups: Iterable[Sequence[str]] = (),
+    zone_ids: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The distinct AZs of the endpoint's ENIs, sorted."""
-    return sorted({zones[a] for a in endpoint_enis(ep, groups) if a in zones})
+    """The distinct AZs of the endpoint's ENIs, sorted, each with its AZ ID where one is known:
+    judged by ID, the names alone could read "ENIs in us-east-2a, none in us-east-2a"."""
+    ids = zone_ids or {}
+    return sorted({az_label(zones[a], ids.get(a)) for a in endpoint_enis(ep, groups) if a in zones})
+
+
+def az_label(name: str, zone_id: str | None) -> str:
+    return f"{name} ({zone_id})" if zone_id else name
