@@ -102,12 +102,12 @@ OPEN = """
   third less CPU per round (25.0 → 17.1 ms in that run). What grows after
   start-up is glibc's heap and the other anonymous memory (CPython's arenas,
   thread stacks): 7.4 → 7.8 and 15.8 → 16.8 MiB between 40 s and 9 minutes,
-  while tracemalloc sees the live Python objects flat. Of the total, the interpreter is 13.3 MiB and the
-  daemon's modules 18 MiB (dnspython alone loads 47; prometheus_client's
-  exposition brings http.server, wsgiref and email); one verifying SSL
-  context costs 0.9 MiB in OpenSSL 3.0 before any certificate, botocore's
-  117-certificate bundle 0.5 MiB more. The last MiB would have to come from
-  loading fewer modules, not from holding less state.
+  while tracemalloc sees the live Python objects flat. Of the total, the
+  interpreter is 13.3 MiB and the daemon's modules 18 MiB (dnspython alone
+  loads 47; prometheus_client's exposition brings http.server, wsgiref and
+  email); one verifying SSL context costs 0.9 MiB in OpenSSL 3.0 before any
+  certificate, botocore's 117-certificate bundle 0.5 MiB more. The last MiB
+  would have to come from loading fewer modules, not from holding less state.
 - **Timing accuracy.** Most of each phase's error is the floor (the phase with
   nothing injected), which both tools pay. The TLS excess is not the agent's
   clock: its phases end at the kernel's receive stamp, so its wake-up and its
