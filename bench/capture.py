@@ -43,8 +43,8 @@ class Capture:
     def handshakes(self, start: float, end: float) -> list[tuple[float, float]]:
         """(server's time, client's time) per TLS handshake whose SYN fell in [start, end].
 
-        Server: its first handshake bytes after the ClientHello, less nothing
-        (injected holds included).  Client: from the server's last handshake
+        Server: from the ClientHello to the server's first handshake bytes, any
+        injected hold included.  Client: from the server's last handshake
         segment to the client's next payload, its Finished.
         """
         conns: dict[int, list[Segment]] = {}
