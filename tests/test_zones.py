@@ -107,7 +107,8 @@ def test_a_host_in_an_az_without_eni_gets_the_finding(vpc: SimulatedVpc) -> None
     assert s.value("sts_agent_endpoint_cross_az_ratio", endpoint=REGIONAL) == 1
     (f,) = [f for f in report.findings if f.code == "ENDPOINT_NO_LOCAL_AZ_ENI"]
     assert f.severity == "warning" and f.endpoint == REGIONAL
-    assert "us-east-2a, us-east-2b" in f.message and "us-east-2c" in f.message and f.advice
+    assert "us-east-2a, us-east-2b" in f.message and f.advice
+    assert f"this host's AZ us-east-2c ({vpc.imds.az_id})" in f.message
     assert s.finding("ENDPOINT_NO_LOCAL_AZ_ENI") == 1
 
 

@@ -14,7 +14,7 @@ from agent.config import Settings
 from agent.results import EndpointReport, Finding, Report, SdkView
 from agent.verdicts.codes import finding
 from agent.verdicts.serving import cross_region, served_text
-from agent.verdicts.zones import az_label, endpoint_enis, local_az_eni, zones_of
+from agent.verdicts.zones import az_label, local_az_eni, zones_of
 
 #: Codes of the SDK view of the agent's own environment: a process audit that could
 #: read the workloads' environments replaces them (agent.audit.host).
@@ -242,15 +242,13 @@ def zone_findings(report: Report) -> Iterator[Finding]:
         has_local = local_az_eni(
             ep, report.eni_zones, host_az, report.vpce_enis, report.eni_zone_ids, host_az_id
         )
-        if has_local is False:
+        if has_local is False and host_az:
             host = ep.endpoint.hostname
             azs = zones_of(ep, report.eni_zones, report.vpce_enis, report.eni_zone_ids)
-            enis = endpoint_enis(ep, report.vpce_enis)
-            by_id = host_az_id if any(a in report.eni_zone_ids for a in enis) else None
             yield finding(
                 "ENDPOINT_NO_LOCAL_AZ_ENI",
                 f"{host} has ENIs in {', '.join(azs)} but none in this host's AZ "
-                f"{az_label(str(host_az), by_id)}: every call crosses AZs (latency, data "
+                f"{az_label(host_az, host_az_id)}: every call crosses AZs (latency, data "
                 "charges) and fails with another AZ",
                 host,
             )

@@ -101,4 +101,5 @@ def zones_of(
 
 
 def az_label(name: str, zone_id: str | None) -> str:
+    """An AZ as users read it: the name is per account, the ID is the same everywhere."""
     return f"{name} ({zone_id})" if zone_id else name
