@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.blackbox import modules_for, running_blackbox
-from bench.capture import loopback
+from bench.capture import Capture, loopback
 from bench.procs import REPO, free_port, running_agent
 from bench.promtext import Samples, parse, value, values
 from bench.report import Goal, Result, main_for, method
@@ -51,6 +51,7 @@ GOAL_MS = 1.0
 
 Errors = dict[str, list[float]]
 Wire = dict[str, list[tuple[float, float]]]  # per tool: (server's time, client's time)
+Windows = dict[str, list[tuple[float, float]]]  # per tool: when each of its probes ran
 Phases = dict[str, float]
 
 
@@ -113,9 +114,9 @@ def _add(into: Errors, measured: dict[str, list[float]], injected: Phases) -> No
 
 def measure(
     t: Targets, tmp: Path, *, floor: int, warm: int, cold: int, parallel: int
-) -> tuple[dict[str, Errors], dict[str, Errors], Wire]:
+) -> tuple[dict[str, Errors], dict[str, Errors], Wire, Capture]:
     """(floor errors with nothing injected, errors with the delays injected, the handshakes
-    as the wire saw them with the delays injected), per tool."""
+    as the wire saw them with the delays injected), per tool; and the capture itself."""
     port = free_port()
     # Back-to-back /probe rounds are the measurement here, so the flood limit is lifted.
     unlimited = {"web__probe_rate": 1000.0}
@@ -139,19 +140,25 @@ def measure(
     ):
         agent.wait_ready()
 
-        windows: dict[str, list[tuple[float, float]]] = {AGENT: [], BOX: []}
-
-        def both(name: str, into: dict[str, Errors], keys: tuple[str, str], inj: Phases) -> None:
+        def both(
+            name: str,
+            into: dict[str, Errors],
+            keys: tuple[str, str],
+            inj: Phases,
+            windows: Windows | None = None,
+        ) -> None:
             start = time.time()
             _add(into[keys[0]], _agent_probe(agent.base, name), inj)
-            windows[AGENT].append((start, time.time()))
+            if windows is not None:
+                windows[AGENT].append((start, time.time()))
             time.sleep(0.02)
             https = [f"https://{a}:{t.port}/" for a in LAYOUT[name]]
             start = time.time()
             answers = list(pool.map(lambda url: box.probe(f"sts:{name}", url)[1], https))
-            windows[BOX].append((start, time.time()))
+            if windows is not None:
+                windows[BOX].append((start, time.time()))
             _, dns = box.probe(f"dns:{name}", t.resolver)
-            _add(into[keys[1]], _blackbox(list(answers), dns), inj)
+            _add(into[keys[1]], _blackbox(answers, dns), inj)
             time.sleep(0.02)
 
         both(GLOBAL, {AGENT: {}, BOX: {}}, (AGENT, BOX), NOTHING)  # first use, not counted
@@ -161,11 +168,10 @@ def measure(
         t.set_delays(dns=INJECTED["dns"], handshake=INJECTED["tls"], processing=INJECTED["ttfb"])
         every = max(1, warm // cold) if cold else warm + 1
         cold_runs = 0
-        for tool in windows:
-            windows[tool].clear()
+        windows: Windows = {AGENT: [], BOX: []}
         with loopback(t.port) as cap:
             for i in range(warm):
-                both(GLOBAL, errors, (AGENT, BOX), INJECTED)
+                both(GLOBAL, errors, (AGENT, BOX), INJECTED, windows)
                 if i % every == 0 and cold_runs < cold:
                     _add(errors[CHECK], _agent_check(single, env), INJECTED)
                     cold_runs += 1
@@ -175,7 +181,7 @@ def measure(
         }
         for _ in range(parallel):
             both(REGIONAL, errors, (AGENT_3, BOX_3), INJECTED)
-    return floors, errors, wire
+    return floors, errors, wire, cap
 
 
 def _summary(
@@ -213,9 +219,9 @@ def _summary(
     return rows, med, excess
 
 
-def _wire_note(wire: Wire) -> str:
+def _wire_note(wire: Wire, cap: Capture) -> str:
     """What the loopback capture says about each tool's handshake, independent of its clock."""
-    if not all(wire.values()):
+    if not cap.available:
         return "Wire capture: not run (it needs root for a packet socket on lo)."
     parts = []
     for tool, shakes in wire.items():
@@ -223,14 +229,19 @@ def _wire_note(wire: Wire) -> str:
         client = median([c for _, c in shakes])
         parts.append(
             f"{tool}: {len(shakes)} handshakes, the client's Finished left {ms(client, 3)} ms "
-            f"after the server's flight (the server answered its ClientHello "
-            f"{ms(server, 3)} ms after its hold)"
+            f"after the server's flight (the server's first handshake bytes left "
+            f"{ms(server, 3)} ms after accepting, less its hold)"
         )
+    lost = ""
+    if cap.dropped or cap.over_limit:
+        lost = f" The capture lost {cap.dropped + cap.over_limit} segments; some pairs are missing."
     return (
-        "Wire capture (kernel stamps on lo, with the delays injected, the same probes as "
-        "above): " + "; ".join(parts) + ". The client's figure is its own handshake work "
+        "Wire capture (kernel stamps on lo, the warm one-address probes with the delays "
+        "injected): " + "; ".join(parts) + ". The client's figure is its own handshake work "
         "after the server's last handshake bytes (wake-up, key schedule, certificate "
-        "checks, its Finished), measured by neither tool's clock."
+        "checks, its Finished), measured by neither tool's clock. It includes the "
+        "client's wake-up, which the agent's TLS phase leaves out (kernel receive stamps) "
+        "and blackbox's keeps, so the phases differ by less than the wire does." + lost
     )
 
 
@@ -239,7 +250,7 @@ def run(quick: bool) -> Result:
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as d:
         tmp = Path(d)
         with simulated_targets(tmp / "sim", LAYOUT) as t:
-            floors, errors, wire = measure(
+            floors, errors, wire, cap = measure(
                 t, tmp, floor=floor, warm=warm, cold=cold, parallel=parallel
             )
     rows, med, excess = _summary(floors, errors)
@@ -318,7 +329,7 @@ def run(quick: bool) -> Result:
             why,
         )
     )
-    on_wire = _wire_note(wire)
+    on_wire = _wire_note(wire, cap)
     result.notes.append(on_wire)
     result.notes.append(
         "The floor is the same phase measured by the same tool with nothing injected: the real "

@@ -95,15 +95,15 @@ Each was measured before and after; the commit messages carry the figures.
 OPEN = """
 ## What would close the missed goals
 
-- **RSS.** The footprint window (150 s) is not the end of the climb. Side by
-  side for 540 rounds at a 1 s interval, the code of the 38.3 MiB run
-  (2026-11-26) and today's both rose from 37.7 to 39.3 MiB (medians 39.14 and
-  39.09 MiB): today's code holds its memory as before while spending about a
-  third less CPU per round (25.0 → 17.1 ms in that run). What grows after
-  start-up is glibc's heap and the other anonymous memory (CPython's arenas,
-  thread stacks): 7.4 → 7.8 and 15.8 → 16.8 MiB between 40 s and 9 minutes,
-  while tracemalloc sees the live Python objects flat. Of the total, the
-  interpreter is 13.3 MiB and the daemon's modules 18 MiB (dnspython alone
+- **RSS.** The footprint window (150 s) is not the end of the climb. Measured
+  separately (2026-12-03, commit 96d422e beside the code of this run, 540
+  rounds at a 1 s interval, side by side): both rose from 37.7 to 39.3 MiB
+  (medians 39.14 and 39.09 MiB), so the newer code holds its memory as before
+  while spending about a third less CPU per round (25.0 → 17.1 ms). What grows
+  after start-up is glibc's heap and the other anonymous memory (CPython's
+  arenas, thread stacks): 7.4 → 7.8 and 15.8 → 16.8 MiB between 40 s and 9
+  minutes, while tracemalloc sees the live Python objects flat. Of the total,
+  the interpreter is 13.3 MiB and the daemon's modules 18 MiB (dnspython alone
   loads 47; prometheus_client's exposition brings http.server, wsgiref and
   email); one verifying SSL context costs 0.9 MiB in OpenSSL 3.0 before any
   certificate, botocore's 117-certificate bundle 0.5 MiB more. The last MiB
@@ -114,23 +114,24 @@ OPEN = """
   waits for the interpreter are left out. The wire capture in the accuracy
   section settles it by a clock neither tool owns: the agent's Finished leaves
   later after the server's flight than blackbox's, so the gap is the client's
-  own handshake work, which the phase rightly holds. Profiled with perf (DWARF
-  call graphs, warm, one handshake at a time): of CPython's OpenSSL 3.0
-  handshake, parsing the server's certificate takes about 22 %, two thirds of
-  it building a key decoder (OSSL_DECODER_CTX_new_for_pkey, new in 3.0); the
-  two ECDSA verifications (certificate and CertificateVerify) about 17 %; the
-  key share 6 %. Ruled out, each within ±0.03 ms: the trust store's size, the
-  context (built once per bundle), the key share (X25519 is the cheapest),
-  middlebox compatibility, session tickets, post-handshake auth, garbage
-  collection and an RSA-2048 chain like the one STS serves (on the wire the
-  client still took 0.87 against blackbox's 0.51 ms). pyOpenSSL on
-  cryptography's OpenSSL 4.0 processes the server's flight in 0.40 instead of
-  0.60 ms of CPU, not enough to close the gap, for about 9 MiB more RSS per
-  host (6.5 MiB for cryptography's bindings alone), and would time a TLS
-  stack other than the one botocore uses on the host; session resumption
-  would skip the certificate, but botocore opens every new connection with a
-  full handshake. Neither is taken: the agent's TLS phase is what the SDK's
-  own handshake costs on this host.
+  own handshake work, which the phase rightly holds. Measured separately
+  (2026-12-03, CPython 3.11 on Debian's OpenSSL 3.0.19): profiled with perf
+  (DWARF call graphs, warm, one handshake at a time), parsing the server's
+  certificate takes about 22 % of the handshake, two thirds of it building a
+  key decoder (OSSL_DECODER_CTX_new_for_pkey, new in 3.0); the two ECDSA
+  verifications (certificate and CertificateVerify) about 17 %; the key share
+  6 %. Ruled out, each within ±0.03 ms: the trust store's size, the context
+  (built once per bundle), the key share (X25519 is the cheapest), middlebox
+  compatibility, session tickets, post-handshake auth, garbage collection and
+  an RSA-2048 chain like the one STS serves (on the wire the client still took
+  0.87 against blackbox's 0.51 ms). pyOpenSSL on cryptography's OpenSSL 4.0
+  processes the server's flight in 0.40 instead of 0.60 ms of CPU, not enough
+  to close the gap, for about 9 MiB more RSS per host (6.5 MiB for
+  cryptography's bindings alone), and would time a TLS stack other than the
+  one botocore uses on the host; session resumption would skip the
+  certificate, but botocore opens every new connection with a full handshake.
+  Neither is taken: the agent's TLS phase is what the SDK's own handshake
+  costs on the host.
 """
 
 
