@@ -20,14 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from agent.probes.wire import SO_TIMESTAMPNS, STAMP_SPACE, kernel_stamp
+
 _ETH_P_ALL = 0x0003
 _ETH_P_IP = 0x0800
 _PACKET_OUTGOING = 4
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6  # struct tpacket_stats: packets, drops
 _SO_ATTACH_FILTER = 26
-_SO_TIMESTAMPNS = int(getattr(socket, "SO_TIMESTAMPNS", 35))
-_TIMESPEC = struct.Struct("@ll")
 _ETH_HEADER = 14  # lo carries a zeroed Ethernet header
 _LIMIT = 200_000  # segments kept: a benchmark's worth of one port, bounded
 _SNAP = 128  # bytes of each frame copied: the headers are enough
@@ -125,7 +125,7 @@ def _open(port: int) -> socket.socket | None:
         fprog = struct.pack("HL", len(prog) // 8, ctypes.addressof(code))
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         # Bound to a protocol only now, filtered: nothing from elsewhere was queued before.
         sock.bind(("lo", _ETH_P_ALL))
         sock.settimeout(0.1)
@@ -149,7 +149,7 @@ def loopback(port: int) -> Iterator[Capture]:
     def read() -> None:
         while not stop.is_set():
             try:
-                frame, ancillary, _, addr = sock.recvmsg(_SNAP, socket.CMSG_SPACE(_TIMESPEC.size))
+                frame, ancillary, _, addr = sock.recvmsg(_SNAP, STAMP_SPACE)
             except TimeoutError:
                 continue
             except OSError:
@@ -159,18 +159,9 @@ def loopback(port: int) -> Iterator[Capture]:
             if len(cap.segments) >= _LIMIT:
                 cap.over_limit += 1
                 continue
-            parsed = _parse(frame)
-            stamp = next(
-                (
-                    sec + nsec / 1e9
-                    for level, kind, raw in ancillary
-                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS
-                    for sec, nsec in [_TIMESPEC.unpack_from(raw)]
-                ),
-                None,
-            )
+            parsed, stamp = _parse(frame), kernel_stamp(ancillary)
             if parsed is not None and stamp is not None:
-                cap.segments.append(Segment(stamp, *parsed))
+                cap.segments.append(Segment(stamp / 1e9, *parsed))
 
     reader = threading.Thread(target=read, name="loopback-capture", daemon=True)
     reader.start()

@@ -21,7 +21,8 @@ import time
 # Linux's value (asm-generic and x86); the socket module does not export it.
 SO_TIMESTAMPNS = int(getattr(socket, "SO_TIMESTAMPNS", 35))
 _TIMESPEC = struct.Struct("@ll")
-_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+#: recvmsg()'s ancillary buffer size for one receive stamp.
+STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 # One TLS record at most (16 KiB and its overhead): a probe's answer is under 1 KiB, and
 # every read allocates its whole size before shrinking, which the heap keeps.
 _RECORD = 16384 + 1024
@@ -42,6 +43,15 @@ def _keep_stamping() -> None:
         keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _keeper.append(keeper)
+
+
+def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """When the kernel received a recvmsg()'s data (SO_TIMESTAMPNS), in wall-clock ns."""
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(raw)
+            return int(sec) * 1_000_000_000 + int(nsec)
+    return None
 
 
 def _remaining(deadline: float) -> float:
@@ -80,16 +90,13 @@ class StampedSocket:
     def recv(self, deadline: float) -> tuple[bytes, float]:
         """(bytes, when the latest of them arrived); b"" once the peer has closed."""
         self.sock.settimeout(_remaining(deadline))
-        data, ancillary, _, _ = self.sock.recvmsg(_RECORD, _ANCILLARY)
+        data, ancillary, _, _ = self.sock.recvmsg(_RECORD, STAMP_SPACE)
         now = time.perf_counter()
         wall = time.time_ns()
         self._cpu_at_read = time.thread_time()
-        self.lag = 0.0
-        for level, kind, raw in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
-                sec, nsec = _TIMESPEC.unpack_from(raw)
-                # A wall clock stepped back would make this negative: then trust the read.
-                self.lag = max(0.0, (wall - sec * 1_000_000_000 - nsec) / 1e9)
+        stamp = kernel_stamp(ancillary)
+        # A wall clock stepped back would make this negative: then trust the read.
+        self.lag = 0.0 if stamp is None else max(0.0, (wall - stamp) / 1e9)
         self.arrived = now - self.lag
         return data, self.arrived
 
