@@ -50,7 +50,6 @@ AGENT_3, BOX_3 = "agent /probe, 3 at once", "blackbox, 3 at once"
 GOAL_MS = 1.0
 
 Errors = dict[str, list[float]]
-Wire = dict[str, list[tuple[float, float]]]  # per tool: (server's time, client's time)
 Windows = dict[str, list[tuple[float, float]]]  # per tool: when each of its probes ran
 Phases = dict[str, float]
 
@@ -114,9 +113,9 @@ def _add(into: Errors, measured: dict[str, list[float]], injected: Phases) -> No
 
 def measure(
     t: Targets, tmp: Path, *, floor: int, warm: int, cold: int, parallel: int
-) -> tuple[dict[str, Errors], dict[str, Errors], Wire, Capture]:
-    """(floor errors with nothing injected, errors with the delays injected, the handshakes
-    as the wire saw them with the delays injected), per tool; and the capture itself."""
+) -> tuple[dict[str, Errors], dict[str, Errors], Capture, Windows]:
+    """(floor errors with nothing injected, errors with the delays injected), per tool; the
+    loopback capture of the injected warm probes, and when each tool's probes ran in it."""
     port = free_port()
     # Back-to-back /probe rounds are the measurement here, so the flood limit is lifted.
     unlimited = {"web__probe_rate": 1000.0}
@@ -175,13 +174,9 @@ def measure(
                 if i % every == 0 and cold_runs < cold:
                     _add(errors[CHECK], _agent_check(single, env), INJECTED)
                     cold_runs += 1
-        wire = {
-            tool: [h for start, end in spans for h in cap.handshakes(start, end)]
-            for tool, spans in windows.items()
-        }
         for _ in range(parallel):
             both(REGIONAL, errors, (AGENT_3, BOX_3), INJECTED)
-    return floors, errors, wire, cap
+    return floors, errors, cap, windows
 
 
 def _summary(
@@ -219,12 +214,13 @@ def _summary(
     return rows, med, excess
 
 
-def _wire_note(wire: Wire, cap: Capture) -> str:
+def _wire_note(cap: Capture, windows: Windows) -> str:
     """What the loopback capture says about each tool's handshake, independent of its clock."""
     if not cap.available:
         return "Wire capture: not run (it needs root for a packet socket on lo)."
     parts = []
-    for tool, shakes in wire.items():
+    for tool, spans in windows.items():
+        shakes = [h for start, end in spans for h in cap.handshakes(start, end)]
         server = median([s - INJECTED["tls"] for s, _ in shakes])
         client = median([c for _, c in shakes])
         parts.append(
@@ -250,7 +246,7 @@ def run(quick: bool) -> Result:
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as d:
         tmp = Path(d)
         with simulated_targets(tmp / "sim", LAYOUT) as t:
-            floors, errors, wire, cap = measure(
+            floors, errors, cap, windows = measure(
                 t, tmp, floor=floor, warm=warm, cold=cold, parallel=parallel
             )
     rows, med, excess = _summary(floors, errors)
@@ -329,8 +325,7 @@ def run(quick: bool) -> Result:
             why,
         )
     )
-    on_wire = _wire_note(wire, cap)
-    result.notes.append(on_wire)
+    result.notes.append(_wire_note(cap, windows))
     result.notes.append(
         "The floor is the same phase measured by the same tool with nothing injected: the real "
         "work inside the phase on this machine (the TLS handshake's crypto on both ends, the "
