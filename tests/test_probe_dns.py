@@ -7,11 +7,15 @@ dnspython or the socket layer is replaced.
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from agent.probes.dns import lookup
+from agent.probes.wire import StampedDatagram
 from agent.results import Resolver
 from agent.simulate.dns_server import DnsServer
 from tests.support.probe_faults import DNS_FAULTS, REGIONAL, at
@@ -142,10 +146,33 @@ def test_timeout_detail_names_the_resolver(server: DnsServer) -> None:
 
 
 def test_slow_server_within_the_timeout_still_answers(server: DnsServer) -> None:
+    """Timed from the reply's arrival, yet never shorter than the server held it."""
     server.set_records(REGIONAL, ["127.10.138.148"])
     server.delay = 0.05
     lk = lookup(REGIONAL, at(server), 2.0)
     assert lk.addresses == ("127.10.138.148",)
+    assert [q.rdtype for q in lk.queries] == ["A", "AAAA"]
+    assert all(q.duration is not None and q.duration >= 0.05 for q in lk.queries)
+
+
+def test_a_reply_read_late_is_timed_to_its_arrival() -> None:
+    """The probe's own wait to read the reply is left out of the round trip."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        with StampedDatagram(socket.AF_INET) as sock:
+            # The kernel turns stamping on from a work queue: the first reply may miss it.
+            for late in (0.0, 0.05):
+                sock.sendto(b"q", peer.getsockname())
+                sent = time.perf_counter()
+                data, client = peer.recvfrom(16)
+                peer.sendto(b"r" + data, client)
+                time.sleep(late)  # the reply is queued by now; the read comes `late` after
+                select.select([sock], [], [], 5)
+                reply, _ = sock.recvfrom(16)
+                read = time.perf_counter()
+    took = sock.round_trip()
+    assert reply == b"rq"
+    assert took is not None and 0.0 <= took <= read - sent - 0.05
 
 
 def test_nobody_listening_is_a_timeout(server: DnsServer) -> None:

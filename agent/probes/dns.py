@@ -12,12 +12,14 @@ from typing import Any, Literal
 
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.message
 import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from agent.probes.wire import StampedDatagram
 from agent.results import DnsAnswer, DnsLookup, DnsQuery, DnsReason, Resolver
 
 # When the A question could not reach the resolver, asking AAAA too only doubles the wait.
@@ -48,10 +50,11 @@ def _query_once(
         return done(reason="malformed", detail=f"cannot ask for {hostname[:80]!r}: {e}")
     request.flags |= dns.flags.RD
     try:
-        response, used_tcp = dns.query.udp_with_fallback(
-            request, resolver.address, timeout=timeout, port=resolver.port
-        )
-        took = _wire_time(response, used_tcp, time.perf_counter() - started)
+        with StampedDatagram(dns.inet.af_for_address(resolver.address)) as sock:
+            response, used_tcp = dns.query.udp_with_fallback(
+                request, resolver.address, timeout=timeout, port=resolver.port, udp_sock=sock
+            )
+            took = _wire_time(response, used_tcp, sock.round_trip(), time.perf_counter() - started)
     except dns.exception.Timeout:
         return done(reason="timeout", detail=f"no answer from {resolver.label} in {timeout:g}s")
     except (dns.exception.FormError, dns.message.ShortHeader, dns.message.TrailingJunk) as e:
@@ -91,17 +94,23 @@ def _query_once(
     return done(rcode=rcode_text, answers=tuple(answers), cnames=tuple(cnames), tcp=used_tcp)
 
 
-def _wire_time(response: dns.message.Message, used_tcp: bool, elapsed: float) -> float:
-    """Send-to-receive time, leaving out parsing the reply (about 0.3 ms of Python).
+def _wire_time(
+    response: dns.message.Message, used_tcp: bool, stamped: float | None, elapsed: float
+) -> float:
+    """Send-to-arrival time: neither parsing the reply (about 0.3 ms of Python) nor the
+    probe's wait to wake and read it counts.
 
-    dnspython stamps the UDP or TCP exchange on the wall clock; after a fallback
-    to TCP the UDP attempt counts too, and a stamp the clock stepped under is
-    not trusted, so both of those keep the whole elapsed time.
+    `stamped` is the kernel's arrival stamp less the send; without one, dnspython's
+    own stamp (taken once the reply was read).  After a fallback to TCP the UDP
+    attempt counts too, and a stamp the clock stepped under is not trusted, so
+    both of those keep the whole elapsed time.
     """
-    stamped = getattr(response, "time", None)
-    if used_tcp or not isinstance(stamped, float) or not 0.0 <= stamped <= elapsed:
+    if used_tcp:
         return elapsed
-    return stamped
+    for took in (stamped, getattr(response, "time", None)):
+        if isinstance(took, float) and 0.0 <= took <= elapsed:
+            return took
+    return elapsed
 
 
 def lookup(hostname: str, resolver: Resolver, timeout: float = 2.0) -> DnsLookup:

@@ -1,4 +1,4 @@
-"""TCP and TLS for one probe, each read stamped with the moment the kernel queued it.
+"""Sockets for one probe, each read stamped with the moment the kernel queued it.
 
 A thread blocked in recv() must be woken and take the interpreter back before
 it can read the clock; on a loaded host, or while other probes run Python,
@@ -7,8 +7,9 @@ being timed.  With SO_TIMESTAMPNS every read also says when its bytes
 arrived, so a phase can end at that moment plus the work the probe then did
 on them (its CPU time), and the probe's own wake-up and waits for the
 interpreter are left out.  The TLS handshake runs over memory BIOs so that
-every read is one of ours and carries its stamp.
-Times are time.perf_counter() seconds.
+every read is one of ours and carries its stamp; DNS hands dnspython a UDP
+socket that keeps the stamp of the reply it accepted.
+Times are time.perf_counter() seconds unless they say otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import ssl
 import struct
 import time
+from typing import Any
 
 # Linux's value (asm-generic and x86); the socket module does not export it.
 SO_TIMESTAMPNS = int(getattr(socket, "SO_TIMESTAMPNS", 35))
@@ -54,6 +56,14 @@ def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
+def _stamp_reads(sock: socket.socket) -> None:
+    try:
+        _keep_stamping()
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        pass  # reads then count as arriving when they are read, as before
+
+
 def _remaining(deadline: float) -> float:
     left = deadline - time.perf_counter()
     if left <= 0:
@@ -70,11 +80,7 @@ class StampedSocket:
             (address, port, 0, 0) if v6 else (address, port)
         )
         self.sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            _keep_stamping()
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass  # reads then count as arriving when they are read, as before
+        _stamp_reads(self.sock)
         self.lag = 0.0  # how long after its bytes arrived the latest read returned
         self.arrived = 0.0  # when the latest read's bytes arrived
         self._cpu_at_read = 0.0  # this thread's CPU clock when that read returned
@@ -171,3 +177,37 @@ class TlsChannel:
     def settled(self) -> float:
         """When the probe would be done with the latest read, had it never waited for a CPU."""
         return self.sock.settled()
+
+
+class StampedDatagram(socket.socket):
+    """A non-blocking UDP socket for dnspython's own query code, timing the exchange
+    from the latest send to when the kernel queued the latest datagram read.
+
+    dnspython reads its clock once the reply has been read; that read waits for
+    the thread to wake and take the interpreter back, as TCP's do.  dnspython
+    reads until it accepts a reply, so the latest datagram is the accepted one.
+    """
+
+    def __init__(self, family: int) -> None:
+        super().__init__(family, socket.SOCK_DGRAM)
+        self.setblocking(False)  # dnspython waits for readiness itself
+        _stamp_reads(self)
+        self._sent_ns: int | None = None
+        self._arrived_ns: int | None = None
+
+    def sendto(self, data: Any, *flags_and_address: Any) -> int:  # type: ignore[override]
+        self._sent_ns = time.time_ns()
+        return super().sendto(data, *flags_and_address)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        data, ancillary, _, address = self.recvmsg(bufsize, STAMP_SPACE, flags)
+        self._arrived_ns = kernel_stamp(ancillary)
+        return data, address
+
+    def round_trip(self) -> float | None:
+        """Seconds from the latest send to the latest read's arrival; None when either is
+        unknown or the wall clock stepped back between them."""
+        if self._sent_ns is None or self._arrived_ns is None:
+            return None
+        took = (self._arrived_ns - self._sent_ns) / 1e9
+        return took if took >= 0 else None
