@@ -65,6 +65,10 @@ Each was measured before and after; the commit messages carry the figures.
 
 - DNS probe times the send-to-receive exchange that dnspython stamps, not the
   parsing of the reply: about 0.3–0.4 ms less error per DNS question.
+- DNS questions end at the kernel's receive stamp of the reply (a stamped UDP
+  socket handed to dnspython), not when the probe's thread woke to read it:
+  median error 1.609 → 1.247 ms, p95 2.30 → 1.80 ms (600 questions each
+  against a 20 ms delay, the two versions interleaved in one run).
 - The STS probe's TLS phase starts at the handshake, not at building the SSL
   object (as blackbox_exporter's does): about 0.1 ms less per probe.
 - The daemon asks botocore for the SDK view in a short-lived child process:

@@ -12,12 +12,13 @@ its requests and the agent's CPU has gone quiet.  CPU per round is the
 agent's user + system time from the end of one round to the end of the
 next (so it includes the idle seconds between them); the round's wall time
 and skipped rounds come from the agent's own metrics.  Waiting two full
-intervals per size keeps the whole run under five minutes.
+intervals per size keeps the whole run under five minutes.  "Flat" compares
+the CPU each added target costs over two wide spans (50 → 250 and 250 → 500
+targets): within 1.5× of each other.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import tempfile
@@ -64,6 +65,11 @@ def _state(agent: AgentProcess) -> dict[str, float]:
         "rounds": value(s, "sts_agent_rounds_total") or 0.0,
         "ok": ok,
     }
+
+
+def _added(a: dict[str, float], b: dict[str, float]) -> float:
+    """CPU ms per round that each target between sizes a and b added."""
+    return (b["cpu_ms"] - a["cpu_ms"]) / (b["size"] - a["size"])
 
 
 def one_size(t: Targets, tmp: Path, size: int, rounds: int) -> dict[str, float]:
@@ -136,9 +142,7 @@ def run(quick: bool) -> Result:
     prev: dict[str, float] | None = None
     for r in results:
         per_target = r["cpu_ms"] / r["size"]
-        marginal = (
-            (r["cpu_ms"] - prev["cpu_ms"]) / (r["size"] - prev["size"]) if prev else float("nan")
-        )
+        marginal = _added(prev, r) if prev else float("nan")
         r["marginal"] = marginal
         prev = r
         rows.append(
@@ -190,12 +194,18 @@ def run(quick: bool) -> Result:
         if r["skipped"] == 0 and r["round_max_s"] < INTERVAL and r["ok"] == r["size"]
     ]
     top = max((r["size"] for r in handled), default=0.0)
-    stepped = [r for r in results if r["size"] > 50 and not math.isnan(r["marginal"])]
-    marginals = [r["marginal"] for r in stepped]
-    steps = ", ".join(f"{r['marginal']:.2f} at {r['size']:.0f}" for r in stepped)
-    grows = all(b >= a for a, b in itertools.pairwise(marginals))
+    # Flatness is judged on two wide spans, not step by step: a round's CPU moves by
+    # some tens of ms between rounds, which over a 50-target step is ±0.4 ms a target.
+    wide = [r for r in results if r["size"] >= 50]
+    wide = wide if len(wide) >= 3 else results
+    low, mid, high = wide[0], wide[len(wide) // 2], wide[-1]
+    lower, upper = _added(low, mid), _added(mid, high)
+    spans = (
+        f"{lower:.2f} ms ({low['size']:.0f} → {mid['size']:.0f}) and "
+        f"{upper:.2f} ms ({mid['size']:.0f} → {high['size']:.0f})"
+    )
     last = biggest["cpu_ms"] / biggest["size"]
-    spread = (max(marginals) / min(marginals)) if marginals and min(marginals) > 0 else math.nan
+    spread = max(lower, upper) / min(lower, upper) if min(lower, upper) > 0 else math.nan
     flat = not math.isnan(spread) and spread <= 1.5
     headroom = INTERVAL / biggest["round_max_s"] if biggest["round_max_s"] > 0 else math.nan
     result.goals.append(
@@ -215,17 +225,14 @@ def run(quick: bool) -> Result:
         Goal(
             "CPU per target per round stays flat",
             flat,
-            f"added cost per added target {min(marginals, default=math.nan):.2f}–"
-            f"{max(marginals, default=math.nan):.2f} ms (100 → {biggest['size']:.0f}); "
-            f"{last:.2f} ms per target at {biggest['size']:.0f}",
+            f"added CPU per added target {spans}; {last:.2f} ms per target at "
+            f"{biggest['size']:.0f}",
             "each added target costs the same (its DNS share, one TLS handshake, signing, "
             "metrics); per-target averages fall at small sizes only because the round's fixed "
             "costs (idle time, the connection audit) are spread thinner"
             if flat
-            else "the added cost per target grows with size; see the table"
-            if grows
-            else f"the added cost per step varies ({steps} ms) but does not grow with size: "
-            "each size has two steady rounds, so one noisy round moves its step this much",
+            else f"the added cost per target {'grows' if upper > lower else 'falls'} with size "
+            "by more than 1.5×; see the table",
         )
     )
     result.notes.append(
