@@ -124,18 +124,24 @@ OPEN = """
   certificate takes about 22 % of the handshake, two thirds of it building a
   key decoder (OSSL_DECODER_CTX_new_for_pkey, new in 3.0); the two ECDSA
   verifications (certificate and CertificateVerify) about 17 %; the key share
-  6 %. Ruled out, each within ±0.03 ms: the trust store's size, the context
-  (built once per bundle), the key share (X25519 is the cheapest), middlebox
-  compatibility, session tickets, post-handshake auth, garbage collection and
-  an RSA-2048 chain like the one STS serves (on the wire the client still took
-  0.87 against blackbox's 0.51 ms). pyOpenSSL on cryptography's OpenSSL 4.0
-  processes the server's flight in 0.40 instead of 0.60 ms of CPU, not enough
-  to close the gap, for about 9 MiB more RSS per host (6.5 MiB for
-  cryptography's bindings alone), and would time a TLS stack other than the
-  one botocore uses on the host; session resumption would skip the
-  certificate, but botocore opens every new connection with a full handshake.
-  Neither is taken: the agent's TLS phase is what the SDK's own handshake
-  costs on the host.
+  6 %. The same step costs more CPU when the probe's core sat idle before the
+  server's flight arrived, as it always does behind the 30 ms hold: 0.61 ms
+  back to back, 0.75 ms after 1 ms idle, 0.93 ms after 5 ms, 1.09 ms after 50
+  ms (0.79 ms if the thread spins through those 50 ms instead; pinning it to
+  one core changes nothing), so the rest is cold caches on an idle vCPU, which
+  Go's smaller handshake feels less (on the wire 0.41 → 0.56 ms from hold 0 to
+  30 ms, the agent's 0.68 → 0.96 ms). Ruled out, each within ±0.03 ms: the
+  trust store's size, the context (built once per bundle), the key share
+  (X25519 is the cheapest), middlebox compatibility, session tickets,
+  post-handshake auth, garbage collection and an RSA-2048 chain like the one
+  STS serves (on the wire the client still took 0.87 against blackbox's 0.51
+  ms). pyOpenSSL on cryptography's OpenSSL 4.0 processes the server's flight
+  in 0.40 instead of 0.60 ms of CPU, not enough to close the gap, for about 9
+  MiB more RSS per host (6.5 MiB for cryptography's bindings alone), and would
+  time a TLS stack other than the one botocore uses on the host; session
+  resumption would skip the certificate, but botocore opens every new
+  connection with a full handshake. Neither is taken: the agent's TLS phase is
+  what the SDK's own handshake costs on the host.
 """
 
 

@@ -14,7 +14,7 @@ next (so it includes the idle seconds between them); the round's wall time
 and skipped rounds come from the agent's own metrics.  Waiting two full
 intervals per size keeps the whole run under five minutes.  "Flat" compares
 the CPU each added target costs over two wide spans (50 → 250 and 250 → 500
-targets): within 1.5× of each other.
+targets; 5 → 50 and 50 → 100 in a quick run): within 1.5× of each other.
 """
 
 from __future__ import annotations
@@ -205,8 +205,10 @@ def run(quick: bool) -> Result:
         f"{upper:.2f} ms ({mid['size']:.0f} → {high['size']:.0f})"
     )
     last = biggest["cpu_ms"] / biggest["size"]
-    spread = max(lower, upper) / min(lower, upper) if min(lower, upper) > 0 else math.nan
-    flat = not math.isnan(spread) and spread <= 1.5
+    # min() and max() keep a NaN's neighbour, so a size with no round must fail here itself.
+    known = not (math.isnan(lower) or math.isnan(upper)) and min(lower, upper) > 0
+    spread = max(lower, upper) / min(lower, upper) if known else math.nan
+    flat = known and spread <= 1.5
     headroom = INTERVAL / biggest["round_max_s"] if biggest["round_max_s"] > 0 else math.nan
     result.goals.append(
         Goal(
@@ -231,6 +233,8 @@ def run(quick: bool) -> Result:
             "metrics); per-target averages fall at small sizes only because the round's fixed "
             "costs (idle time, the connection audit) are spread thinner"
             if flat
+            else "a size completed no steady round, or a span cost nothing; see the table"
+            if not known
             else f"the added cost per target {'grows' if upper > lower else 'falls'} with size "
             "by more than 1.5×; see the table",
         )

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 
+import dns.message
 import pytest
 
-from agent.probes.dns import lookup
+from agent.probes.dns import _wire_time, lookup
 from agent.probes.wire import StampedDatagram
-from agent.results import Resolver
+from agent.results import DnsLookup, Resolver
 from agent.simulate.dns_server import DnsServer
+from tests.support.dnsmasq import Dnsmasq
 from tests.support.probe_faults import DNS_FAULTS, REGIONAL, at
 from tests.support.probe_faults import DNS_TIMEOUT as TIMEOUT
 
 VPCE = "vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
+HOG = 0.2  # seconds a thread may hold the interpreter before it must hand it over
 ZONAL = "us-east-2a.vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
 
 
@@ -172,7 +177,47 @@ def test_a_reply_read_late_is_timed_to_its_arrival() -> None:
                 read = time.perf_counter()
     took = sock.round_trip()
     assert reply == b"rq"
-    assert took is not None and 0.0 <= took <= read - sent - 0.05
+    assert read - sent >= 0.05
+    assert took is not None and 0.0 <= took < 0.025  # a loopback round trip, not the wait
+
+
+def test_waiting_for_the_interpreter_is_left_out() -> None:
+    """A probe kept off the interpreter after each reply arrived is timed to the arrival.
+
+    dnsmasq answers from its own process; this thread hogs the interpreter with a
+    long switch interval, so the probe's thread gets it back only an interval after
+    each blocking call, and a clock read after the reply would show that wait.
+    """
+    with Dnsmasq({REGIONAL: ["127.10.138.148"]}) as dm:
+        resolver = Resolver(dm.address, dm.port)
+        found: list[DnsLookup] = []
+        thread = threading.Thread(target=lambda: found.append(lookup(REGIONAL, resolver, 5.0)))
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(HOG)
+        try:
+            started = time.perf_counter()
+            thread.start()
+            while thread.is_alive():
+                pass
+            wall = time.perf_counter() - started
+        finally:
+            sys.setswitchinterval(interval)
+            thread.join(5)
+    (lk,) = found
+    assert lk.addresses == ("127.10.138.148",)
+    assert wall >= 2 * HOG  # the probe really waited for the interpreter
+    assert all(q.duration is not None and q.duration < HOG / 2 for q in lk.queries)
+
+
+def test_wire_time_prefers_the_kernel_stamp_then_dnspythons_own() -> None:
+    reply = dns.message.make_response(dns.message.make_query(REGIONAL, "A"))
+    reply.time = 0.004
+    assert _wire_time(reply, False, 0.001, 0.010) == 0.001
+    assert _wire_time(reply, False, None, 0.010) == 0.004
+    assert _wire_time(reply, False, 0.020, 0.010) == 0.004  # a stamp past the whole wait
+    assert _wire_time(reply, True, 0.001, 0.010) == 0.010  # after TCP the whole exchange
+    reply.time = -0.001  # the wall clock stepped back under dnspython's stamp
+    assert _wire_time(reply, False, None, 0.010) == 0.010
 
 
 def test_nobody_listening_is_a_timeout(server: DnsServer) -> None:

@@ -31,6 +31,7 @@ _RECORD = 16384 + 1024
 
 
 _keeper: list[socket.socket] = []
+_refused: list[OSError] = []  # why the kernel would not stamp, once it has said so
 
 
 def _keep_stamping() -> None:
@@ -43,8 +44,24 @@ def _keep_stamping() -> None:
     """
     if not _keeper:
         keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            keeper.close()
+            raise
         _keeper.append(keeper)
+
+
+def _stamp_reads(sock: socket.socket) -> None:
+    """Ask for receive stamps on `sock`; where the kernel refuses, reads count as
+    arriving when they are read, as before, and later sockets no longer ask."""
+    if _refused:
+        return
+    try:
+        _keep_stamping()
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError as e:
+        _refused.append(e)
 
 
 def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
@@ -54,14 +71,6 @@ def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
             sec, nsec = _TIMESPEC.unpack_from(raw)
             return int(sec) * 1_000_000_000 + int(nsec)
     return None
-
-
-def _stamp_reads(sock: socket.socket) -> None:
-    try:
-        _keep_stamping()
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    except OSError:
-        pass  # reads then count as arriving when they are read, as before
 
 
 def _remaining(deadline: float) -> float:
