@@ -137,10 +137,19 @@ def _demo_environment(imds: ImdsServer, scenario: str) -> None:
 _SERVE_ONLY = frozenset({"interval", "discovery_interval", "web_listen_address"})
 
 
+def _program() -> list[str]:
+    """This installation's `sts-agent`: the script beside the interpreter, or `python -m agent`."""
+    script = Path(sys.executable).with_name("sts-agent")
+    if os.access(script, os.X_OK):
+        return [shlex.quote(str(script))]
+    return [shlex.quote(sys.executable), "-m", "agent"]
+
+
 def check_command(vpc: SimulatedVpc, settings: Settings, scenario: str) -> str:
     """The `sts-agent check` a user can run against this simulated VPC from another shell.
 
     `env -i` keeps the caller's own AWS variables (and credentials) out, as the demo does.
+    The program is named by its path, since the demo's installer does not put it on PATH.
     """
     env = {
         "PATH": "$PATH",
@@ -153,7 +162,7 @@ def check_command(vpc: SimulatedVpc, settings: Settings, scenario: str) -> str:
         "env",
         "-i",
         *(f'{k}="{v}"' if v == "$PATH" else f"{k}={shlex.quote(v)}" for k, v in env.items()),
-        "sts-agent",
+        *_program(),
         "check",
     ]
     default = Settings()
@@ -204,15 +213,17 @@ def run_demo(args: argparse.Namespace) -> int:
         except Exception as e:
             print(f"sts-agent demo: cannot start: {e}", file=sys.stderr)
             return 2
+        if not args.once:
+            try:  # before the round, so a taken or foreign address fails at once
+                agent.http.start()
+            except Exception as e:
+                print(f"sts-agent demo: cannot serve: {e}", file=sys.stderr)
+                return 2
         report = agent.scheduler.run_once()
         if args.once:
             return emit(report, as_json=args.json)
         emit(report, as_json=False, out=out)
-        try:
-            agent.start()
-        except Exception as e:
-            print(f"sts-agent demo: cannot serve on {args.listen}: {e}", file=sys.stderr)
-            return 2
+        agent.scheduler.start()
         print(
             f"\nServing the live agent: {agent.http.url}/ (status page), "
             f"{agent.http.url}/metrics\n"
