@@ -275,12 +275,23 @@ def build(
         sources["ca_bundle"] = "environment (AWS_CA_BUNDLE)"
     if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
         raise ConfigError("ca_bundle", settings.ca_bundle, "file not found", sources["ca_bundle"])
+    if settings.imds_enabled and metadata_disabled(environ):
+        settings = replace(settings, imds_enabled=False)
+        sources["imds.enabled"] = f"environment ({METADATA_DISABLED}=true)"
     if "imds.address" not in sources:
         derived = _imds_address_from_env(environ)
         if derived is not None:
             settings = replace(settings, imds_address=derived[0])
             sources["imds.address"] = f"environment ({derived[1]})"
     return Loaded(settings, sources)
+
+
+METADATA_DISABLED = "AWS_EC2_METADATA_DISABLED"
+
+
+def metadata_disabled(environ: Mapping[str, str]) -> bool:
+    """botocore's IMDS switch, honoured so the agent never asks where the SDK won't."""
+    return environ.get(METADATA_DISABLED, "").strip().lower() == "true"
 
 
 def _imds_address_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:

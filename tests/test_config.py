@@ -381,7 +381,11 @@ def test_flag_beats_environment_beats_file_beats_default(
     """Through the real argument parser and `load_settings`, as `serve` and `check` use."""
     cfg = tmp_path / "agent.toml"
     cfg.write_text('interval = 40\ntimeout = 4\nport = 8443\n[log]\nlevel = "debug"\n')
-    for name in [n for n in os.environ if n.startswith(("STS_AGENT_", "AWS_CA_BUNDLE"))]:
+    for name in [
+        n
+        for n in os.environ
+        if n.startswith(("STS_AGENT_", "AWS_CA_BUNDLE", "AWS_EC2_METADATA_DISABLED"))
+    ]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("STS_AGENT_INTERVAL", "20")
     monkeypatch.setenv("STS_AGENT_PORT", "9443")
@@ -503,3 +507,17 @@ def test_config_check_states_the_documented_precedence(tmp_path: Path) -> None:
     start = readme.index("Precedence: **") + len("Precedence: **")
     documented = " ".join(readme[start : readme.index("**", start)].split())
     assert f"Effective settings ({documented}):" in proc.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", " true "])
+def test_botocores_imds_switch_turns_imds_off_and_says_so(value: str) -> None:
+    """`config check` must show what discovery will do: not ask IMDS."""
+    loaded = build(environ={"AWS_EC2_METADATA_DISABLED": value, "STS_AGENT_IMDS_ENABLED": "true"})
+    assert loaded.settings.imds_enabled is False
+    assert loaded.sources["imds.enabled"] == "environment (AWS_EC2_METADATA_DISABLED=true)"
+
+
+def test_imds_stays_on_unless_botocore_is_told_true() -> None:
+    loaded = build(environ={"AWS_EC2_METADATA_DISABLED": "false"})
+    assert loaded.settings.imds_enabled is True
+    assert "imds.enabled" not in loaded.sources

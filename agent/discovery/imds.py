@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from agent import __version__
 from agent.addresses import split_host_port
+from agent.config import METADATA_DISABLED, metadata_disabled
 from agent.results import ImdsInfo
 
 log = logging.getLogger(__name__)
@@ -187,11 +188,11 @@ def discover(
     what is missing.  Raises ValueError only for an unparseable `address`.
     """
     env = os.environ if environ is None else environ
-    if env.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
+    if metadata_disabled(env):
         return ImdsInfo(
             available=False,
             reason="disabled",
-            detail="AWS_EC2_METADATA_DISABLED=true; using configured region and VPC CIDRs",
+            detail=f"{METADATA_DISABLED}=true; using the configured region and VPC CIDRs",
         )
     host, port = split_host_port(address, "imds.address", 80)
     started = time.monotonic()

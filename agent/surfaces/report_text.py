@@ -37,7 +37,8 @@ def render(report: Report) -> str:
             f"{imds.vpc_id or '?'}"
         )
     else:
-        out.append(f"  imds        unavailable: {imds.reason} {imds.detail}".rstrip())
+        detail = f" ({imds.detail})" if imds.detail else ""
+        out.append(f"  imds        unavailable: {imds.reason}{detail}")
     out.append(f"  vpc cidrs   {', '.join(report.vpc_cidrs) or 'unknown'}")
     for r in report.resolvers:
         tag = "Amazon-provided" if r.amazon_provided else "not Amazon-provided"

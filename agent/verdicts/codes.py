@@ -42,8 +42,8 @@ CODES: dict[str, Code] = {
     ),
     "ENDPOINT_UNRESOLVED": Code(
         "critical",
-        "Check the resolvers in /etc/resolv.conf answer for amazonaws.com names, and that "
-        "UDP and TCP port 53 to them are allowed.",
+        "Check that the resolvers this host asks (resolv.conf's, or `resolvers` when set) "
+        "answer for amazonaws.com names, and that UDP and TCP port 53 to them are allowed.",
     ),
     "RESOLVERS_DISAGREE": Code(
         "warning",
