@@ -192,8 +192,10 @@ def _flatten(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
             flat[key] = value
     for path, value in flat.items():
         if path not in _BY_PATH:
-            close = difflib.get_close_matches(path, list(_BY_PATH), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            # A misspelt table ([endpoint]) is closest to the table, not to one of its keys.
+            close = difflib.get_close_matches(path, [*_BY_PATH, *_TABLES], n=1)
+            name = f"the [{close[0]}] table" if close and close[0] in _TABLES else None
+            hint = f" (did you mean {name or repr(close[0])}?)" if close else ""
             raise ConfigError(path, value, f"unknown setting{hint}", source)
     return flat
 

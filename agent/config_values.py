@@ -152,7 +152,7 @@ def expect(v: Any) -> tuple[tuple[str, str], ...]:
     out = []
     for k, val in v.items():
         if not isinstance(val, str) or val.lower() not in EXPECT_VALUES:
-            raise ValueError(f"{k!r} must be one of {', '.join(EXPECT_VALUES)} (got {val!r})")
+            raise ValueError(f"{k} = {val!r} is not one of {', '.join(EXPECT_VALUES)}")
         key = k if k in ENDPOINT_KINDS else hostname(k)
         out.append((key, val.lower()))
     return tuple(out)

@@ -65,6 +65,12 @@ CASES = (
         "imds.adress",
         ("unknown setting", "did you mean 'imds.address'?", "'10.1.2.3'"),
     ),
+    Case(
+        "misspelt_table",
+        "[endpoint]\nregional = true\n",
+        "endpoint",
+        ("unknown setting", "did you mean the [endpoints] table?"),
+    ),
     Case("interval_not_a_number", 'interval = "fast"\n', "interval", ("'fast'", "positive")),
     Case("regions_not_a_list", "regions = 5\n", "regions", ("must be a list", "got 5")),
     Case("fips_not_a_bool", '[endpoints]\nfips = "maybe"\n', "endpoints.fips", ("'maybe'", "true")),
@@ -94,7 +100,7 @@ CASES = (
         "expect_value_typo",
         '[expect]\nregional = "privat"\n',
         "expect",
-        ("'privat'", "vpce, private, public, any"),
+        ("regional = 'privat' is not one of vpce, private, public, any",),
     ),
     Case(
         "resolver_port_out_of_range",

@@ -16,7 +16,7 @@ from agent.audit.host import HostAudits
 from agent.config import Settings
 from agent.discovery.sdk import with_global_serving
 from agent.discovery.sdk_view import sdk_view
-from agent.results import ImdsInfo, Report, Resolver, SdkView
+from agent.results import Endpoint, EndpointReport, ImdsInfo, Report, Resolver, SdkView
 from agent.surfaces.metrics import Metrics
 from agent.surfaces.report_json import to_json
 from agent.verdicts.findings import evaluate
@@ -231,3 +231,35 @@ def test_custom_resolver_in_us_east_1_is_not_a_cross_region_dependency() -> None
         f.message
     )
     assert gauge(r) == "0.0"
+
+
+@pytest.mark.parametrize(
+    ("reasons", "says", "not_says"),
+    [
+        (("aws_region_only",), "Set AWS_DEFAULT_REGION", "upgrade botocore"),
+        (("no_region",), "or region in the AWS config file", "upgrade botocore"),
+        (("legacy_mode",), "AWS_STS_REGIONAL_ENDPOINTS=regional", "AWS_DEFAULT_REGION"),
+    ],
+)
+def test_global_sdk_advice_fits_the_cause(
+    reasons: tuple[str, ...], says: str, not_says: str
+) -> None:
+    for resolvers in ((AMAZON,), (CORP,)):  # served in region, and the severe case
+        sdk = dataclasses.replace(GLOBAL_SDK, reasons=reasons)
+        r = report_for(sdk, "eu-west-1", resolvers)
+        (f,) = [
+            f
+            for f in r.findings
+            if f.code in ("SDK_USES_GLOBAL_ENDPOINT", "SDK_GLOBAL_SERVED_US_EAST_1")
+        ]
+        assert says in f.advice and not_says not in f.advice
+
+
+def test_global_sdk_says_its_calls_miss_the_endpoint_when_the_name_is_public() -> None:
+    public = EndpointReport(Endpoint(GLOBAL_URL[8:], "global", "us-east-1", "public"), "public")
+    r = report_for(GLOBAL_SDK, "eu-west-1", (AMAZON,))
+    r = dataclasses.replace(r, endpoints=(public,))
+    (f,) = [f for f in evaluate(r, Settings(), 0.0) if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+    assert f.message.endswith("so those calls do not use an STS VPC endpoint")
+    (g,) = [f for f in r.findings if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+    assert "VPC endpoint" not in g.message  # no endpoint report, no claim about its path

@@ -16,6 +16,11 @@ _SDK_GLOBAL_FIX = (
     "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION), and "
     "AWS_STS_REGIONAL_ENDPOINTS=regional or upgrade botocore to >= 1.40."
 )
+#: How global calls stay in the host's region even without the regional name.
+SERVED_HERE_NOTE = (
+    " In a default-enabled region, resolving through the Amazon-provided DNS also has AWS "
+    "serve global calls in this region."
+)
 #: Advice when audited processes, not the agent's own environment, call the global name.
 PROCESS_GLOBAL_ADVICE = (
     "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "
@@ -86,8 +91,7 @@ CODES: dict[str, Code] = {
     "SDK_VIEW_FAILED": Code("warning", "Check AWS_CONFIG_FILE and AWS_PROFILE."),
     "SDK_GLOBAL_SERVED_US_EAST_1": Code(
         "critical",
-        _SDK_GLOBAL_FIX + " In a default-enabled region, resolving through the Amazon-provided "
-        "DNS also has AWS serve global calls in this region.",
+        _SDK_GLOBAL_FIX + SERVED_HERE_NOTE,
     ),
     "SDK_ENV_UNCONFIGURED": Code(
         "info",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from agent.config import Settings
 from agent.results import EndpointReport, Finding, Report, SdkView
-from agent.verdicts.codes import finding
+from agent.verdicts.codes import SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
 
@@ -28,7 +28,20 @@ SDK_ENV_CODES = frozenset(
 )
 
 
-def _sdk_global_findings(sdk: SdkView) -> Iterator[Finding]:
+def _sdk_global_advice(reasons: tuple[str, ...]) -> str | None:
+    """The fix for the cause seen: a region for a region-less SDK, the mode for legacy."""
+    if any(r.startswith("legacy_mode") for r in reasons):
+        return "Set AWS_STS_REGIONAL_ENDPOINTS=regional (or sts_regional_endpoints in the config)."
+    if any(r.startswith(("no_region", "aws_region_only")) for r in reasons):
+        return (
+            "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION) or region in the AWS config "
+            "file: with a region, botocore >= 1.40 calls the regional endpoint (older ones also "
+            "need AWS_STS_REGIONAL_ENDPOINTS=regional)."
+        )
+    return None
+
+
+def _sdk_global_findings(sdk: SdkView, report: Report) -> Iterator[Finding]:
     """boto3 here would call the global endpoint: where AWS serves it, and how bad."""
     if sdk.mode != "global":
         return
@@ -42,16 +55,28 @@ def _sdk_global_findings(sdk: SdkView) -> Iterator[Finding]:
         )
         return
     why = f" ({', '.join(sdk.reasons)})" if sdk.reasons else ""
+    fix = _sdk_global_advice(sdk.reasons)
     if cross_region(sdk.global_served_in, sdk.global_served_why):
         yield finding(
             "SDK_GLOBAL_SERVED_US_EAST_1",
             f"boto3 on this host would call {sdk.endpoint_url}{why}, and {where}: every "
             "STS call depends on us-east-1",
+            advice=None if fix is None else fix + SERVED_HERE_NOTE,
         )
         return
+    public = any(
+        ep.endpoint.kind == "global" and ep.effective_path == "public" for ep in report.endpoints
+    )
+    path = (
+        "; that name resolves to public addresses here, so those calls do not use an STS VPC "
+        "endpoint"
+        if public
+        else ""
+    )
     yield finding(
         "SDK_USES_GLOBAL_ENDPOINT",
-        f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}",
+        f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}{path}",
+        advice=fix,
     )
 
 
@@ -190,7 +215,7 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 )
             )
         else:
-            out.extend(_sdk_global_findings(sdk))
+            out.extend(_sdk_global_findings(sdk, report))
         if not sdk.unconfigured and any(
             r.startswith(("no_region", "aws_region_only")) for r in sdk.reasons
         ):
