@@ -203,7 +203,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"Simulated VPC {VPC_CIDR} in {REGION} (scenario: {scenario}):\n"
             f"  Amazon DNS        {DNS_ADDRESS}:{vpc.dns.port}\n"
             f"  STS endpoint ENIs {enis}\n"
-            f"  public STS        {PUBLIC_GLOBAL}:{vpc.sts_port} ({GLOBAL})\n"
+            f"  public STS        {PUBLIC_GLOBAL}:{vpc.sts_port} ({GLOBAL}), "
+            f"{PUBLIC_REGIONAL}:{vpc.sts_port} ({REGIONAL} without private DNS)\n"
             f"  IMDSv2            {vpc.imds.url}\n"
             f"  CA certificate    {vpc.ca_path}\n",
             file=out,
