@@ -193,7 +193,8 @@ def _flatten(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
     for path, value in flat.items():
         if path not in _BY_PATH:
             # A misspelt table ([endpoint]) is closest to the table, not to one of its keys.
-            close = difflib.get_close_matches(path, [*_BY_PATH, *_TABLES], n=1)
+            names = [*_BY_PATH, *_TABLES] if isinstance(value, Mapping) else list(_BY_PATH)
+            close = difflib.get_close_matches(path, names, n=1)
             name = f"the [{close[0]}] table" if close and close[0] in _TABLES else None
             hint = f" (did you mean {name or repr(close[0])}?)" if close else ""
             raise ConfigError(path, value, f"unknown setting{hint}", source)
@@ -229,6 +230,20 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 raise ConfigError(name, value, f"unknown environment setting{hint}", "environment")
             out[known[name]] = value
     return out
+
+
+METADATA_DISABLED = "AWS_EC2_METADATA_DISABLED"
+
+
+def metadata_disabled(environ: Mapping[str, str]) -> bool:
+    """botocore's IMDS switch, honoured so the agent never asks where the SDK won't."""
+    return environ.get(METADATA_DISABLED, "").strip().lower() == "true"
+
+
+def imds_off_because(environ: Mapping[str, str]) -> str:
+    """Why IMDS is not asked, for reports: the variable when it is set, else the setting."""
+    why = f"{METADATA_DISABLED}=true" if metadata_disabled(environ) else "imds.enabled = false"
+    return f"{why}; using the configured region and VPC CIDRs"
 
 
 @dataclass
@@ -286,14 +301,6 @@ def build(
             settings = replace(settings, imds_address=derived[0])
             sources["imds.address"] = f"environment ({derived[1]})"
     return Loaded(settings, sources)
-
-
-METADATA_DISABLED = "AWS_EC2_METADATA_DISABLED"
-
-
-def metadata_disabled(environ: Mapping[str, str]) -> bool:
-    """botocore's IMDS switch, honoured so the agent never asks where the SDK won't."""
-    return environ.get(METADATA_DISABLED, "").strip().lower() == "true"
 
 
 def _imds_address_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:

@@ -135,8 +135,13 @@ class Agent:
         fresh.observe(report)
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(fresh.registry))
 
+    def listen(self) -> None:
+        """Bind the listener, so a caller can fail on its address before the first round."""
+        if not self.http.listening:
+            self.http.start()
+
     def start(self) -> None:
-        self.http.start()
+        self.listen()
         self.scheduler.start()
         log.info("sts-agent %s serving on %s", __version__, self.http.url)
 

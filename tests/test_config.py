@@ -71,6 +71,12 @@ CASES = (
         "endpoint",
         ("unknown setting", "did you mean the [endpoints] table?"),
     ),
+    Case(
+        "misspelt_key_near_a_table_name",
+        'hosts = "/etc/hosts"\n',
+        "hosts",
+        ("unknown setting", "did you mean 'hosts_file'?"),
+    ),
     Case("interval_not_a_number", 'interval = "fast"\n', "interval", ("'fast'", "positive")),
     Case("regions_not_a_list", "regions = 5\n", "regions", ("must be a list", "got 5")),
     Case("fips_not_a_bool", '[endpoints]\nfips = "maybe"\n', "endpoints.fips", ("'maybe'", "true")),

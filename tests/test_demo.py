@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import agent
 from agent.cli import _parser
 from agent.config import build
 from agent.simulate.demo import _SERVE_ONLY, check_command, simulated_vpc
@@ -66,3 +69,17 @@ def test_a_taken_listen_address_fails_before_the_round(tmp_path: Path) -> None:
         "cannot listen: Address already in use"
     )
     assert "findings" not in res.stdout.lower()  # no round ran
+
+
+def test_an_uninstalled_checkout_is_named_with_its_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an `sts-agent` script beside the interpreter, `python -m agent` needs the path."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    with simulated_vpc(tmp_path / "vpc") as vpc:
+        settings = vpc.settings(interval=5.0, listen="127.0.0.1:0")
+        words = shlex.split(check_command(vpc, settings, "healthy"))
+    at = words.index("check")
+    root = Path(agent.__file__).resolve().parent.parent
+    assert words[at - 3 : at] == [str(tmp_path / "python3"), "-m", "agent"]
+    assert f"PYTHONPATH={root}" in words[2 : at - 3]

@@ -332,3 +332,17 @@ def test_closed_port_is_connect_refused(rig: StsRig) -> None:
 def test_full_accept_queue_is_connect_timeout(rig: StsRig) -> None:
     p = STS_FAULTS["full_accept_queue"].provoke(rig)
     assert (p.success, p.reason) == (False, "connect_timeout")
+
+
+def test_a_passing_socket_error_does_not_turn_stamping_off() -> None:
+    """Only the kernel refusing the option itself stops later sockets from asking."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.close()  # setsockopt on it now fails with EBADF, as it would with no descriptors left
+    wire._stamp_reads(sock)
+    assert not wire._refused
+    fresh = wire.StampedSocket("127.0.0.1", 9)
+    try:
+        on = fresh.sock.getsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPNS)
+    finally:
+        fresh.close()
+    assert on == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from agent.config import METADATA_DISABLED, Settings, metadata_disabled
+from agent.config import Settings, imds_off_because
 from agent.discovery.imds import discover as imds_discover
 from agent.results import ImdsInfo
 
@@ -56,10 +56,5 @@ def host_identity(
         imds = imds_discover(settings.imds_address, settings.imds_timeout, environ)
         imds = keep_last_good(imds, previous)
     else:
-        why = f"{METADATA_DISABLED}=true" if metadata_disabled(environ) else "imds.enabled = false"
-        imds = ImdsInfo(
-            available=False,
-            reason="disabled",
-            detail=f"{why}; using the configured region and VPC CIDRs",
-        )
+        imds = ImdsInfo(available=False, reason="disabled", detail=imds_off_because(environ))
     return host_overrides(imds, settings)

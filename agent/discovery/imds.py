@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from agent import __version__
 from agent.addresses import split_host_port
-from agent.config import METADATA_DISABLED, metadata_disabled
+from agent.config import imds_off_because, metadata_disabled
 from agent.results import ImdsInfo
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,7 @@ def discover(
     """
     env = os.environ if environ is None else environ
     if metadata_disabled(env):
-        return ImdsInfo(
-            available=False,
-            reason="disabled",
-            detail=f"{METADATA_DISABLED}=true; using the configured region and VPC CIDRs",
-        )
+        return ImdsInfo(available=False, reason="disabled", detail=imds_off_because(env))
     host, port = split_host_port(address, "imds.address", 80)
     started = time.monotonic()
     session = _Session(address, host, port, timeout, started + timeout)

@@ -14,11 +14,15 @@ Times are time.perf_counter() seconds unless they say otherwise.
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
 import ssl
 import struct
 import time
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Linux's value (asm-generic and x86); the socket module does not export it.
 SO_TIMESTAMPNS = int(getattr(socket, "SO_TIMESTAMPNS", 35))
@@ -32,6 +36,8 @@ _RECORD = 16384 + 1024
 
 _keeper: list[socket.socket] = []
 _refused: list[OSError] = []  # why the kernel would not stamp, once it has said so
+# A kernel or sandbox without the option says so with these; EMFILE or ENOMEM pass.
+_REFUSALS = frozenset({errno.ENOPROTOOPT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM})
 
 
 def _keep_stamping() -> None:
@@ -54,14 +60,21 @@ def _keep_stamping() -> None:
 
 def _stamp_reads(sock: socket.socket) -> None:
     """Ask for receive stamps on `sock`; where the kernel refuses, reads count as
-    arriving when they are read, as before, and later sockets no longer ask."""
+    arriving when they are read, as before, and once it has refused, later sockets
+    no longer ask.  A passing error (no file descriptors) only costs this socket its stamps."""
     if _refused:
         return
     try:
         _keep_stamping()
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     except OSError as e:
-        _refused.append(e)
+        if e.errno in _REFUSALS:
+            _refused.append(e)
+            log.warning(
+                "the kernel refuses receive timestamps (%s): phases now end when the probe "
+                "reads its bytes, its own wake-up included",
+                e.strerror or e,
+            )
 
 
 def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:

@@ -138,11 +138,13 @@ _SERVE_ONLY = frozenset({"interval", "discovery_interval", "web_listen_address"}
 
 
 def _program() -> list[str]:
-    """This installation's `sts-agent`: the script beside the interpreter, or `python -m agent`."""
+    """This installation's `sts-agent`: the script beside the interpreter, or else
+    `python -m agent` told where this package lives (a checkout run without installing)."""
     script = Path(sys.executable).with_name("sts-agent")
     if os.access(script, os.X_OK):
         return [shlex.quote(str(script))]
-    return [shlex.quote(sys.executable), "-m", "agent"]
+    root = Path(__file__).resolve().parents[2]
+    return [f"PYTHONPATH={shlex.quote(str(root))}", shlex.quote(sys.executable), "-m", "agent"]
 
 
 def check_command(vpc: SimulatedVpc, settings: Settings, scenario: str) -> str:
@@ -216,7 +218,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return 2
         if not args.once:
             try:  # before the round, so a taken or foreign address fails at once
-                agent.http.start()
+                agent.listen()
             except Exception as e:
                 print(f"sts-agent demo: cannot serve: {e}", file=sys.stderr)
                 return 2
@@ -224,7 +226,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.once:
             return emit(report, as_json=args.json)
         emit(report, as_json=False, out=out)
-        agent.scheduler.start()
+        agent.start()
         print(
             f"\nServing the live agent: {agent.http.url}/ (status page), "
             f"{agent.http.url}/metrics\n"

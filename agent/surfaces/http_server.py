@@ -419,6 +419,10 @@ class HttpServer(Service):
         return int(self._sock.getsockname()[1])
 
     @property
+    def listening(self) -> bool:
+        return self._sock is not None
+
+    @property
     def url(self) -> str:
         if self._sock is None:
             raise RuntimeError("server not started")

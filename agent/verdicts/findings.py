@@ -28,11 +28,16 @@ SDK_ENV_CODES = frozenset(
 )
 
 
+def _region_less(reasons: tuple[str, ...]) -> bool:
+    """botocore has no region it reads (none set, or only AWS_REGION, which it ignores)."""
+    return any(r.startswith(("no_region", "aws_region_only")) for r in reasons)
+
+
 def _sdk_global_advice(reasons: tuple[str, ...]) -> str | None:
     """The fix for the cause seen: a region for a region-less SDK, the mode for legacy."""
     if any(r.startswith("legacy_mode") for r in reasons):
         return "Set AWS_STS_REGIONAL_ENDPOINTS=regional (or sts_regional_endpoints in the config)."
-    if any(r.startswith(("no_region", "aws_region_only")) for r in reasons):
+    if _region_less(reasons):
         return (
             "Set AWS_DEFAULT_REGION (botocore ignores AWS_REGION) or region in the AWS config "
             "file: with a region, botocore >= 1.40 calls the regional endpoint (older ones also "
@@ -67,7 +72,7 @@ def _sdk_global_findings(sdk: SdkView, report: Report) -> Iterator[Finding]:
     public = any(
         ep.endpoint.kind == "global" and ep.effective_path == "public" for ep in report.endpoints
     )
-    path = (
+    public_note = (
         "; that name resolves to public addresses here, so those calls do not use an STS VPC "
         "endpoint"
         if public
@@ -75,7 +80,7 @@ def _sdk_global_findings(sdk: SdkView, report: Report) -> Iterator[Finding]:
     )
     yield finding(
         "SDK_USES_GLOBAL_ENDPOINT",
-        f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}{path}",
+        f"boto3 on this host would call {sdk.endpoint_url}{why}; {where}{public_note}",
         advice=fix,
     )
 
@@ -216,9 +221,7 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
             )
         else:
             out.extend(_sdk_global_findings(sdk, report))
-        if not sdk.unconfigured and any(
-            r.startswith(("no_region", "aws_region_only")) for r in sdk.reasons
-        ):
+        if not sdk.unconfigured and _region_less(sdk.reasons):
             out.append(
                 finding(
                     "SDK_REGION_MISSING",
