@@ -207,8 +207,7 @@ def run(quick: bool) -> Result:
     last = biggest["cpu_ms"] / biggest["size"]
     # min() and max() keep a NaN's neighbour, so a size with no round must fail here itself.
     known = not (math.isnan(lower) or math.isnan(upper)) and min(lower, upper) > 0
-    spread = max(lower, upper) / min(lower, upper) if known else math.nan
-    flat = known and spread <= 1.5
+    flat = known and max(lower, upper) <= 1.5 * min(lower, upper)
     headroom = INTERVAL / biggest["round_max_s"] if biggest["round_max_s"] > 0 else math.nan
     result.goals.append(
         Goal(
