@@ -31,7 +31,7 @@ from bench.machine import describe
 from bench.procs import REPO, cpu_seconds, free_port, rounds, rss_mib, running_agent
 from bench.promtext import value
 from bench.report import Goal, Result, cli, emit, method
-from bench.stats import median, ratio, table
+from bench.stats import median, percentile, ratio, table
 from bench.targets import Targets, simulated_targets
 from testbed.agent_proc import AgentProcess, agent_env, vpc_config
 
@@ -107,25 +107,37 @@ def _import_rss() -> tuple[float, float, float]:
     return bare, daemon, boto
 
 
-def _scrape_cpu_ms(agent: AgentProcess, round_ms: float, n: int = 50) -> tuple[float, int]:
-    """Agent CPU for one /metrics scrape (rounds that ran meanwhile taken out); and its lines."""
+def _scrapes(agent: AgentProcess, round_ms: float, n: int) -> tuple[float, int, list[float]]:
+    """Agent CPU for one /metrics scrape (rounds that ran meanwhile taken out), its lines,
+    and each scrape's wall time from the client's side (rounds keep running meanwhile)."""
     pid = agent.proc.pid
     r0, c0 = rounds(agent), cpu_seconds(pid)
     lines = 0
+    took: list[float] = []
     for _ in range(n):
+        started = time.perf_counter()
         lines = agent.get("/metrics")[1].count("\n")
+        took.append(time.perf_counter() - started)
     r1, c1 = rounds(agent), cpu_seconds(pid)
-    return (1000 * (c1 - c0) - (r1 - r0) * round_ms) / (n + 1), lines
+    return (1000 * (c1 - c0) - (r1 - r0) * round_ms) / (n + 1), lines, took
 
 
 def measure(
-    t: Targets, tmp: Path, warmup: float, window: float, overrides: dict[str, Any]
+    t: Targets,
+    tmp: Path,
+    warmup: float,
+    window: float,
+    overrides: dict[str, Any],
+    *,
+    source: Path = REPO,
+    scrapes: int = 50,
 ) -> dict[str, float]:
+    """The figures of one window; `source` is the tree whose agent runs (see bench.regress)."""
     port = free_port()
     config = vpc_config(t.vpc, tmp / "agent.toml", port, interval=1, timeout=0.8, **overrides)
     jobs = probe_jobs(t)
     with (
-        running_agent(config, agent_env(t.vpc), port, tmp=tmp) as agent,
+        running_agent(config, agent_env(t.vpc), port, tmp=tmp, source=source) as agent,
         running_blackbox(tmp / "bb", modules_for(t, timeout=0.8)) as box,
     ):
         agent.wait_ready()
@@ -139,13 +151,15 @@ def measure(
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
         agent_rounds = r1 - r0
         round_ms = 1000 * (cpu1["agent"] - cpu0["agent"]) / max(agent_rounds, 1)
-        scrape_ms, lines = _scrape_cpu_ms(agent, round_ms)
+        scrape_ms, lines, took = _scrapes(agent, round_ms, scrapes)
         log = agent.log()
     return {
         "audit_ms": median(sampler.audit_ms),
         "sockets": median([float(n) for n in sampler.sockets]),
         "scrape_ms": scrape_ms,
         "scrape_lines": float(lines),
+        "scrape_p50": median(took),
+        "scrape_p99": percentile(took, 99),
         "agent_rss_first": sampler.rss["agent"][0],
         "agent_rss_last": sampler.rss["agent"][-1],
         "agent_rss": median(sampler.rss["agent"]),

@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and regenerate docs/BENCHMARKS.md.
 
-python -m bench.run_all            # about 20 minutes
+python -m bench.run_all            # about 30 minutes
 python -m bench.run_all --quick    # a smoke run with few samples (not for the docs)
 python -m bench.run_all --only accuracy scrape_latency --output /tmp/b.md
 """
@@ -19,7 +19,16 @@ from bench.procs import REPO
 from bench.report import Result, load, machine_markdown
 from bench.stats import table
 
-BENCHMARKS = ("startup", "accuracy", "scrape_latency", "footprint", "scale", "fleet", "sockets")
+BENCHMARKS = (
+    "startup",
+    "accuracy",
+    "scrape_latency",
+    "footprint",
+    "scale",
+    "fleet",
+    "sockets",
+    "regress",
+)
 
 INTRO = """\
 # Benchmarks: sts-agent beside blackbox_exporter
@@ -34,7 +43,7 @@ in [bench/README.md](../bench/README.md).
 ## How to run
 
 ```sh
-python -m bench.run_all                 # all seven, then rewrites this file
+python -m bench.run_all                 # all eight, then rewrites this file
 python -m bench.accuracy                # or one at a time, each under five minutes
 python -m bench.footprint --set audit__connections=false   # a variant, not the default
 ```

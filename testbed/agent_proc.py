@@ -149,15 +149,20 @@ def running_agent(
     *args: str,
     tmp: Path,
     prefix: Sequence[str] = (),
+    source: Path = ROOT,
 ) -> Iterator[AgentProcess]:
-    """`sts-agent serve` as a child process (under `prefix`, e.g. taskset), stopped on exit."""
+    """`sts-agent serve` as a child process (under `prefix`, e.g. taskset), stopped on exit.
+
+    `source` is the tree whose `agent` package runs (`python -m` imports it from
+    the working directory first): another revision's, to measure it beside this one.
+    """
     log = tmp / f"agent-{port}.log"
     cmd = [*prefix, sys.executable, "-m", "agent", "serve", *args]
     if config is not None:
         cmd += ["--config", str(config)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            cmd, env=dict(env), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True
+            cmd, env=dict(env), cwd=source, stdout=fh, stderr=subprocess.STDOUT, text=True
         )
     agent = AgentProcess(proc, port, log)
     try:
