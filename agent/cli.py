@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent import __version__
+from agent import config_values as parsers
 from agent.config import FIELDS, ConfigError, Loaded, as_toml_dict, build
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -23,6 +24,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         self.exit(EXIT_ERROR, f"sts-agent: error: {message} (see --help)\n")
+
+
+def _seconds(text: str) -> float:
+    """argparse type for a duration flag, held to the settings' own rule."""
+    try:
+        return parsers.seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -60,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where the demo serves /metrics and the status page",
     )
-    d.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    d.add_argument("--interval", type=_seconds, default=5.0, help="seconds between rounds")
     d.add_argument(
         "--scenario",
         choices=("healthy", "private-dns-off", "global-sdk"),
@@ -93,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     ct.add_argument("--athena-database", metavar="NAME", help="Athena database of TABLE")
     ct.add_argument("--athena-output", metavar="S3_URL", help="s3:// location for query results")
     ct.add_argument(
-        "--athena-timeout", metavar="SECONDS", type=float, default=300.0, help="wait at most"
+        "--athena-timeout", metavar="SECONDS", type=_seconds, default=300.0, help="wait at most"
     )
     return p
 
@@ -139,13 +148,6 @@ def _audit_cloudtrail(args: argparse.Namespace) -> int:
     from agent.audit.cloudtrail_cli import run_cloudtrail_audit
 
     athena = None
-    if not 0 < args.athena_timeout < float("inf"):  # NaN fails both comparisons
-        print(
-            f"sts-agent: audit: --athena-timeout: not a positive number of seconds, "
-            f"got {args.athena_timeout!r}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
     if args.athena_table:
         athena = AthenaOptions(
             args.athena_table,

@@ -108,8 +108,8 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("regions", parsers.listing(parsers.region), "regions to watch (default: discovered)"),
-    Field("interval", parsers.positive(float), "seconds between probe rounds"),
-    Field("timeout", parsers.positive(float), "per-probe timeout in seconds"),
+    Field("interval", parsers.seconds, "seconds between probe rounds"),
+    Field("timeout", parsers.seconds, "per-probe timeout in seconds"),
     Field("port", parsers.port, "STS TCP port"),
     Field("credentials", parsers.choice("chain", "none"), "chain or none (unsigned)"),
     Field("ca_bundle", parsers.optional_path, "CA bundle for STS TLS (default AWS_CA_BUNDLE)"),
@@ -131,8 +131,8 @@ FIELDS: tuple[Field, ...] = (
     Field("expect", parsers.expect, "expected path per endpoint kind or hostname"),
     Field("imds.enabled", parsers.boolean, "ask IMDSv2 for region and VPC"),
     Field("imds.address", parsers.imds_address, "IMDS address (host or host:port)"),
-    Field("imds.timeout", parsers.positive(float), "total IMDS time budget, seconds"),
-    Field("discovery_interval", parsers.positive(float), "seconds between rediscovery"),
+    Field("imds.timeout", parsers.seconds, "total IMDS time budget, seconds"),
+    Field("discovery_interval", parsers.seconds, "seconds between rediscovery"),
     Field("cert_warning_days", parsers.positive(float), "warn this early on certs"),
     Field("web.listen_address", parsers.listen_address, "HOST:PORT for /metrics"),
     Field(

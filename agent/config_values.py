@@ -7,6 +7,7 @@ field, the value and where it came from, so the user sees one line.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -39,11 +40,23 @@ def positive(kind: type) -> Callable[[Any], Any]:
             n = kind(v)
         except ValueError:
             raise ValueError(f"must be a positive {kind.__name__}") from None
-        if n <= 0:
+        if not math.isfinite(n) or n <= 0:  # NaN passes `n <= 0`, and probes in a tight loop
             raise ValueError(f"must be a positive {kind.__name__}")
         return n
 
     return parse
+
+
+#: The longest duration a setting may hold: a day between rounds is already no watch at all,
+#: and a timed wait rejects values past about 292 years (OverflowError in the scheduler).
+MOST_SECONDS = 86400.0
+
+
+def seconds(v: Any) -> float:
+    n = float(positive(float)(v))
+    if n > MOST_SECONDS:
+        raise ValueError(f"must be a number of seconds no greater than {MOST_SECONDS:g}")
+    return n
 
 
 def port(v: Any) -> int:

@@ -78,6 +78,14 @@ CASES = (
         ("unknown setting", "did you mean 'hosts_file'?"),
     ),
     Case("interval_not_a_number", 'interval = "fast"\n', "interval", ("'fast'", "positive")),
+    # TOML's nan and inf are floats: NaN slips past `<= 0` and would probe in a tight loop,
+    # inf or a huge number overflows the scheduler's wait and stops its thread.
+    Case("interval_nan", "interval = nan\n", "interval", ("nan", "positive")),
+    Case("interval_inf", "interval = inf\n", "interval", ("inf", "positive")),
+    Case("interval_past_a_day", "interval = 1e10\n", "interval", ("86400", "seconds")),
+    Case("timeout_nan", "timeout = nan\n", "timeout", ("nan", "positive")),
+    Case("imds_timeout_inf", "[imds]\ntimeout = inf\n", "imds.timeout", ("inf", "positive")),
+    Case("probe_rate_nan", "[web]\nprobe_rate = nan\n", "web.probe_rate", ("nan", "positive")),
     Case("regions_not_a_list", "regions = 5\n", "regions", ("must be a list", "got 5")),
     Case("fips_not_a_bool", '[endpoints]\nfips = "maybe"\n', "endpoints.fips", ("'maybe'", "true")),
     Case("table_given_a_scalar", 'imds = "off"\n', "imds", ("must be a table", "'off'")),
@@ -268,6 +276,8 @@ def test_build_raises_config_error_naming_the_field(case: Case, tmp_path: Path) 
     ("flag", "value", "field_name"),
     [
         ("--interval", "abc", "interval"),
+        ("--timeout", "nan", "timeout"),
+        ("--discovery-interval", "1e10", "discovery_interval"),
         ("--port", "0", "port"),
         ("--regions", "us-eest-2", "regions"),
         ("--web.listen-address", "localhost", "web.listen_address"),
@@ -281,6 +291,17 @@ def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: st
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"{PREFIX}{field_name}: ")
     assert repr(value) in lines[0] and f"flag {flag}" in lines[0]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "1e10"])
+def test_demo_interval_follows_the_settings_rule(value: str) -> None:
+    """The demo's own --interval is not a settings flag, yet a NaN there loops as fast."""
+    proc = run_cli("demo", "--once", f"--interval={value}", env=agent_env(None))
+    assert proc.returncode == EXIT_ERROR
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "--interval" in lines[0] and repr(value) in lines[0]
 
 
 def test_unknown_flag_is_a_one_line_usage_error() -> None:
