@@ -43,17 +43,24 @@ def round_endpoints(
 MAX_REMEMBERED_TTL = 300
 
 
+def answered(lookups: Sequence[DnsLookup]) -> list[str]:
+    """Every address the latest answers hold, once each, in answer order."""
+    return list(dict.fromkeys(a.address for lk in lookups for q in lk.queries for a in q.answers))
+
+
 @dataclass
 class AddressBook:
     """Addresses seen per endpoint, kept until their DNS TTL runs out.
 
-    Clients cache answers for the TTL, so an address that rotated out of the
+    Clients cache answers for the TTL, so an ENI that rotated out of the
     latest answer is still in use and still worth probing until it expires.
     What is kept is bounded whatever DNS sends: a TTL counts for at most
     MAX_REMEMBERED_TTL, and beside the current answer at most `limit` past
     addresses are remembered (ENIs first, then those expiring last), since no
     more are probed. With `is_eni`, ENIs come first in the answer, so a cap
-    never trades a stable ENI for a rotating public address.
+    never trades a stable ENI for a rotating public address, and only ENIs
+    are remembered: public addresses share one label, so probing the ones
+    that rotated out would add signed calls to STS, not information.
     """
 
     expiry: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -67,19 +74,17 @@ class AddressBook:
         is_eni: Callable[[str], bool] | None = None,
     ) -> list[str]:
         book = self.expiry.setdefault(endpoint, {})
-        current: list[str] = []
         for lk in lookups:
             for q in lk.queries:
                 for a in q.answers:
                     ttl = min(max(a.ttl, 1), MAX_REMEMBERED_TTL)
                     book[a.address] = max(book.get(a.address, 0.0), now + ttl)
-                    if a.address not in current:
-                        current.append(a.address)
+        current = answered(lookups)
 
         def other(address: str) -> bool:
             return is_eni is not None and not is_eni(address)
 
-        older = [a for a, exp in book.items() if a not in current and exp >= now]
+        older = [a for a, exp in book.items() if a not in current and exp >= now and not other(a)]
         older.sort(key=lambda a: (other(a), -book[a], a))
         keep = set(current) | set(older[:limit])
         for addr in [a for a in book if a not in keep]:
@@ -96,7 +101,7 @@ class EndpointPlan:
     lookups: tuple[DnsLookup, ...]
     pins: tuple[str, ...]
     addresses: tuple[str, ...]
-    dropped: int
+    dropped: int  # pinned or answered addresses the cap left out (not remembered ones)
 
 
 def eni_test(disc: Discovery) -> Callable[[str], bool]:
@@ -125,7 +130,9 @@ def plan(
         candidates = book.update(ep.hostname, found, now, cap, is_eni)
         pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
         candidates = [*pins, *(a for a in candidates if a not in pins)]
-        plans.append(
-            EndpointPlan(ep, found, pins, tuple(candidates[:cap]), max(0, len(candidates) - cap))
-        )
+        probed = candidates[:cap]
+        # Remembered addresses that did not fit are simply not re-probed; only what DNS or
+        # the hosts file gives now and the cap leaves out is "dropped" (and a finding).
+        dropped = sum(a not in probed for a in dict.fromkeys([*pins, *answered(found)]))
+        plans.append(EndpointPlan(ep, found, pins, tuple(probed), dropped))
     return plans

@@ -23,6 +23,7 @@ from tests.support.faults import (
     REQ_FAILURES,
     REQUESTS,
     SUCCESS,
+    ROUNDS as ROUNDS_TOTAL,
     LiveAgent,
     Scrape,
     live_agent,
@@ -115,7 +116,7 @@ def test_an_answer_larger_than_the_cap_is_reported_as_dropped(live: LiveAgent) -
 
 def test_rotating_public_addresses_start_no_new_series(live: LiveAgent) -> None:
     """One address of a 40-address pool per answer, every round: no series churn."""
-    live.vpc.dns.ttl = 30  # the address book then holds past addresses too, as clients do
+    live.vpc.dns.ttl = 30  # clients would still hold past addresses (the agent does not)
     live.vpc.dns.rotate(GLOBAL, PUBLIC_POOL, per_answer=1)
     try:
         live.wait_rounds(3)  # the rotation's failures and hashes are in place
@@ -195,3 +196,28 @@ def test_three_enis_and_one_global_address_fit_the_budget(
         [promtool, "check", "metrics"], input=s.text, capture_output=True, text=True
     )
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+
+
+def test_rotating_public_answers_are_probed_as_answered_and_none_dropped(live: LiveAgent) -> None:
+    """Three new public addresses an answer, a 30 s TTL and a cap of four.
+
+    Before, the address book filled the cap with public addresses that had
+    rotated out, so every round sent CAP signed calls for the name instead of
+    three, and counted the remembered extras as dropped (a false finding).
+    """
+    per_answer = 3
+    live.vpc.dns.ttl = 30
+    live.vpc.dns.rotate(GLOBAL, PUBLIC_POOL, per_answer=per_answer)
+    try:
+        first = live.wait_rounds(3)
+        last = live.wait_rounds(4)
+    finally:
+        live.vpc.dns.ttl = 1
+        live.vpc.dns.set_records(GLOBAL, ("127.20.0.10",))
+    for s in (first, last):
+        assert s.value("sts_agent_endpoint_addresses_dropped", endpoint=GLOBAL) == 0
+        assert s.finding("ADDRESSES_DROPPED") == 0
+    rounds = last.total(ROUNDS_TOTAL) - first.total(ROUNDS_TOTAL)
+    calls = last.total(REQUESTS, endpoint=GLOBAL) - first.total(REQUESTS, endpoint=GLOBAL)
+    assert rounds >= 4 and calls == per_answer * rounds, (calls, rounds)
+    live.assert_alive()
