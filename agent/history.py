@@ -26,6 +26,11 @@ from agent.surfaces.series import PUBLIC, by_label
 
 MAX_ROUNDS = 120
 MAX_SECONDS = 3600.0
+#: Address rows kept per endpoint beyond those in the latest round.  Each round probes at
+#: most max_addresses_per_endpoint, but ENIs rotating through a pool (a misbehaving
+#: resolver, or vpc_cidrs wide enough to cover a public range) would otherwise leave a
+#: row each for the whole window: hundreds of rows, a page of a megabyte.
+MAX_ADDRESS_ROWS = 32
 _ABSENT = -1  # the endpoint or address was not part of that round
 _OK = 0  # outcome codes above this are 1 + the index of the failure reason in STS_REASONS
 _REASON: dict[str, int] = {r: i + 1 for i, r in enumerate(STS_REASONS)}
@@ -109,6 +114,26 @@ class History:
                 col.total.append(total)
             self._findings.append(tuple(dict.fromkeys(self._key(k) for k in raised)))
             self._expire(report.finished)
+            self._trim(values.keys())
+
+    def _trim(self, present: Iterable[tuple[str, str]]) -> None:
+        """Past MAX_ADDRESS_ROWS an endpoint loses the rows seen longest ago; never a row
+        of the latest round, so every address probed now keeps its history."""
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for key in self._columns:
+            rows.setdefault(key[0], []).append(key)
+        latest = set(present)
+        for keys in rows.values():
+            extra = len(keys) - MAX_ADDRESS_ROWS
+            if extra <= 0:
+                continue
+            gone = sorted((k for k in keys if k not in latest), key=self._last_seen)
+            for key in gone[:extra]:
+                del self._columns[key]
+
+    def _last_seen(self, key: tuple[str, str]) -> int:
+        outcome = self._columns[key].outcome
+        return next((i for i in range(len(outcome) - 1, -1, -1) if outcome[i] != _ABSENT), -1)
 
     def _key(self, key: FindingKey) -> FindingKey:
         return self._keys.setdefault(key, key)

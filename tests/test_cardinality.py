@@ -23,11 +23,13 @@ from tests.support.faults import (
     REQ_FAILURES,
     REQUESTS,
     SUCCESS,
-    ROUNDS as ROUNDS_TOTAL,
     LiveAgent,
     Scrape,
     live_agent,
     restart_sts,
+)
+from tests.support.faults import (
+    ROUNDS as ROUNDS_TOTAL,
 )
 
 CAP = 4

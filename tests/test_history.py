@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from agent.history import PUBLIC, History, percentile, window
+from agent.history import MAX_ADDRESS_ROWS, MAX_ROUNDS, PUBLIC, History, percentile, window
 from agent.surfaces.history_json import iso, to_json
 from testbed.rounds import Round, synthetic_report
 
@@ -45,6 +45,24 @@ def test_the_window_drops_rounds_older_than_the_age_cap_even_when_none_arrive() 
     assert len(h.snapshot(now=last).times) == 61
     assert h.snapshot(now=last + 1800).times[0] == last - 1800
     assert h.snapshot(now=last + 3601).times == ()
+
+
+def test_rotating_enis_keep_a_bounded_number_of_rows_and_every_current_one() -> None:
+    """A new ENI every round for the whole window: before, 120 rows for one endpoint."""
+    h = History()
+    for i in range(MAX_ROUNDS):
+        fresh = f"127.10.{i // 200}.{i % 200 + 1}"
+        h.add(
+            synthetic_report(
+                T0 + i, {REGIONAL: ("vpce", [(ENIS[0], "vpce", 0.01), (fresh, "vpce", 0.01)])}
+            )
+        )
+    rows = [k for k in h.snapshot(now=T0 + MAX_ROUNDS).columns if k[0] == REGIONAL]
+    assert len(rows) == MAX_ADDRESS_ROWS
+    kept = {address for _, address in rows}
+    assert ENIS[0] in kept and f"127.10.0.{MAX_ROUNDS}" in kept  # both in the latest round
+    assert "127.10.0.1" not in kept  # the oldest rotated-out ENI went first
+    assert f"127.10.0.{MAX_ROUNDS - 1}" in kept  # recently seen ones stay
 
 
 def test_public_addresses_form_one_row_per_endpoint_whatever_ips_rotate() -> None:
