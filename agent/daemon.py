@@ -30,6 +30,7 @@ from agent.surfaces import history_json, status_page
 from agent.surfaces.http_metrics import ListenerMetrics
 from agent.surfaces.http_server import HttpServer, ListenError, Request, Response
 from agent.surfaces.metrics import Metrics
+from agent.surfaces.page_cache import RecentPage
 from agent.surfaces.webconfig import WebConfig, WebConfigError
 from agent.surfaces.webconfig_file import load_web_config
 from agent.targets import watched_endpoints
@@ -44,6 +45,10 @@ class Agent:
         self.settings = settings
         self.metrics = Metrics(settings.metrics_histogram_phases)
         self.history = History()
+        self._pages: dict[str, RecentPage[Response]] = {
+            "/": RecentPage(),
+            "/api/history": RecentPage(),
+        }
         self.scheduler = Scheduler(settings, self._observe, on_skip=self.metrics.count_skipped)
         web = load_web_config(settings.web_config_file) if settings.web_config_file else None
         self.web = web or WebConfig()
@@ -76,6 +81,9 @@ class Agent:
         self.history.add(report)
 
     def _history(self, _: Request) -> Response:
+        return self._pages["/api/history"].get(self.scheduler.latest, self._history_now)
+
+    def _history_now(self) -> Response:
         body = json.dumps(history_json.to_json(self.history), separators=(",", ":"))
         return Response(200, "application/json", body.encode())
 
@@ -89,6 +97,9 @@ class Agent:
         return _text(503, "Waiting for the first probe round\n")
 
     def _status(self, _: Request) -> Response:
+        return self._pages["/"].get(self.scheduler.latest, self._status_now)
+
+    def _status_now(self) -> Response:
         body = status_page.render(
             self.scheduler.latest,
             refresh=max(5, int(self.settings.interval)),

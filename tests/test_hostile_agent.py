@@ -9,6 +9,7 @@ and a /probe flood costs STS only a few signed calls.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import socket
 import threading
@@ -174,3 +175,52 @@ def test_probe_from_another_host_needs_auth_or_opt_in() -> None:
     assert probe(closed, "::ffff:127.0.0.1:40000") == 400
     opened = Settings(web_listen_address="127.0.0.1:0", imds_enabled=False, web_probe_remote=True)
     assert probe(opened, "10.1.2.3:40000") == 400
+
+
+def test_a_crowd_on_the_status_page_costs_one_build_per_round_and_second(
+    vpc: SimulatedVpc,
+) -> None:
+    """Fifty clients asking for the page and the history at once, back to back.
+
+    Each build walks the whole window in Python on an HTTP worker; before, every
+    request built its own, so a crowd queued that work ahead of /metrics.
+    """
+    agent = Agent(vpc.settings(interval=1.0, listen="127.0.0.1:0"))
+    agent.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not agent.scheduler.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.scheduler.ready
+        base = f"http://127.0.0.1:{agent.http.port}"
+        bodies: dict[str, set[int]] = {"/": set(), "/api/history": set()}
+        failures: list[str] = []
+        lock = threading.Lock()
+
+        def ask(path: str) -> None:
+            for _ in range(4):
+                try:
+                    with urllib.request.urlopen(base + path, timeout=10) as r:
+                        status = r.status
+                    with lock:
+                        bodies[path].add(status)
+                except OSError as e:
+                    with lock:
+                        failures.append(f"{path}: {e}")
+
+        builds0 = {p: agent._pages[p].builds for p in bodies}
+        started = time.monotonic()
+        crowd = [threading.Thread(target=ask, args=(p,)) for p in bodies for _ in range(25)]
+        for t in crowd:
+            t.start()
+        for t in crowd:
+            t.join(30)
+        took = time.monotonic() - started
+        assert not failures, failures[:5]
+        assert bodies == {"/": {200}, "/api/history": {200}}
+        for path in bodies:
+            built = agent._pages[path].builds - builds0[path]
+            # 100 requests each; a new round or a second passing allows one more build.
+            assert 1 <= built <= 2 * (math.ceil(took) + 1), (path, built, took)
+    finally:
+        agent.stop()
