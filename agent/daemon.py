@@ -154,7 +154,7 @@ class Agent:
     def start(self) -> None:
         self.listen()
         self.scheduler.start()
-        log.info("sts-agent %s serving on %s", __version__, self.http.url)
+        log.info("sts-agent %s serving on %s", __version__, self.http.where)
 
     def stop(self) -> None:
         self.scheduler.stop()
@@ -215,7 +215,7 @@ def run_until_stopped(agent: Agent, load: Loader) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     notify("READY=1")
-    notify(f"STATUS=serving on {agent.http.url}")
+    notify(f"STATUS=serving on {agent.http.where}")
     pet = watchdog_interval()
     while True:
         stop.wait(pet or 3600)

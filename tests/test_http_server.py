@@ -25,6 +25,7 @@ from agent.surfaces.http_server import (
     Request,
     Response,
     Route,
+    bound_where,
     parse_listen_address,
 )
 from agent.surfaces.webconfig import WebConfig, WebConfigError
@@ -75,6 +76,19 @@ def test_plain_route_serves_body_and_content_type(serve: Callable[..., HttpServe
     assert (status, body) == (200, b"ok\n")
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert headers["Content-Length"] == "3"
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::"])
+def test_a_wildcard_bind_is_not_logged_as_loopback(host: str) -> None:
+    """The log said http://127.0.0.1:9472 for the default `:9472`, which every interface
+    serves: an operator checking exposure read it as loopback-only."""
+    where = bound_where(host, 9472, "http://127.0.0.1:9472")
+    assert where.startswith("every interface, port 9472") and "from this host" in where
+
+
+def test_a_specific_bind_is_logged_as_its_url(serve: Callable[..., HttpServer]) -> None:
+    server = serve({"/": lambda _: Response(200, "text/plain", b"x")})
+    assert server.where == server.url == f"http://127.0.0.1:{server.port}"
 
 
 def test_head_sends_headers_without_body(serve: Callable[..., HttpServer]) -> None:

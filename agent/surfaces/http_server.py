@@ -279,6 +279,16 @@ def _check_headers(headers: tuple[tuple[str, str], ...]) -> None:
             raise ValueError(f"response header {name!r} contains a line break")
 
 
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def bound_where(host: str, port: int, url: str) -> str:
+    """`url` for a specific address; for a wildcard bind, that every interface listens."""
+    if host in WILDCARDS:
+        return f"every interface, port {port} ({url} from this host)"
+    return url
+
+
 class HttpServer(Service):
     """An HTTP(S) server for the given routes; start() binds, stop() closes.
 
@@ -336,7 +346,7 @@ class HttpServer(Service):
         self._thread.start()
         log.info(
             "listening on %s (tls=%s, basic_auth=%s, max_connections=%d)",
-            self.url,
+            self.where,
             "on" if self._web_config.tls_enabled else "off",
             "on" if self._web_config.auth_enabled else "off",
             self._loop.max_connections,
@@ -423,11 +433,18 @@ class HttpServer(Service):
         return self._sock is not None
 
     @property
+    def where(self) -> str:
+        """The bound address for logs: a wildcard bind says so, since `url` shows loopback."""
+        if self._sock is None:
+            raise RuntimeError("server not started")
+        return bound_where(str(self._sock.getsockname()[0]), self.port, self.url)
+
+    @property
     def url(self) -> str:
         if self._sock is None:
             raise RuntimeError("server not started")
         scheme = "https" if self._web_config.tls_enabled else "http"
         host = str(self._sock.getsockname()[0])
-        if host in ("", "0.0.0.0", "::"):
+        if host in WILDCARDS:
             host = "127.0.0.1"
         return f"{scheme}://{join_host_port(host, self.port)}"
