@@ -166,9 +166,18 @@ def expect(v: Any) -> tuple[tuple[str, str], ...]:
     for k, val in v.items():
         if not isinstance(val, str) or val.lower() not in EXPECT_VALUES:
             raise ValueError(f"{k} = {val!r} is not one of {', '.join(EXPECT_VALUES)}")
-        key = k if k in ENDPOINT_KINDS else hostname(k)
-        out.append((key, val.lower()))
+        out.append((_expect_key(k), val.lower()))
     return tuple(out)
+
+
+def _expect_key(k: str) -> str:
+    if k in ENDPOINT_KINDS:
+        return k
+    try:
+        return hostname(k)
+    except ValueError:
+        kinds = ", ".join(ENDPOINT_KINDS)
+        raise ValueError(f"{k!r} is neither an endpoint kind ({kinds}) nor a hostname") from None
 
 
 def _phase(v: Any) -> str:

@@ -117,6 +117,12 @@ CASES = (
         ("regional = 'privat' is not one of vpce, private, public, any",),
     ),
     Case(
+        "expect_key_neither_kind_nor_host",
+        '[expect]\nfoo = "vpce"\n',
+        "expect",
+        ("'foo' is neither an endpoint kind", "regional, global", "nor a hostname"),
+    ),
+    Case(
         "resolver_port_out_of_range",
         'resolvers = ["10.0.0.2:99999"]\n',
         "resolvers",
