@@ -123,15 +123,10 @@ class Agent:
                 "/probe from another host needs basic auth, a required client certificate, "
                 "or web.probe_remote = true\n",
             )
-        wanted = (req.query.get("endpoint") or [""])[0]
-        disc = self.scheduler.discovery
-        known = {
-            e.hostname: e for e in watched_endpoints(self.settings, disc.regions if disc else ())
-        }
-        kinds = {e.kind for e in known.values()}
-        if wanted not in known and wanted not in kinds:
-            choices = ", ".join(sorted(known) + sorted(kinds))
-            return _text(400, f"endpoint must be one of: {choices}\n")
+        try:
+            wanted = self.probe_target(req.query.get("endpoint") or [""])
+        except ValueError as exc:
+            return _text(400, f"{exc}\n")
         wait = self.scheduler.round_budget()
         try:
             report = self.probe_gate.run(
@@ -145,6 +140,18 @@ class Agent:
         fresh = Metrics(self.settings.metrics_histogram_phases)
         fresh.observe(report)
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(fresh.registry))
+
+    def probe_target(self, given: list[str]) -> str:
+        """The watched hostname or kind one /probe asks for; ValueError says what is wrong."""
+        if len(given) > 1:
+            raise ValueError(f"endpoint given {len(given)} times: give one")
+        wanted = given[0].strip().lower().removesuffix(".")  # DNS names ignore case
+        disc = self.scheduler.discovery
+        watched = watched_endpoints(self.settings, disc.regions if disc else ())
+        known, kinds = {e.hostname for e in watched}, {e.kind for e in watched}
+        if wanted not in known and wanted not in kinds:
+            raise ValueError(f"endpoint must be one of: {', '.join(sorted(known) + sorted(kinds))}")
+        return wanted
 
     def listen(self) -> None:
         """Bind the listener, so a caller can fail on its address before the first round."""

@@ -161,6 +161,17 @@ def test_a_probe_flood_costs_only_a_few_signed_calls(vpc: SimulatedVpc, tmp_path
     assert refused['{reason="rate"}'] + refused['{reason="busy"}'] > 0
 
 
+def test_probe_endpoint_ignores_case_and_a_trailing_dot_but_not_a_second_value() -> None:
+    """Which endpoint a /probe asks for, decided before any round (none runs here)."""
+    agent = Agent(Settings(web_listen_address="127.0.0.1:0", imds_enabled=False))
+    for spelling in ("Sts.Amazonaws.com", "sts.amazonaws.com.", " GLOBAL "):
+        assert agent.probe_target([spelling]) in ("sts.amazonaws.com", "global")
+    with pytest.raises(ValueError, match="given 2 times"):
+        agent.probe_target(["global", "regional"])
+    with pytest.raises(ValueError, match=r"endpoint must be one of: .*sts\.amazonaws\.com"):
+        agent.probe_target(["nowhere.example"])
+
+
 def test_probe_from_another_host_needs_auth_or_opt_in() -> None:
     def probe(settings: Settings, peer: str) -> int:
         agent = Agent(settings)
