@@ -252,6 +252,30 @@ class Loaded:
     sources: dict[str, str] = field(default_factory=dict)  # path -> file|environment|flag
 
 
+#: PEM blocks OpenSSL takes from a CA file; without one it loads nothing and fails the context.
+_PEM_TRUST = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
+_CA_SCAN_BYTES = 16 << 20
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """Why `path` cannot be a CA bundle, in a few words; None when it may be one.
+
+    Cheaper than building a TLS context (about a MiB in OpenSSL 3.0) just to
+    check: a file without a PEM certificate is what fails in practice (an empty
+    file, a key, a DER certificate, the wrong path under AWS_CA_BUNDLE).
+    """
+    try:
+        if not os.path.isfile(path):
+            return "is not a regular file" if os.path.exists(path) else "file not found"
+        with open(path, "rb") as fh:
+            head = fh.read(_CA_SCAN_BYTES)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if not any(marker in head for marker in _PEM_TRUST):
+        return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    return None
+
+
 def build(
     file: str | None = None,
     environ: Mapping[str, str] | None = None,
@@ -289,17 +313,19 @@ def build(
         raise ConfigError("timeout", settings.timeout, "must be less than interval", src)
     if settings.ca_bundle is None and environ.get("AWS_CA_BUNDLE"):
         settings = replace(settings, ca_bundle=environ["AWS_CA_BUNDLE"])
-        sources["ca_bundle"] = "environment (AWS_CA_BUNDLE)"
-    if settings.ca_bundle and not os.path.isfile(settings.ca_bundle):
-        raise ConfigError("ca_bundle", settings.ca_bundle, "file not found", sources["ca_bundle"])
+        sources["ca_bundle"] = "environment AWS_CA_BUNDLE"
+    if settings.ca_bundle:
+        problem = ca_bundle_problem(settings.ca_bundle)
+        if problem:
+            raise ConfigError("ca_bundle", settings.ca_bundle, problem, sources["ca_bundle"])
     if settings.imds_enabled and metadata_disabled(environ):
         settings = replace(settings, imds_enabled=False)
-        sources["imds.enabled"] = f"environment ({METADATA_DISABLED}=true)"
+        sources["imds.enabled"] = f"environment {METADATA_DISABLED}=true"
     if "imds.address" not in sources:
         derived = _imds_address_from_env(environ)
         if derived is not None:
             settings = replace(settings, imds_address=derived[0])
-            sources["imds.address"] = f"environment ({derived[1]})"
+            sources["imds.address"] = f"environment {derived[1]}"
     return Loaded(settings, sources)
 
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from agent import targets
-from agent.config import Settings
+from agent.config import ConfigError, Settings
 from agent.credentials import Credentials
 from agent.discovery import Discovery
 from agent.probes import dns as dns_probe
@@ -28,7 +28,12 @@ class Prober:
 
     def __init__(self, settings: Settings, *, credentials_in_child: bool = False) -> None:
         self.settings = settings
-        self.context: ssl.SSLContext = sts_probe.tls_context(settings.ca_bundle)
+        try:
+            self.context: ssl.SSLContext = sts_probe.tls_context(settings.ca_bundle)
+        except ssl.SSLError as e:  # PEM blocks present but not loadable (ca_bundle_problem)
+            raise ConfigError(
+                "ca_bundle", settings.ca_bundle, f"OpenSSL cannot load it: {e.reason or e}"
+            ) from None
         self.credentials = Credentials(settings.credentials, in_child=credentials_in_child)
         if settings.credentials == "chain":
             sts_probe.load_signer()

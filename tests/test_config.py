@@ -116,6 +116,14 @@ CASES = (
         "expect",
         ("regional = 'privat' is not one of vpce, private, public, any",),
     ),
+    # A CA bundle boto3 could not load either: before, a traceback from the TLS context.
+    Case(
+        "ca_bundle_without_a_certificate",
+        f'ca_bundle = "{ROOT / "pyproject.toml"}"\n',
+        "ca_bundle",
+        ("holds no PEM certificate", "pyproject.toml"),
+    ),
+    Case("ca_bundle_not_a_file", 'ca_bundle = "/dev/null"\n', "ca_bundle", ("not a regular file",)),
     Case(
         "expect_key_neither_kind_nor_host",
         '[expect]\nfoo = "vpce"\n',
@@ -310,6 +318,22 @@ def test_demo_interval_follows_the_settings_rule(value: str) -> None:
     assert "--interval" in lines[0] and repr(value) in lines[0]
 
 
+def test_a_ca_bundle_openssl_cannot_load_is_a_config_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    bundle = tmp_path / "broken.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+    args = ("--ca-bundle", str(bundle), "--resolvers", "127.0.0.1:9", "--regions", "us-east-2")
+    proc = run_cli("check", *args, env=agent_env(None))
+    assert proc.returncode == EXIT_ERROR, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        lines[0].startswith(f"{PREFIX}ca_bundle: OpenSSL cannot load it")
+        and str(bundle) in lines[0]
+    )
+
+
 def test_unknown_flag_is_a_one_line_usage_error() -> None:
     proc = run_cli("serve", "--intervall=5", env=agent_env(None))
     assert proc.returncode == EXIT_ERROR
@@ -458,12 +482,12 @@ def test_config_file_from_environment_variable(
 
 def test_aws_ca_bundle_is_used_only_when_ca_bundle_is_unset(tmp_path: Path) -> None:
     env_ca = tmp_path / "env-ca.pem"
-    env_ca.write_text("placeholder\n")
+    env_ca.write_text("-----BEGIN CERTIFICATE-----\n")  # the PEM marker is all build checks
     file_ca = tmp_path / "file-ca.pem"
-    file_ca.write_text("placeholder\n")
+    file_ca.write_text("-----BEGIN CERTIFICATE-----\n")
     loaded = build(environ={"AWS_CA_BUNDLE": str(env_ca)})
     assert loaded.settings.ca_bundle == str(env_ca)
-    assert loaded.sources["ca_bundle"] == "environment (AWS_CA_BUNDLE)"
+    assert loaded.sources["ca_bundle"] == "environment AWS_CA_BUNDLE"
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'ca_bundle = "{file_ca}"\n')
     loaded = build(file=str(cfg), environ={"AWS_CA_BUNDLE": str(env_ca)})
@@ -553,7 +577,7 @@ def test_botocores_imds_switch_turns_imds_off_and_says_so(value: str) -> None:
     """`config check` must show what discovery will do: not ask IMDS."""
     loaded = build(environ={"AWS_EC2_METADATA_DISABLED": value, "STS_AGENT_IMDS_ENABLED": "true"})
     assert loaded.settings.imds_enabled is False
-    assert loaded.sources["imds.enabled"] == "environment (AWS_EC2_METADATA_DISABLED=true)"
+    assert loaded.sources["imds.enabled"] == "environment AWS_EC2_METADATA_DISABLED=true"
 
 
 def test_imds_stays_on_unless_botocore_is_told_true() -> None:
