@@ -26,7 +26,7 @@ from agent.results import (
 )
 from agent.verdicts.classify import classify, classify_all, combine_paths
 from agent.verdicts.codes import CODES
-from agent.verdicts.findings import evaluate
+from agent.verdicts.findings import FAILURE_ADVICE, evaluate
 from tests.support.minimal_rounds import (
     AMAZON_DNS,
     GLOBAL,
@@ -412,3 +412,38 @@ def test_aws_region_only_says_botocore_ignores_it() -> None:
     found = {f.code: f for f in evaluate(report(sdk=sdk), Settings())}
     assert set(found) == {"SDK_USES_GLOBAL_ENDPOINT", "SDK_REGION_MISSING"}
     assert "AWS_DEFAULT_REGION" in found["SDK_REGION_MISSING"].message
+
+
+def test_sts_call_failed_advice_is_written_for_the_reasons_seen() -> None:
+    """Before, one fixed sentence: throttling was sent to IAM, an expired certificate to
+    the network."""
+
+    def advice(*reasons: str) -> str:
+        probes = tuple(
+            probe(f"127.10.138.{i}", success=False, reason=r, error=r)
+            for i, r in enumerate(reasons, 1)
+        )
+        found = {f.code: f for f in evaluate(report(endpoint(probes=probes)), Settings())}
+        return found["STS_CALL_FAILED"].advice
+
+    throttled = advice("throttled")
+    assert "quota" in throttled and "IAM" not in throttled
+    tls = advice("tls_error")
+    assert "certificate" in tls and "quota" not in tls
+    assert "sts:GetCallerIdentity" in advice("access_denied")
+    both = advice("throttled", "tls_error", "throttled")
+    assert both.count("STS throttled") == 1 and "certificate" in both
+    for reason in FAILURE_ADVICE:
+        assert advice(reason).strip(), reason
+
+
+def test_a_global_endpoint_override_is_told_to_fix_the_override() -> None:
+    sdk = SdkView(
+        "https://sts.amazonaws.com",
+        "global",
+        "us-east-2",
+        ("endpoint_url_override", "endpoint_url_sts_env"),
+    )
+    found = {f.code: f for f in evaluate(report(sdk=sdk), Settings())}
+    fix = found["SDK_USES_GLOBAL_ENDPOINT"].advice
+    assert "AWS_ENDPOINT_URL_STS" in fix and "AWS_DEFAULT_REGION" not in fix

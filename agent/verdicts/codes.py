@@ -56,8 +56,7 @@ CODES: dict[str, Code] = {
     ),
     "STS_CALL_FAILED": Code(
         "critical",
-        "See the reason per address: connect_* and tls_* point at the network or endpoint "
-        "policy, throttled/access_denied/expired_token at IAM or the endpoint policy.",
+        "See the reason per address; the finding's advice is written for the reasons seen.",
     ),
     "CREDENTIALS_MISSING": Code(
         "warning",

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from agent.config import Settings
-from agent.results import EndpointReport, Finding, Report, SdkView
+from agent.results import EndpointReport, Finding, Report, SdkView, StsReason
 from agent.verdicts.codes import SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
@@ -28,13 +28,51 @@ SDK_ENV_CODES = frozenset(
 )
 
 
+#: What to look at for each reason a call failed; the finding gives the lines for the
+#: reasons seen, so throttling is not sent to IAM nor an expired certificate to routing.
+FAILURE_ADVICE: dict[StsReason, str] = {
+    "connect_refused": "Refused: nothing listens on the port at that address (a deleted "
+    "endpoint ENI, a stale pin, or a security group that rejects).",
+    "connect_timeout": "No answer to the TCP connect: a security group, NACL or route drops "
+    "the traffic (the endpoint's security group must allow 443 from this host).",
+    "tls_error": "The TLS handshake failed: see the message (an expired or untrusted "
+    "certificate, or a TLS-inspecting proxy whose CA is not in ca_bundle).",
+    "timeout": "The endpoint accepted but did not answer in time: an overloaded path, a "
+    "proxy or firewall that holds the connection, or a timeout set too short.",
+    "connection_reset": "The connection was cut mid-exchange: a firewall, proxy or load "
+    "balancer between this host and the endpoint.",
+    "bad_response": "The answer is not STS: something else answers on that address "
+    "(a proxy, a captive portal, another service).",
+    "http_5xx": "STS (or a proxy in front of it) answered with a server error: retry, and "
+    "check the AWS Health Dashboard for the region.",
+    "throttled": "STS throttled the calls: they count against the account's STS request "
+    "quota; probe less often (interval) or ask for a higher quota.",
+    "expired_token": "The signing credentials have expired: the instance profile or the "
+    "credential source is not refreshing them.",
+    "invalid_token": "STS does not recognise the access key: wrong or deleted credentials, "
+    "or credentials for another partition.",
+    "signature": "The signature does not match: a wrong secret key, or a clock off by "
+    "more than five minutes (check NTP).",
+    "access_denied": "Denied: an IAM policy, an SCP or the VPC endpoint policy refuses "
+    "sts:GetCallerIdentity for this principal.",
+    "other": "See the message per address.",
+}
+
+
 def _region_less(reasons: tuple[str, ...]) -> bool:
     """botocore has no region it reads (none set, or only AWS_REGION, which it ignores)."""
     return any(r.startswith(("no_region", "aws_region_only")) for r in reasons)
 
 
 def _sdk_global_advice(reasons: tuple[str, ...]) -> str | None:
-    """The fix for the cause seen: a region for a region-less SDK, the mode for legacy."""
+    """The fix for the cause seen: the override that names the global endpoint (it wins
+    over region and mode), the mode for legacy, a region for a region-less SDK."""
+    if "endpoint_url_override" in reasons:
+        return (
+            "An endpoint URL override (AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, or endpoint_url "
+            "in the AWS config file) names the global endpoint: point it at "
+            "https://sts.<region>.amazonaws.com or remove it."
+        )
     if any(r.startswith("legacy_mode") for r in reasons):
         return "Set AWS_STS_REGIONAL_ENDPOINTS=regional (or sts_regional_endpoints in the config)."
     if _region_less(reasons):
@@ -153,6 +191,11 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
             f"{len(other)} of {len(ep.probes)} STS calls to {host} failed ({why}): "
             + "; ".join(f"{p.address}: {p.error}" for p in other[:3]),
             host,
+            advice=" ".join(
+                dict.fromkeys(
+                    FAILURE_ADVICE.get(r or "other", FAILURE_ADVICE["other"]) for r in counts
+                )
+            ),
         )
     horizon = settings.cert_warning_days * 86400
     expiring = sorted(
