@@ -447,3 +447,33 @@ def test_a_global_endpoint_override_is_told_to_fix_the_override() -> None:
     found = {f.code: f for f in evaluate(report(sdk=sdk), Settings())}
     fix = found["SDK_USES_GLOBAL_ENDPOINT"].advice
     assert "AWS_ENDPOINT_URL_STS" in fix and "AWS_DEFAULT_REGION" not in fix
+
+
+@pytest.mark.parametrize(("reason", "said"), [("nxdomain", "NXDOMAIN"), ("nodata", "no A or AAAA")])
+def test_a_resolver_that_denies_the_name_disagrees_with_one_that_answers(
+    reason: str, said: str
+) -> None:
+    """The stub resolver stops at NXDOMAIN or an empty answer, so programs asking that
+    resolver first fail; before, an unresolved verdict never counted as a disagreement."""
+    ep = endpoint(
+        lookups=(
+            lookup(AMAZON_DNS, REGIONAL, "127.10.138.148"),
+            lookup(OTHER_DNS, REGIONAL, reason=reason),  # type: ignore[arg-type]
+        )
+    )
+    found = {f.code: f for f in evaluate(report(ep), Settings())}
+    assert "RESOLVERS_DISAGREE" in found
+    message = found["RESOLVERS_DISAGREE"].message
+    assert said in message and OTHER_DNS.label in message and "do not try" in message
+
+
+@pytest.mark.parametrize("reason", ["timeout", "servfail", "refused"])
+def test_a_resolver_that_fails_is_not_a_disagreement(reason: str) -> None:
+    """After these the stub resolver asks the next nameserver, which answers."""
+    ep = endpoint(
+        lookups=(
+            lookup(AMAZON_DNS, REGIONAL, "127.10.138.148"),
+            lookup(OTHER_DNS, REGIONAL, reason=reason),  # type: ignore[arg-type]
+        )
+    )
+    assert "RESOLVERS_DISAGREE" not in codes(report(ep))

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from agent.config import Settings
-from agent.results import EndpointReport, Finding, Report, SdkView, StsReason
+from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
 from agent.verdicts.codes import SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
@@ -57,6 +57,19 @@ FAILURE_ADVICE: dict[StsReason, str] = {
     "sts:GetCallerIdentity for this principal.",
     "other": "See the message per address.",
 }
+
+
+#: DNS answers a stub resolver takes as final (glibc moves on after a timeout, SERVFAIL or
+#: REFUSED, not after these).
+_FINAL_NEGATIVE = {"nxdomain": "NXDOMAIN", "nodata": "no A or AAAA record"}
+
+
+def _final_negative(lk: DnsLookup) -> str | None:
+    """What a resolver said when it gave a final "no address" for the name, else None."""
+    reasons = {q.reason for q in lk.queries}
+    if lk.addresses or not reasons or not reasons <= _FINAL_NEGATIVE.keys():
+        return None
+    return " / ".join(_FINAL_NEGATIVE[r] for r in sorted(r for r in reasons if r))
 
 
 def _region_less(reasons: tuple[str, ...]) -> bool:
@@ -159,11 +172,23 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
             host,
         )
     paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
-    if len(paths) > 1:
-        detail = ", ".join(f"{v.resolver}={v.path}" for v in ep.verdicts)
+    # A resolver that says the name has no address is believed: the stub resolver does not
+    # ask the next nameserver after it, so the programs that ask that one first fail.
+    denied = {lk.resolver.label: why for lk in ep.lookups if (why := _final_negative(lk))}
+    if len(paths) > 1 or (paths and denied):
+        detail = ", ".join(
+            f"{v.resolver}={v.path}" + (f" ({denied[v.resolver]})" if v.resolver in denied else "")
+            for v in ep.verdicts
+        )
+        tail = (
+            f"; programs that ask {', '.join(denied)} first get no address and do not try "
+            "the next nameserver"
+            if paths and denied
+            else ""
+        )
         yield finding(
             "RESOLVERS_DISAGREE",
-            f"resolvers give {host} different paths: {detail}",
+            f"resolvers give {host} different paths: {detail}{tail}",
             host,
         )
     failed = [p for p in ep.probes if not p.success]
