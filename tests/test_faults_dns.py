@@ -130,6 +130,7 @@ def test_unreachable_resolver_is_named_and_recovers_when_it_comes_up(tmp_path: P
         assert s.path(REGIONAL, resolver=good) == {"vpce"}
         live.wait_healthy("the working resolver keeping the endpoint on its path")
         assert s.finding("ENDPOINT_UNRESOLVED") == 0
+        assert s.finding("RESOLVERS_DISAGREE") == 0  # a timeout: the next nameserver answers
 
         with DnsServer(dead, port, ttl=30) as revived:
             revived.set_records(REGIONAL, ENI_ADDRESSES)
@@ -138,4 +139,28 @@ def test_unreachable_resolver_is_named_and_recovers_when_it_comes_up(tmp_path: P
                 lambda s: s.path(REGIONAL, resolver=dead_label) == {"vpce"},
                 "the revived resolver answering",
             )
+            live.assert_alive()
+
+
+def test_a_second_resolver_that_denies_the_name_is_a_disagreement(tmp_path: Path) -> None:
+    """NXDOMAIN from the second resolver is final for the programs that ask it first."""
+    other = "127.10.0.3"
+    port = free_port(other)
+    label = f"{other}:{port}"
+    with DnsServer(other, port, ttl=30) as denying:
+        denying.set_records(GLOBAL, [PUBLIC_GLOBAL])  # it knows the global name only
+
+        def two_resolvers(vpc: SimulatedVpc) -> dict[str, Any]:
+            return {"resolvers": [f"{vpc.dns.address}:{vpc.dns.port}", label]}
+
+        with live_agent(tmp_path, before_start=two_resolvers) as live:
+            s = live.wait(
+                lambda s: s.finding("RESOLVERS_DISAGREE") == 1,
+                "RESOLVERS_DISAGREE for the name the second resolver denies",
+            )
+            assert s.path(REGIONAL, resolver=label) == {"unresolved"}
+            assert s.path(REGIONAL, resolver=live.resolver) == {"vpce"}
+            assert s.total(DNS_FAILURES, endpoint=REGIONAL, resolver=label, reason="nxdomain") > 0
+            denying.set_records(REGIONAL, ENI_ADDRESSES)
+            live.wait(lambda s: s.finding("RESOLVERS_DISAGREE") == 0, "agreement once both answer")
             live.assert_alive()
