@@ -299,6 +299,11 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         ),
         "warning",
     ),
+    # The SDK's region from the environment is not the instance's (IMDS says us-east-2).
+    "SDK_REGION_NOT_HOST_REGION": (
+        lambda: report(sdk=SdkView("https://sts.eu-west-1.amazonaws.com", "regional", "eu-west-1")),
+        "warning",
+    ),
     # Pinned to the endpoint's own ENI: on the designed path, but DNS is bypassed.
     "HOSTS_FILE_OVERRIDE": (
         lambda: report(replace(endpoint(), pinned=classify_all(["127.10.138.148"], VPC))),
@@ -477,3 +482,34 @@ def test_a_resolver_that_fails_is_not_a_disagreement(reason: str) -> None:
         )
     )
     assert "RESOLVERS_DISAGREE" not in codes(report(ep))
+
+
+def test_another_regions_public_name_is_not_called_private_dns_off() -> None:
+    """AWS_DEFAULT_REGION=eu-west-1 on a us-east-2 instance: sts.eu-west-1 resolving public
+    is not this VPC's endpoint missing private DNS; before, the advice was to enable it."""
+    other = "sts.eu-west-1.amazonaws.com"
+    ep = endpoint(host=other, lookups=(lookup(AMAZON_DNS, other, "127.20.0.30"),))
+    ep = replace(ep, endpoint=replace(ep.endpoint, signing_region="eu-west-1"))
+    sdk = SdkView(f"https://{other}", "regional", "eu-west-1")
+    found = {f.code: f for f in evaluate(report(ep, sdk=sdk), Settings())}
+    assert "PRIVATE_DNS_NOT_RESOLVING" not in found
+    assert {"ENDPOINT_PATH_UNEXPECTED", "SDK_REGION_NOT_HOST_REGION"} <= set(found)
+    assert "us-east-2" in found["SDK_REGION_NOT_HOST_REGION"].message
+    # The instance's own region still gets the private-DNS diagnosis.
+    own = endpoint(lookups=(lookup(AMAZON_DNS, REGIONAL, "127.20.0.30"),))
+    assert "PRIVATE_DNS_NOT_RESOLVING" in codes(report(own))
+
+
+def test_an_sdk_region_that_is_not_the_instances_brings_the_instances_along() -> None:
+    from agent.discovery.regions import watched_regions
+
+    imds = ImdsInfo(available=True, region="us-east-2")
+    env = {"AWS_DEFAULT_REGION": "eu-west-1"}
+    assert watched_regions(Settings(), env, imds) == (
+        ("eu-west-1", "us-east-2"),
+        "AWS_DEFAULT_REGION",
+    )
+    same = {"AWS_DEFAULT_REGION": "us-east-2"}
+    assert watched_regions(Settings(), same, imds) == (("us-east-2",), "AWS_DEFAULT_REGION")
+    configured = Settings(regions=("eu-west-1",))
+    assert watched_regions(configured, env, imds) == (("eu-west-1",), "config")

@@ -44,13 +44,19 @@ def _env(environ: Mapping[str, str]) -> tuple[tuple[str, str | None], ...]:
 def watched_regions(
     settings: Settings, environ: Mapping[str, str], imds: ImdsInfo, check: Check = checked_region
 ) -> tuple[tuple[str, ...], str]:
-    """Region fallback order: settings (file/env/flag) > AWS_DEFAULT_REGION > AWS_REGION > IMDS."""
+    """Region fallback order: settings (file/env/flag) > AWS_DEFAULT_REGION > AWS_REGION > IMDS.
+
+    An SDK region from the environment that is not the instance's own brings the
+    instance's region along: the VPC endpoint (if any) is there, and watching only
+    the other region would read its public answer as private DNS switched off.
+    """
     if settings.regions:
         return settings.regions, "config"
     for source, value in (*_env(environ), ("imds", imds.region)):
         region = check(source, value)
         if region:
-            return (region,), source
+            own = check("imds", imds.region) if source != "imds" else None
+            return ((region, own) if own and own != region else (region,)), source
     return (), "none"
 
 

@@ -74,6 +74,12 @@ CODES: dict[str, Code] = {
     "SDK_REGION_MISSING": Code(
         "warning", "Set AWS_DEFAULT_REGION or region in the AWS config file."
     ),
+    "SDK_REGION_NOT_HOST_REGION": Code(
+        "warning",
+        "If the workloads here should call STS in this instance's region, set "
+        "AWS_DEFAULT_REGION (or region in the AWS config file) to it; if the other region is "
+        "meant, its calls take the public path unless that region is reached privately.",
+    ),
     "SDK_ENDPOINT_OVERRIDE": Code(
         "info", "Make sure the override is a VPC endpoint DNS name on purpose."
     ),

@@ -24,6 +24,7 @@ SDK_ENV_CODES = frozenset(
         "SDK_REGION_MISSING",
         "SDK_GLOBAL_SERVED_US_EAST_1",
         "SDK_ENV_UNCONFIGURED",
+        "SDK_REGION_NOT_HOST_REGION",
     }
 )
 
@@ -136,7 +137,9 @@ def _sdk_global_findings(sdk: SdkView, report: Report) -> Iterator[Finding]:
     )
 
 
-def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> Iterator[Finding]:
+def _endpoint_findings(
+    ep: EndpointReport, settings: Settings, now: float, host_region: str | None = None
+) -> Iterator[Finding]:
     host = ep.endpoint.hostname
     expected = ep.endpoint.expected
     if ep.path == "unresolved" and not ep.lookups:
@@ -148,7 +151,14 @@ def _endpoint_findings(ep: EndpointReport, settings: Settings, now: float) -> It
             f"{host} did not resolve at any resolver ({', '.join(reasons)})",
             host,
         )
-    elif expected in ("vpce", "private") and ep.path == "public" and ep.endpoint.kind != "global":
+    elif (
+        expected in ("vpce", "private")
+        and ep.path == "public"
+        and ep.endpoint.kind != "global"
+        # Another region's name: this region's VPC endpoint never answers for it, so
+        # "enable private DNS" would mislead (SDK_REGION_NOT_HOST_REGION says why).
+        and host_region in (None, ep.endpoint.signing_region)
+    ):
         yield finding(
             "PRIVATE_DNS_NOT_RESOLVING",
             f"{host} resolves to public addresses but a {expected} endpoint is expected: "
@@ -278,8 +288,24 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 advice="Configure vpc_cidrs so addresses are classified without IMDS.",
             )
         )
+    own_region = imds.region if imds.available else None
     sdk = report.sdk
     if sdk is not None:
+        if (
+            own_region
+            and sdk.region
+            and sdk.region != own_region
+            and sdk.mode in ("regional", "fips", "dualstack")
+            and not sdk.unconfigured
+        ):
+            out.append(
+                finding(
+                    "SDK_REGION_NOT_HOST_REGION",
+                    f"boto3 on this host uses region {sdk.region} and calls {sdk.endpoint_url}, "
+                    f"but the instance is in {own_region} (IMDS): a VPC endpoint for STS in "
+                    f"{own_region} does not serve them",
+                )
+            )
         if sdk.error:
             out.append(
                 finding(
@@ -326,7 +352,7 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
             )
         )
     for ep in report.endpoints:
-        out.extend(_endpoint_findings(ep, settings, now))
+        out.extend(_endpoint_findings(ep, settings, now, own_region))
     out.extend(zone_findings(report))
     return tuple(out)
 
