@@ -513,3 +513,15 @@ def test_an_sdk_region_that_is_not_the_instances_brings_the_instances_along() ->
     assert watched_regions(Settings(), same, imds) == (("us-east-2",), "AWS_DEFAULT_REGION")
     configured = Settings(regions=("eu-west-1",))
     assert watched_regions(configured, env, imds) == (("eu-west-1",), "config")
+
+
+def test_no_findings_without_an_expectation_does_not_claim_the_expected_path() -> None:
+    from agent.surfaces.report_text import render
+
+    public = endpoint(expected=None, lookups=(lookup(AMAZON_DNS, REGIONAL, "127.20.0.30"),))
+    r = report(public)
+    assert evaluate(r, Settings()) == ()
+    text = render(r)
+    assert "takes the expected path" not in text
+    assert f"No path is expected for {REGIONAL}" in text and "[expect]" in text
+    assert "takes the expected path" in render(report(endpoint()))

@@ -88,7 +88,13 @@ def render(report: Report) -> str:
             out.append(f"    ({ep.dropped_addresses} more addresses not probed: cap reached)")
     out.extend(_audit_lines(report.audit))
     out.append("")
-    if not report.findings:
+    unjudged = [ep.endpoint.hostname for ep in report.endpoints if ep.endpoint.expected is None]
+    if not report.findings and unjudged:
+        out.append(
+            f"No findings. No path is expected for {', '.join(unjudged)}: set [expect] "
+            '(e.g. regional = "vpce") to have it judged.'
+        )
+    elif not report.findings:
         out.append("No findings: STS traffic takes the expected path.")
     else:
         out.append("Findings:")

@@ -113,7 +113,11 @@ CODES: dict[str, Code] = {
         "In a container, set the instance's metadata hop limit to 2; otherwise configure "
         "regions and vpc_cidrs, or set imds.enabled = false.",
     ),
-    "IMDS_DISABLED": Code("info", ""),
+    "IMDS_DISABLED": Code(
+        "info",
+        "Nothing is discovered from IMDS: set regions and vpc_cidrs in the config, or "
+        "the agent cannot tell this VPC's addresses from others.",
+    ),
     "REGION_UNKNOWN": Code(
         "warning",
         "Set regions in the config (or STS_AGENT_REGIONS), or allow IMDS (hop limit 2 in "
