@@ -525,3 +525,23 @@ def test_no_findings_without_an_expectation_does_not_claim_the_expected_path() -
     assert "takes the expected path" not in text
     assert f"No path is expected for {REGIONAL}" in text and "[expect]" in text
     assert "takes the expected path" in render(report(endpoint()))
+
+
+def test_a_stale_failing_pin_says_every_call_from_the_host_fails() -> None:
+    """Pinned to an address DNS no longer gives, where nothing answers: before, the
+    override read as harmless (path met) beside a '1 of 2 calls failed'."""
+    ep = endpoint(
+        probes=(
+            probe("127.10.138.148"),
+            probe("127.10.200.200", success=False, reason="connect_refused", error="refused"),
+        )
+    )
+    ep = replace(ep, pinned=classify_all(["127.10.200.200"], VPC))
+    found = {f.code: f for f in evaluate(report(ep), Settings())}
+    message = found["HOSTS_FILE_OVERRIDE"].message
+    assert "DNS no longer answers 127.10.200.200" in message
+    assert "127.10.200.200 (connect_refused)" in message and "every call" in message
+    healthy_pin = replace(endpoint(), pinned=classify_all(["127.10.138.148"], VPC))
+    quiet = {f.code: f for f in evaluate(report(healthy_pin), Settings())}
+    assert "no longer" not in quiet["HOSTS_FILE_OVERRIDE"].message
+    assert "fail" not in quiet["HOSTS_FILE_OVERRIDE"].message

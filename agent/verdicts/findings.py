@@ -175,10 +175,27 @@ def _endpoint_findings(
         )
     if ep.pinned:
         pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
+        pinned = {v.address for v in ep.pinned}
+        answered = {a for lk in ep.lookups for a in lk.addresses}
+        stale = sorted(pinned - answered) if answered else []
+        failing = sorted(
+            {
+                f"{p.address} ({p.reason})"
+                for p in ep.probes
+                if p.address in pinned and not p.success
+            }
+        )
         yield finding(
             "HOSTS_FILE_OVERRIDE",
             f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on "
-            "this host never ask DNS for it",
+            "this host never ask DNS for it"
+            + (f"; DNS no longer answers {', '.join(stale)}" if stale else "")
+            + (
+                f"; calls to the pin fail: {', '.join(failing)}, so every call from this "
+                "host fails whatever DNS says"
+                if failing and len(failing) == len(pinned)
+                else ""
+            ),
             host,
         )
     paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
