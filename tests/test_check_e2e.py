@@ -237,11 +237,12 @@ SDK_CASES: dict[str, tuple[dict[str, str | None], str, str, set[str]]] = {
         GLOBAL,
         {"SDK_USES_GLOBAL_ENDPOINT"},
     ),
+    # Regional even in legacy mode there, but not the instance's region (IMDS: us-east-2).
     "legacy_elsewhere": (
         {"AWS_STS_REGIONAL_ENDPOINTS": "legacy", "AWS_DEFAULT_REGION": "af-south-1"},
         "regional",
         "sts.af-south-1.amazonaws.com",
-        set(),
+        {"SDK_REGION_NOT_HOST_REGION"},
     ),
     "fips": ({"AWS_USE_FIPS_ENDPOINT": "true"}, "fips", f"sts-fips.{REGION}.amazonaws.com", set()),
     "dualstack": (
@@ -279,6 +280,7 @@ def test_sdk_view_for_each_setup(
         "SDK_REGION_MISSING",
         "SDK_ENDPOINT_OVERRIDE",
         "SDK_USES_PROXY",
+        "SDK_REGION_NOT_HOST_REGION",
     }
     for name, (_, mode, host, expected) in SDK_CASES.items():
         run = runs[name]
