@@ -242,20 +242,27 @@ SDK_CASES: dict[str, tuple[dict[str, str | None], str, str, set[str]]] = {
         {"AWS_STS_REGIONAL_ENDPOINTS": "legacy", "AWS_DEFAULT_REGION": "af-south-1"},
         "regional",
         "sts.af-south-1.amazonaws.com",
-        {"SDK_REGION_NOT_HOST_REGION"},
+        # regions = [us-east-2] in the config: the region boto3 uses is not watched either
+        {"SDK_REGION_NOT_HOST_REGION", "SDK_ENDPOINT_NOT_WATCHED"},
     ),
-    "fips": ({"AWS_USE_FIPS_ENDPOINT": "true"}, "fips", f"sts-fips.{REGION}.amazonaws.com", set()),
+    # The FIPS, dual-stack and overridden names are not watched by default: warned.
+    "fips": (
+        {"AWS_USE_FIPS_ENDPOINT": "true"},
+        "fips",
+        f"sts-fips.{REGION}.amazonaws.com",
+        {"SDK_ENDPOINT_NOT_WATCHED"},
+    ),
     "dualstack": (
         {"AWS_USE_DUALSTACK_ENDPOINT": "true"},
         "dualstack",
         f"sts.{REGION}.api.aws",
-        set(),
+        {"SDK_ENDPOINT_NOT_WATCHED"},
     ),
     "endpoint_url_sts": (
         {"AWS_ENDPOINT_URL_STS": f"https://{VPCE_NAME}"},
         "custom",
         VPCE_NAME,
-        set(),
+        {"SDK_ENDPOINT_NOT_WATCHED"},
     ),
     # A proxy nobody listens on: the agent's own probes must not use it.
     "https_proxy": ({"HTTPS_PROXY": PROXY_URL}, "regional", REGIONAL, {"SDK_USES_PROXY"}),
@@ -281,6 +288,7 @@ def test_sdk_view_for_each_setup(
         "SDK_ENDPOINT_OVERRIDE",
         "SDK_USES_PROXY",
         "SDK_REGION_NOT_HOST_REGION",
+        "SDK_ENDPOINT_NOT_WATCHED",
     }
     for name, (_, mode, host, expected) in SDK_CASES.items():
         run = runs[name]

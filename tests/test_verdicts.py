@@ -244,9 +244,19 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         ),
         "warning",
     ),
+    # An override to a name the agent watches: said, not warned.
     "SDK_ENDPOINT_OVERRIDE": (
-        lambda: report(sdk=SdkView("https://vpce-1.example.com", "custom", "us-east-2")),
+        lambda: report(sdk=SdkView(f"https://{REGIONAL}", "custom", "us-east-2")),
         "info",
+    ),
+    # An override to a VPC endpoint's own DNS name, which nothing watches.
+    "SDK_ENDPOINT_NOT_WATCHED": (
+        lambda: report(
+            sdk=SdkView(
+                "https://vpce-0abc-xyz.sts.us-east-2.vpce.amazonaws.com", "custom", "us-east-2"
+            )
+        ),
+        "warning",
     ),
     "SDK_VIEW_FAILED": (
         lambda: report(sdk=SdkView(None, "unknown", None, error="ProfileNotFound: x")),
@@ -301,7 +311,10 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
     ),
     # The SDK's region from the environment is not the instance's (IMDS says us-east-2).
     "SDK_REGION_NOT_HOST_REGION": (
-        lambda: report(sdk=SdkView("https://sts.eu-west-1.amazonaws.com", "regional", "eu-west-1")),
+        lambda: report(
+            sdk=SdkView("https://sts.eu-west-1.amazonaws.com", "regional", "eu-west-1"),
+            regions=("eu-west-1", "us-east-2"),  # as discovery watches them (both)
+        ),
         "warning",
     ),
     # Pinned to the endpoint's own ENI: on the designed path, but DNS is bypassed.
@@ -545,3 +558,14 @@ def test_a_stale_failing_pin_says_every_call_from_the_host_fails() -> None:
     quiet = {f.code: f for f in evaluate(report(healthy_pin), Settings())}
     assert "no longer" not in quiet["HOSTS_FILE_OVERRIDE"].message
     assert "fail" not in quiet["HOSTS_FILE_OVERRIDE"].message
+
+
+def test_the_endpoint_boto3_calls_is_warned_when_nothing_watches_it() -> None:
+    elsewhere = SdkView("https://sts.eu-west-1.amazonaws.com", "regional", "eu-west-1")
+    found = {f.code: f for f in evaluate(report(sdk=elsewhere), Settings())}
+    fix = found["SDK_ENDPOINT_NOT_WATCHED"].advice
+    assert "sts.eu-west-1.amazonaws.com to endpoints.extra" in fix
+    vpce = "vpce-0abc-xyz.sts.us-east-2.vpce.amazonaws.com"
+    override = report(sdk=SdkView(f"https://{vpce}", "custom", "us-east-2"))
+    assert "SDK_ENDPOINT_NOT_WATCHED" in codes(override)
+    assert "SDK_ENDPOINT_NOT_WATCHED" not in codes(override, Settings(endpoints_extra=(vpce,)))

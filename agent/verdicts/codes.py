@@ -80,6 +80,9 @@ CODES: dict[str, Code] = {
         "AWS_DEFAULT_REGION (or region in the AWS config file) to it; if the other region is "
         "meant, its calls take the public path unless that region is reached privately.",
     ),
+    "SDK_ENDPOINT_NOT_WATCHED": Code(
+        "warning", "Watch the endpoint boto3 calls (endpoints.extra or regions)."
+    ),
     "SDK_ENDPOINT_OVERRIDE": Code(
         "info", "Make sure the override is a VPC endpoint DNS name on purpose."
     ),

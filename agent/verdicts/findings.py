@@ -7,11 +7,13 @@ change.  A healthy host produces no finding at warning or above.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 
 from agent.config import Settings
 from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
+from agent.targets import watched_endpoints
 from agent.verdicts.codes import SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
@@ -25,6 +27,7 @@ SDK_ENV_CODES = frozenset(
         "SDK_GLOBAL_SERVED_US_EAST_1",
         "SDK_ENV_UNCONFIGURED",
         "SDK_REGION_NOT_HOST_REGION",
+        "SDK_ENDPOINT_NOT_WATCHED",
     }
 )
 
@@ -71,6 +74,20 @@ def _final_negative(lk: DnsLookup) -> str | None:
     if lk.addresses or not reasons or not reasons <= _FINAL_NEGATIVE.keys():
         return None
     return " / ".join(_FINAL_NEGATIVE[r] for r in sorted(r for r in reasons if r))
+
+
+def _unwatched_sdk_host(sdk: SdkView, settings: Settings, regions: tuple[str, ...]) -> str | None:
+    """The host boto3 would call when no watched endpoint is that host, else None.
+
+    Judged against everything the settings watch, not the round's endpoints: a
+    /probe round covers one endpoint and must not call the others unwatched.
+    """
+    if sdk.unconfigured or sdk.error or not sdk.endpoint_url:
+        return None
+    host = (urllib.parse.urlsplit(sdk.endpoint_url).hostname or "").rstrip(".").lower()
+    if not host or host in {e.hostname for e in watched_endpoints(settings, regions)}:
+        return None
+    return host
 
 
 def _region_less(reasons: tuple[str, ...]) -> bool:
@@ -321,6 +338,19 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                     f"boto3 on this host uses region {sdk.region} and calls {sdk.endpoint_url}, "
                     f"but the instance is in {own_region} (IMDS): a VPC endpoint for STS in "
                     f"{own_region} does not serve them",
+                )
+            )
+        regions = report.regions or ((report.region,) if report.region else ())
+        # Without a region only the global name is watched, and REGION_UNKNOWN says so.
+        unwatched = _unwatched_sdk_host(sdk, settings, regions) if regions else None
+        if unwatched:
+            out.append(
+                finding(
+                    "SDK_ENDPOINT_NOT_WATCHED",
+                    f"boto3 on this host would call {sdk.endpoint_url}, which the agent does "
+                    "not watch: the path and health of those calls are not measured",
+                    advice=f"Add {unwatched} to endpoints.extra, or its region to regions "
+                    "(or the endpoints.fips / endpoints.dualstack switch for those modes).",
                 )
             )
         if sdk.error:
