@@ -312,8 +312,14 @@ def build(
         src = sources.get("timeout") or sources.get("interval") or "defaults"
         raise ConfigError("timeout", settings.timeout, "must be less than interval", src)
     if settings.ca_bundle is None and environ.get("AWS_CA_BUNDLE"):
-        settings = replace(settings, ca_bundle=environ["AWS_CA_BUNDLE"])
-        sources["ca_bundle"] = "environment AWS_CA_BUNDLE"
+        # boto3's own setting: one it cannot load fails boto3 too, which is a finding about
+        # the host (SDK_CA_BUNDLE_UNUSABLE), so the probes keep botocore's default instead.
+        problem = ca_bundle_problem(environ["AWS_CA_BUNDLE"])
+        if problem is None:
+            settings = replace(settings, ca_bundle=environ["AWS_CA_BUNDLE"])
+            sources["ca_bundle"] = "environment AWS_CA_BUNDLE"
+        else:
+            sources["ca_bundle"] = f"default; AWS_CA_BUNDLE {problem}"
     if settings.ca_bundle:
         problem = ca_bundle_problem(settings.ca_bundle)
         if problem:

@@ -227,6 +227,7 @@ class SdkView:
     unconfigured: bool = False  # the environment read had no AWS setting and no config file
     global_served_in: str | None = None  # where AWS serves a global call from this host
     global_served_why: str | None = None  # a key of agent.verdicts.serving.SERVING_WHY
+    ca_bundle_problem: str | None = None  # why boto3 could not load AWS_CA_BUNDLE, if it cannot
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,13 @@ SDK_CASES: dict[str, tuple[dict[str, str | None], str, str, set[str]]] = {
         VPCE_NAME,
         {"SDK_ENDPOINT_NOT_WATCHED"},
     ),
+    # boto3 here could verify nothing; the agent's probes still run on its configured bundle.
+    "ca_bundle_missing": (
+        {"AWS_CA_BUNDLE": "/nonexistent/ca.pem"},
+        "regional",
+        REGIONAL,
+        {"SDK_CA_BUNDLE_UNUSABLE"},
+    ),
     # A proxy nobody listens on: the agent's own probes must not use it.
     "https_proxy": ({"HTTPS_PROXY": PROXY_URL}, "regional", REGIONAL, {"SDK_USES_PROXY"}),
     "no_proxy_exempts_sts": (
@@ -289,6 +296,7 @@ def test_sdk_view_for_each_setup(
         "SDK_USES_PROXY",
         "SDK_REGION_NOT_HOST_REGION",
         "SDK_ENDPOINT_NOT_WATCHED",
+        "SDK_CA_BUNDLE_UNUSABLE",
     }
     for name, (_, mode, host, expected) in SDK_CASES.items():
         run = runs[name]
@@ -301,6 +309,9 @@ def test_sdk_view_for_each_setup(
         assert run.code == (1 if expected else 0), (name, run.doc["findings"])
         assert run.doc["region"] == REGION and run.doc["region_source"] == "config"
     assert "aws_region_only" in runs["aws_region_only"].doc["sdk"]["reasons"]
+    missing = runs["ca_bundle_missing"].doc
+    assert missing["sdk"]["ca_bundle_problem"] == "/nonexistent/ca.pem: file not found"
+    assert all(p["success"] for ep in missing["endpoints"] for p in ep["probes"])
     assert "legacy_mode" in runs["legacy_in_legacy_region"].doc["sdk"]["reasons"]
     override = runs["endpoint_url_sts"]
     assert "endpoint_url_sts_env" in override.doc["sdk"]["reasons"]

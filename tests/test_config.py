@@ -493,9 +493,14 @@ def test_aws_ca_bundle_is_used_only_when_ca_bundle_is_unset(tmp_path: Path) -> N
     loaded = build(file=str(cfg), environ={"AWS_CA_BUNDLE": str(env_ca)})
     assert loaded.settings.ca_bundle == str(file_ca)
     assert build(environ={}).settings.ca_bundle is None
+    # boto3's own setting, unusable: the probes keep botocore's default and say why (the
+    # SDK view raises SDK_CA_BUNDLE_UNUSABLE); the agent's own ca_bundle is still an error.
+    gone = build(environ={"AWS_CA_BUNDLE": str(tmp_path / "gone.pem")})
+    assert gone.settings.ca_bundle is None
+    assert gone.sources["ca_bundle"] == "default; AWS_CA_BUNDLE file not found"
     with pytest.raises(ConfigError) as err:
-        build(environ={"AWS_CA_BUNDLE": str(tmp_path / "gone.pem")})
-    assert err.value.field_path == "ca_bundle" and "AWS_CA_BUNDLE" in str(err.value)
+        build(environ={"STS_AGENT_CA_BUNDLE": str(tmp_path / "gone.pem")})
+    assert err.value.field_path == "ca_bundle"
 
 
 @pytest.mark.parametrize(

@@ -244,6 +244,17 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         ),
         "warning",
     ),
+    "SDK_CA_BUNDLE_UNUSABLE": (
+        lambda: report(
+            sdk=SdkView(
+                f"https://{REGIONAL}",
+                "regional",
+                "us-east-2",
+                ca_bundle_problem="/etc/pki/gone.pem: file not found",
+            )
+        ),
+        "critical",
+    ),
     # An override to a name the agent watches: said, not warned.
     "SDK_ENDPOINT_OVERRIDE": (
         lambda: report(sdk=SdkView(f"https://{REGIONAL}", "custom", "us-east-2")),

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from agent.child import ChildError, ask_child
+from agent.config import ca_bundle_problem
 from agent.results import Resolver, SdkView
 from agent.verdicts.serving import global_serving
 
@@ -91,6 +92,10 @@ def host_sdk_view(
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
         sdk = sdk_unknown(str(e)[:200])
+    bundle = environ.get("AWS_CA_BUNDLE")
+    problem = ca_bundle_problem(bundle) if bundle else None
+    if problem:
+        sdk = dataclasses.replace(sdk, ca_bundle_problem=f"{bundle}: {problem}")
     return with_global_serving(
         sdk,
         host_region,

@@ -118,6 +118,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "error": sdk.error,
             "proxy": sdk.proxy,
             "unconfigured": sdk.unconfigured,
+            "ca_bundle_problem": sdk.ca_bundle_problem,
             "global_served_in": sdk.global_served_in,
             "global_served_why": sdk.global_served_why,
         },

@@ -80,6 +80,11 @@ CODES: dict[str, Code] = {
         "AWS_DEFAULT_REGION (or region in the AWS config file) to it; if the other region is "
         "meant, its calls take the public path unless that region is reached privately.",
     ),
+    "SDK_CA_BUNDLE_UNUSABLE": Code(
+        "critical",
+        "Point AWS_CA_BUNDLE at a PEM bundle boto3 can read, or unset it to use botocore's "
+        "own; the agent's probes use botocore's default meanwhile.",
+    ),
     "SDK_ENDPOINT_NOT_WATCHED": Code(
         "warning", "Watch the endpoint boto3 calls (endpoints.extra or regions)."
     ),

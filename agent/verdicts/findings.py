@@ -324,6 +324,14 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
         )
     own_region = imds.region if imds.available else None
     sdk = report.sdk
+    if sdk is not None and sdk.ca_bundle_problem:
+        out.append(
+            finding(
+                "SDK_CA_BUNDLE_UNUSABLE",
+                f"AWS_CA_BUNDLE={sdk.ca_bundle_problem}; boto3 on this host cannot verify any "
+                "HTTPS endpoint, so every STS call it makes fails",
+            )
+        )
     if sdk is not None:
         if (
             own_region
