@@ -6,6 +6,7 @@ the hosts file first, then VPC-endpoint ENIs, then the rest, up to the cap.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -113,6 +114,11 @@ def eni_test(disc: Discovery) -> Callable[[str], bool]:
     return is_eni
 
 
+def _blocks(address: str) -> bool:
+    """0.0.0.0 or :: in the hosts file blocks a name; dialling it would reach this host."""
+    return ipaddress.ip_address(address).is_unspecified
+
+
 def plan(
     settings: Settings,
     disc: Discovery,
@@ -128,7 +134,9 @@ def plan(
     for ep in endpoints:
         found = tuple(lookups[(ep.hostname, r)] for r in disc.resolvers)
         candidates = book.update(ep.hostname, found, now, cap, is_eni)
-        pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
+        pins = tuple(
+            a for a in (disc.hosts.pinned(ep.hostname) if disc.hosts else ()) if not _blocks(a)
+        )
         candidates = [*pins, *(a for a in candidates if a not in pins)]
         probed = candidates[:cap]
         # Remembered addresses that did not fit are simply not re-probed; only what DNS or

@@ -580,3 +580,12 @@ def test_the_endpoint_boto3_calls_is_warned_when_nothing_watches_it() -> None:
     override = report(sdk=SdkView(f"https://{vpce}", "custom", "us-east-2"))
     assert "SDK_ENDPOINT_NOT_WATCHED" in codes(override)
     assert "SDK_ENDPOINT_NOT_WATCHED" not in codes(override, Settings(endpoints_extra=(vpce,)))
+
+
+def test_a_block_pin_says_the_name_is_blocked_and_is_not_dialled() -> None:
+    from agent.targets import _blocks
+
+    ep = replace(endpoint(), pinned=classify_all(["0.0.0.0"], VPC))
+    message = {f.code: f for f in evaluate(report(ep), Settings())}["HOSTS_FILE_OVERRIDE"].message
+    assert "blocks the name" in message and "no longer answers" not in message
+    assert _blocks("0.0.0.0") and _blocks("::") and not _blocks("127.10.138.148")

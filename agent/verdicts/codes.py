@@ -101,7 +101,11 @@ CODES: dict[str, Code] = {
         "Remove the entry (an endpoint with private DNS needs none), or keep it in step with "
         "the endpoint's ENIs: a stale pin fails every SDK call.",
     ),
-    "SDK_VIEW_FAILED": Code("warning", "Check AWS_CONFIG_FILE and AWS_PROFILE."),
+    "SDK_VIEW_FAILED": Code(
+        "warning",
+        "botocore rejected this host's settings, so boto3 would fail too: fix the value the "
+        "message names (an AWS_* variable, AWS_PROFILE, or the AWS config file).",
+    ),
     "SDK_GLOBAL_SERVED_US_EAST_1": Code(
         "critical",
         _SDK_GLOBAL_FIX + SERVED_HERE_NOTE,

@@ -6,6 +6,7 @@ change.  A healthy host produces no finding at warning or above.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import urllib.parse
 from collections import Counter
@@ -194,7 +195,8 @@ def _endpoint_findings(
         pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
         pinned = {v.address for v in ep.pinned}
         answered = {a for lk in ep.lookups for a in lk.addresses}
-        stale = sorted(pinned - answered) if answered else []
+        blocked = {a for a in pinned if ipaddress.ip_address(a).is_unspecified}
+        stale = sorted(pinned - answered - blocked) if answered else []
         failing = sorted(
             {
                 f"{p.address} ({p.reason})"
@@ -206,6 +208,12 @@ def _endpoint_findings(
             "HOSTS_FILE_OVERRIDE",
             f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on "
             "this host never ask DNS for it"
+            + (
+                "; an unspecified address blocks the name: programs here connect to this "
+                "host itself and fail, so nothing reaches STS under this name"
+                if blocked == pinned
+                else ""
+            )
             + (f"; DNS no longer answers {', '.join(stale)}" if stale else "")
             + (
                 f"; calls to the pin fail: {', '.join(failing)}, so every call from this "
