@@ -103,8 +103,8 @@ CODES: dict[str, Code] = {
     ),
     "SDK_VIEW_FAILED": Code(
         "warning",
-        "botocore rejected this host's settings, so boto3 would fail too: fix the value the "
-        "message names (an AWS_* variable, AWS_PROFILE, or the AWS config file).",
+        "Where the message names a setting (an AWS_* variable, AWS_PROFILE, the AWS config "
+        "file), boto3 fails on it too: fix that value.",
     ),
     "SDK_GLOBAL_SERVED_US_EAST_1": Code(
         "critical",
