@@ -34,6 +34,14 @@ def is_ip(text: str) -> bool:
     return True
 
 
+def blocks(address: str) -> bool:
+    """0.0.0.0 or :: for a name (a hosts-file block): dialling it reaches this host itself."""
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
 def is_hostname(text: str) -> bool:
     """A lower-case DNS name of two or more labels, without the trailing dot."""
     return _HOSTNAME.fullmatch(text) is not None

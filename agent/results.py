@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 if TYPE_CHECKING:  # the audits load psutil and botocore, which only they need
     from agent.audit.host import HostAuditResult
 
-from agent.addresses import bracketed, join_host_port
+from agent.addresses import blocks, bracketed, join_host_port
 
 Path = Literal["vpce", "private", "public", "mixed", "unresolved"]
 AddressClass = Literal["vpce", "private", "public"]
@@ -279,8 +279,11 @@ class EndpointReport:
 
     @property
     def effective_path(self) -> Path:
-        """The path programs take: a hosts-file pin wins over whatever DNS says."""
-        return path_of(self.pinned) if self.pinned else self.path
+        """The path programs take: a hosts-file pin wins over whatever DNS says, and a pin
+        to 0.0.0.0 or :: (a block) leaves them no path at all."""
+        if not self.pinned:
+            return self.path
+        return path_of([v for v in self.pinned if not blocks(v.address)])
 
     @property
     def classes(self) -> dict[str, AddressClass]:

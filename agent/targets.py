@@ -6,11 +6,11 @@ the hosts file first, then VPC-endpoint ENIs, then the rest, up to the cap.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.addresses import blocks
 from agent.config import Settings
 from agent.results import DnsLookup, Endpoint, Resolver
 from agent.verdicts.classify import classify
@@ -114,11 +114,6 @@ def eni_test(disc: Discovery) -> Callable[[str], bool]:
     return is_eni
 
 
-def _blocks(address: str) -> bool:
-    """0.0.0.0 or :: in the hosts file blocks a name; dialling it would reach this host."""
-    return ipaddress.ip_address(address).is_unspecified
-
-
 def plan(
     settings: Settings,
     disc: Discovery,
@@ -134,13 +129,13 @@ def plan(
     for ep in endpoints:
         found = tuple(lookups[(ep.hostname, r)] for r in disc.resolvers)
         candidates = book.update(ep.hostname, found, now, cap, is_eni)
-        pins = tuple(
-            a for a in (disc.hosts.pinned(ep.hostname) if disc.hosts else ()) if not _blocks(a)
-        )
-        candidates = [*pins, *(a for a in candidates if a not in pins)]
+        pins = disc.hosts.pinned(ep.hostname) if disc.hosts else ()
+        # A block is reported (the pins) but never dialled: it would reach this host itself.
+        dialled = [a for a in pins if not blocks(a)]
+        candidates = [*dialled, *(a for a in candidates if a not in pins)]
         probed = candidates[:cap]
         # Remembered addresses that did not fit are simply not re-probed; only what DNS or
         # the hosts file gives now and the cap leaves out is "dropped" (and a finding).
-        dropped = sum(a not in probed for a in dict.fromkeys([*pins, *answered(found)]))
+        dropped = sum(a not in probed for a in dict.fromkeys([*dialled, *answered(found)]))
         plans.append(EndpointPlan(ep, found, pins, tuple(probed), dropped))
     return plans

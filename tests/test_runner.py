@@ -378,3 +378,19 @@ def test_a_stale_hosts_pin_is_probed_first_and_named(vpc: Vpc, tmp_path: Path) -
     nsswitch.write_text("hosts: dns files\n")
     r = one_round(settings)
     assert gone not in probed(r) and not r.endpoints[0].pinned
+
+
+def test_a_block_pin_is_reported_not_dialled(vpc: Vpc, tmp_path: Path) -> None:
+    """`0.0.0.0 <name>` blocks the name: dialling it would reach this host itself."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"0.0.0.0 {REGIONAL}\n")
+    nsswitch = tmp_path / "nsswitch.conf"
+    nsswitch.write_text("hosts: files dns\n")
+    r = one_round(vpc.settings(hosts_file=str(hosts), nsswitch_conf=str(nsswitch)))
+    (ep,) = r.endpoints
+    assert "0.0.0.0" not in probed(r) and sorted(probed(r)) == sorted(ENIS[:2])
+    assert [v.address for v in ep.pinned] == ["0.0.0.0"] and ep.dropped_addresses == 0
+    assert (ep.path, ep.effective_path, ep.expectation_met) == ("vpce", "unresolved", False)
+    found = {f.code: f for f in r.findings}
+    assert "blocks the name" in found["HOSTS_FILE_OVERRIDE"].message
+    assert "ENDPOINT_PATH_UNEXPECTED" in found

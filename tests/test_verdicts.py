@@ -563,11 +563,11 @@ def test_a_stale_failing_pin_says_every_call_from_the_host_fails() -> None:
     ep = replace(ep, pinned=classify_all(["127.10.200.200"], VPC))
     found = {f.code: f for f in evaluate(report(ep), Settings())}
     message = found["HOSTS_FILE_OVERRIDE"].message
-    assert "DNS no longer answers 127.10.200.200" in message
+    assert "DNS does not answer 127.10.200.200" in message
     assert "127.10.200.200 (connect_refused)" in message and "every call" in message
     healthy_pin = replace(endpoint(), pinned=classify_all(["127.10.138.148"], VPC))
     quiet = {f.code: f for f in evaluate(report(healthy_pin), Settings())}
-    assert "no longer" not in quiet["HOSTS_FILE_OVERRIDE"].message
+    assert "does not answer" not in quiet["HOSTS_FILE_OVERRIDE"].message
     assert "fail" not in quiet["HOSTS_FILE_OVERRIDE"].message
 
 
@@ -583,9 +583,10 @@ def test_the_endpoint_boto3_calls_is_warned_when_nothing_watches_it() -> None:
 
 
 def test_a_block_pin_says_the_name_is_blocked_and_is_not_dialled() -> None:
-    from agent.targets import _blocks
+    from agent.addresses import blocks
 
     ep = replace(endpoint(), pinned=classify_all(["0.0.0.0"], VPC))
     message = {f.code: f for f in evaluate(report(ep), Settings())}["HOSTS_FILE_OVERRIDE"].message
-    assert "blocks the name" in message and "no longer answers" not in message
-    assert _blocks("0.0.0.0") and _blocks("::") and not _blocks("127.10.138.148")
+    assert "blocks the name" in message and "does not answer" not in message
+    assert ep.effective_path == "unresolved" and ep.expectation_met is False
+    assert blocks("0.0.0.0") and blocks("::") and not blocks("127.10.138.148")

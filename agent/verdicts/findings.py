@@ -6,12 +6,12 @@ change.  A healthy host produces no finding at warning or above.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 
+from agent.addresses import blocks
 from agent.config import Settings
 from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
 from agent.targets import watched_endpoints
@@ -155,6 +155,42 @@ def _sdk_global_findings(sdk: SdkView, report: Report) -> Iterator[Finding]:
     )
 
 
+def _pin_finding(ep: EndpointReport) -> Finding:
+    """HOSTS_FILE_OVERRIDE, saying when the pin blocks the name, is not what DNS gives, or
+    fails: programs here use only the pin, so its failure is every call's."""
+    host = ep.endpoint.hostname
+    pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
+    pinned = {v.address for v in ep.pinned}
+    blocked = {a for a in pinned if blocks(a)}
+    dialled = pinned - blocked
+    answered = {a for lk in ep.lookups for a in lk.addresses}
+    elsewhere = sorted(dialled - answered) if answered else []
+    failing = sorted(
+        {f"{p.address} ({p.reason})" for p in ep.probes if p.address in dialled and not p.success}
+    )
+    message = (
+        f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on this "
+        "host never ask DNS for it"
+    )
+    if not dialled:
+        return finding(
+            "HOSTS_FILE_OVERRIDE",
+            message + "; an unspecified address blocks the name: programs here connect to "
+            "this host itself and fail, so nothing reaches STS under this name",
+            host,
+            advice="Remove the entry if the name should work; if the block is deliberate, "
+            "expect no path for this name.",
+        )
+    if elsewhere:
+        message += f"; DNS does not answer {', '.join(elsewhere)}"
+    if failing and len(failing) == len(dialled):
+        message += (
+            f"; calls to the pin fail: {', '.join(failing)}, so every call from this host "
+            "fails whatever DNS says"
+        )
+    return finding("HOSTS_FILE_OVERRIDE", message, host)
+
+
 def _endpoint_findings(
     ep: EndpointReport, settings: Settings, now: float, host_region: str | None = None
 ) -> Iterator[Finding]:
@@ -192,37 +228,7 @@ def _endpoint_findings(
             host,
         )
     if ep.pinned:
-        pins = ", ".join(f"{v.address} ({v.klass})" for v in ep.pinned)
-        pinned = {v.address for v in ep.pinned}
-        answered = {a for lk in ep.lookups for a in lk.addresses}
-        blocked = {a for a in pinned if ipaddress.ip_address(a).is_unspecified}
-        stale = sorted(pinned - answered - blocked) if answered else []
-        failing = sorted(
-            {
-                f"{p.address} ({p.reason})"
-                for p in ep.probes
-                if p.address in pinned and not p.success
-            }
-        )
-        yield finding(
-            "HOSTS_FILE_OVERRIDE",
-            f"the hosts file pins {host} to {pins}, ahead of DNS ({ep.path}): programs on "
-            "this host never ask DNS for it"
-            + (
-                "; an unspecified address blocks the name: programs here connect to this "
-                "host itself and fail, so nothing reaches STS under this name"
-                if blocked == pinned
-                else ""
-            )
-            + (f"; DNS no longer answers {', '.join(stale)}" if stale else "")
-            + (
-                f"; calls to the pin fail: {', '.join(failing)}, so every call from this "
-                "host fails whatever DNS says"
-                if failing and len(failing) == len(pinned)
-                else ""
-            ),
-            host,
-        )
+        yield _pin_finding(ep)
     paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
     # A resolver that says the name has no address is believed: the stub resolver does not
     # ask the next nameserver after it, so the programs that ask that one first fail.
