@@ -8,8 +8,11 @@ on one line, so a typo never turns into a silent default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -255,14 +258,17 @@ class Loaded:
 #: PEM blocks OpenSSL takes from a CA file; without one it loads nothing and fails the context.
 _PEM_TRUST = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
 _CA_SCAN_BYTES = 16 << 20
+_PEM_BLOCK = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----(.*?)-----END", re.DOTALL)
 
 
 def ca_bundle_problem(path: str) -> str | None:
     """Why `path` cannot be a CA bundle, in a few words; None when it may be one.
 
     Cheaper than building a TLS context (about a MiB in OpenSSL 3.0) just to
-    check: a file without a PEM certificate is what fails in practice (an empty
-    file, a key, a DER certificate, the wrong path under AWS_CA_BUNDLE).
+    check: a file without a PEM certificate, or with a mangled one, is what fails
+    in practice (an empty file, a key, a DER certificate, a truncated copy, the
+    wrong path under AWS_CA_BUNDLE).  A block that decodes but is no certificate
+    is left to OpenSSL, when the probes' context is built.
     """
     try:
         if not os.path.isfile(path):
@@ -273,6 +279,11 @@ def ca_bundle_problem(path: str) -> str | None:
         return f"cannot be read: {e.strerror or e}"
     if not any(marker in head for marker in _PEM_TRUST):
         return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    for block in _PEM_BLOCK.findall(head):
+        try:
+            base64.b64decode(b"".join(block.split()), validate=True)
+        except binascii.Error:
+            return "holds a PEM certificate whose base64 does not decode"
     return None
 
 

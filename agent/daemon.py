@@ -247,6 +247,7 @@ def _reload(agent: Agent, load: Loader) -> None:
     notify("RELOADING=1")
     try:
         new = load().settings
+        agent.scheduler.reload(new)  # first: it can still refuse them, changing nothing
     except ConfigError as e:
         log.error("reload failed, keeping the running configuration: %s", e)
         notify("READY=1")
@@ -259,7 +260,6 @@ def _reload(agent: Agent, load: Loader) -> None:
     logs.setup(new.log_format, new.log_level)
     agent.settings = new
     agent.metrics.histogram_phases = frozenset(new.metrics_histogram_phases)
-    agent.scheduler.reload(new)
     agent.probe_gate = agent._probe_gate(new)
     log.info("configuration reloaded")
     notify("READY=1")

@@ -25,9 +25,12 @@ class Rounds:
         self.prober = Prober(settings, credentials_in_child=resident)
 
     def reload(self, settings: Settings) -> None:
-        """New settings and a new prober; the audits keep their paced state."""
-        self.settings = settings
-        self.prober = Prober(settings, credentials_in_child=self.resident)
+        """New settings and a new prober; the audits keep their paced state.
+
+        The prober is built first: if it cannot be (ConfigError), nothing has changed.
+        """
+        prober = Prober(settings, credentials_in_child=self.resident)
+        self.settings, self.prober = settings, prober
 
     def discover(self, previous: Discovery | None = None) -> Discovery:
         return discover(self.settings, sdk_in_child=self.resident, previous=previous)

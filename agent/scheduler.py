@@ -61,10 +61,11 @@ class Scheduler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def reload(self, settings: Settings) -> None:
-        """Swap settings; the next round rediscovers with them."""
+        """Swap settings; the next round rediscovers with them.  Raises ConfigError, with
+        the running settings kept, when they cannot be used (a CA bundle OpenSSL refuses)."""
         with self._lock:
-            self.settings = settings
             self.rounds.reload(settings)
+            self.settings = settings
             self.discovery = None
         self._wake.set()
 

@@ -9,6 +9,7 @@ default settings.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -33,6 +34,11 @@ from tests.support.privileges import cli_as_nobody
 
 EXIT_ERROR = 2
 PREFIX = "sts-agent: config error: "
+NOT_A_CERTIFICATE_PEM = (
+    "-----BEGIN CERTIFICATE-----\n"
+    + base64.b64encode(b"not a certificate").decode()
+    + "\n-----END CERTIFICATE-----\n"
+)
 
 
 @dataclass(frozen=True)
@@ -318,11 +324,22 @@ def test_demo_interval_follows_the_settings_rule(value: str) -> None:
     assert "--interval" in lines[0] and repr(value) in lines[0]
 
 
+def test_a_mangled_ca_bundle_is_named_before_openssl_sees_it(tmp_path: Path) -> None:
+    from agent.config import ca_bundle_problem
+
+    mangled = tmp_path / "mangled.pem"
+    mangled.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+    assert ca_bundle_problem(str(mangled)) == "holds a PEM certificate whose base64 does not decode"
+    decodes = tmp_path / "decodes.pem"
+    decodes.write_text(NOT_A_CERTIFICATE_PEM)
+    assert ca_bundle_problem(str(decodes)) is None  # left to OpenSSL, as the next test shows
+
+
 def test_a_ca_bundle_openssl_cannot_load_is_a_config_error_not_a_traceback(
     tmp_path: Path,
 ) -> None:
-    bundle = tmp_path / "broken.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+    bundle = tmp_path / "broken.pem"  # base64 that decodes, but to no certificate
+    bundle.write_text(NOT_A_CERTIFICATE_PEM)
     args = ("--ca-bundle", str(bundle), "--resolvers", "127.0.0.1:9", "--regions", "us-east-2")
     proc = run_cli("check", *args, env=agent_env(None))
     assert proc.returncode == EXIT_ERROR, proc.stderr

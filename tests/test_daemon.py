@@ -6,6 +6,7 @@ real signals; the status page is rendered by headless Chromium.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -164,6 +165,28 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
         rounds = agent.value("sts_agent_rounds_total") or 0
         wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 0.0
+
+
+def test_sighup_with_a_ca_bundle_openssl_refuses_keeps_the_running_config(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    """The bundle passes the settings' check (its base64 decodes) and fails only when the
+    probes' TLS context is built; before, that error escaped the reload and the daemon exited
+    with its settings half swapped."""
+    bundle = tmp_path / "decodes-to-nothing.pem"
+    body = base64.b64encode(b"not a certificate").decode()
+    bundle.write_text(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    with serving(vpc, tmp_path) as (agent, cfg):
+        vpc_config(vpc, cfg, agent.port, ca_bundle=str(bundle), expect__regional="public")
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
+        assert "ca_bundle" in agent.log() and agent.proc.poll() is None
+        rounds = agent.value("sts_agent_rounds_total") or 0
+        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        # The old settings in full: the old expectation, and probes that still succeed.
+        assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
+        ok = f'sts_agent_probe_success{{address="{ENI_ADDRESSES[0]}",endpoint="{REGIONAL}"}}'
+        assert agent.value(ok) == 1.0
 
 
 def test_sigterm_stops_cleanly_within_five_seconds(vpc: SimulatedVpc, tmp_path: Path) -> None:
