@@ -82,8 +82,9 @@ def _nobody_listening(server: DnsServer) -> DnsLookup:
 
 
 def _unsendable(server: DnsServer) -> DnsLookup:
-    """The kernel refuses to send to the broadcast address without SO_BROADCAST."""
-    return lookup(REGIONAL, Resolver("255.255.255.255", 53), DNS_TIMEOUT)
+    """The kernel refuses the send itself: UDP to port 0 is EINVAL, and stays on loopback
+    (the broadcast address, refused without SO_BROADCAST, would leave the host if allowed)."""
+    return lookup(REGIONAL, Resolver("127.0.0.1", 0), DNS_TIMEOUT)
 
 
 DNS_FAULTS: dict[str, DnsFault] = {
