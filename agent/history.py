@@ -26,10 +26,11 @@ from agent.surfaces.series import PUBLIC, by_label
 
 MAX_ROUNDS = 120
 MAX_SECONDS = 3600.0
-#: Address rows kept per endpoint beyond those in the latest round.  Each round probes at
-#: most max_addresses_per_endpoint, but ENIs rotating through a pool (a misbehaving
-#: resolver, or vpc_cidrs wide enough to cover a public range) would otherwise leave a
-#: row each for the whole window: hundreds of rows, a page of a megabyte.
+#: Address rows kept per endpoint, never dropping one of the latest round (so more only
+#: while a round probes more).  Each round probes at most max_addresses_per_endpoint, but
+#: ENIs rotating through a pool (a misbehaving resolver, or vpc_cidrs wide enough to cover
+#: a public range) would otherwise leave a row each for the whole window: hundreds of
+#: rows, a page of a megabyte.
 MAX_ADDRESS_ROWS = 32
 _ABSENT = -1  # the endpoint or address was not part of that round
 _OK = 0  # outcome codes above this are 1 + the index of the failure reason in STS_REASONS

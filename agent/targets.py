@@ -58,10 +58,13 @@ class AddressBook:
     What is kept is bounded whatever DNS sends: a TTL counts for at most
     MAX_REMEMBERED_TTL, and beside the current answer at most `limit` past
     addresses are remembered (ENIs first, then those expiring last), since no
-    more are probed. With `is_eni`, ENIs come first in the answer, so a cap
-    never trades a stable ENI for a rotating public address, and only ENIs
-    are remembered: public addresses share one label, so probing the ones
-    that rotated out would add signed calls to STS, not information.
+    more are probed.
+    With `is_eni`, ENIs come first in the answer, so a cap never trades a
+    stable ENI for a rotating public address, and only ENIs are remembered
+    while DNS answers: public addresses share one label, so probing the ones
+    that rotated out would add signed calls to STS, not information.  When no
+    resolver answers at all, the public ones are probed too until they expire,
+    as clients still call them from their caches.
     """
 
     expiry: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -85,8 +88,12 @@ class AddressBook:
         def other(address: str) -> bool:
             return is_eni is not None and not is_eni(address)
 
-        older = [a for a, exp in book.items() if a not in current and exp >= now and not other(a)]
-        older.sort(key=lambda a: (other(a), -book[a], a))
+        older = [
+            a
+            for a, exp in book.items()
+            if a not in current and exp >= now and (not current or not other(a))
+        ]
+        older.sort(key=lambda a: (other(a), -book[a], a))  # ENIs first (public: outage only)
         keep = set(current) | set(older[:limit])
         for addr in [a for a in book if a not in keep]:
             del book[addr]

@@ -394,3 +394,19 @@ def test_a_block_pin_is_reported_not_dialled(vpc: Vpc, tmp_path: Path) -> None:
     found = {f.code: f for f in r.findings}
     assert "blocks the name" in found["HOSTS_FILE_OVERRIDE"].message
     assert "ENDPOINT_PATH_UNEXPECTED" in found
+
+
+def test_public_addresses_are_remembered_only_while_no_resolver_answers() -> None:
+    """Rotated-out public addresses cost signed calls and add nothing while DNS answers;
+    when no resolver answers, clients still call them from their caches, so they are probed."""
+    book = AddressBook()
+
+    def is_eni(address: str) -> bool:
+        return address.startswith("10.")
+
+    book.update(GLOBAL, [answer(GLOBAL, ("198.51.100.1", 60), ("10.0.0.5", 60))], 0.0, 8, is_eni)
+    rotated = book.update(GLOBAL, [answer(GLOBAL, ("198.51.100.2", 60))], 1.0, 8, is_eni)
+    assert rotated == ["10.0.0.5", "198.51.100.2"]  # the rotated-out ENI kept, the public not
+    book.update(GLOBAL, [answer(GLOBAL, ("198.51.100.3", 60))], 2.0, 8, is_eni)
+    outage = book.update(GLOBAL, [], 3.0, 8, is_eni)
+    assert outage[0] == "10.0.0.5" and "198.51.100.3" in outage

@@ -529,10 +529,8 @@ def test_an_sdk_region_that_is_not_the_instances_brings_the_instances_along() ->
 
     imds = ImdsInfo(available=True, region="us-east-2")
     env = {"AWS_DEFAULT_REGION": "eu-west-1"}
-    assert watched_regions(Settings(), env, imds) == (
-        ("eu-west-1", "us-east-2"),
-        "AWS_DEFAULT_REGION",
-    )
+    # The instance's region first: it is the host's region in the report and the metrics.
+    assert watched_regions(Settings(), env, imds) == (("us-east-2", "eu-west-1"), "imds")
     same = {"AWS_DEFAULT_REGION": "us-east-2"}
     assert watched_regions(Settings(), same, imds) == (("us-east-2",), "AWS_DEFAULT_REGION")
     configured = Settings(regions=("eu-west-1",))

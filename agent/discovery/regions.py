@@ -46,9 +46,11 @@ def watched_regions(
 ) -> tuple[tuple[str, ...], str]:
     """Region fallback order: settings (file/env/flag) > AWS_DEFAULT_REGION > AWS_REGION > IMDS.
 
-    An SDK region from the environment that is not the instance's own brings the
-    instance's region along: the VPC endpoint (if any) is there, and watching only
-    the other region would read its public answer as private DNS switched off.
+    An SDK region from the environment that is not the instance's own is watched
+    after the instance's (which comes first, as the host's region in the report, the
+    metrics' identity and the VPC endpoint audit): the VPC endpoint, if any, is there,
+    and watching only the other region would read its public answer as private DNS
+    switched off.
     """
     if settings.regions:
         return settings.regions, "config"
@@ -56,7 +58,9 @@ def watched_regions(
         region = check(source, value)
         if region:
             own = check("imds", imds.region) if source != "imds" else None
-            return ((region, own) if own and own != region else (region,)), source
+            if own and own != region:
+                return (own, region), "imds"
+            return (region,), source
     return (), "none"
 
 

@@ -36,10 +36,12 @@ SDK_ENV_CODES = frozenset(
 #: What to look at for each reason a call failed; the finding gives the lines for the
 #: reasons seen, so throttling is not sent to IAM nor an expired certificate to routing.
 FAILURE_ADVICE: dict[StsReason, str] = {
-    "connect_refused": "Refused: nothing listens on the port at that address (a deleted "
-    "endpoint ENI, a stale pin, or a security group that rejects).",
+    "connect_refused": "Refused: something at that address answers, but nothing listens on "
+    "the STS port (a stale pin or an old ENI address now used by another host), or a host "
+    "firewall rejects with a reset.",
     "connect_timeout": "No answer to the TCP connect: a security group, NACL or route drops "
-    "the traffic (the endpoint's security group must allow 443 from this host).",
+    "the traffic, or the address is gone (a deleted ENI); the endpoint's security group "
+    "must allow the STS port (443) from this host.",
     "tls_error": "The TLS handshake failed: see the message (an expired or untrusted "
     "certificate, or a TLS-inspecting proxy whose CA is not in ca_bundle).",
     "timeout": "The endpoint accepted but did not answer in time: an overloaded path, a "
@@ -52,8 +54,8 @@ FAILURE_ADVICE: dict[StsReason, str] = {
     "check the AWS Health Dashboard for the region.",
     "throttled": "STS throttled the calls: they count against the account's STS request "
     "quota; probe less often (interval) or ask for a higher quota.",
-    "expired_token": "The signing credentials have expired: the instance profile or the "
-    "credential source is not refreshing them.",
+    "expired_token": "STS calls the credentials or the request expired: the credential "
+    "source is not refreshing them, or this host's clock is off (check NTP).",
     "invalid_token": "STS does not recognise the access key: wrong or deleted credentials, "
     "or credentials for another partition.",
     "signature": "The signature does not match: a wrong secret key, or a clock off by "
