@@ -81,7 +81,7 @@ class Agent:
         self.history.add(report)
 
     def _history(self, _: Request) -> Response:
-        return self._pages["/api/history"].get(self.scheduler.latest, self._history_now)
+        return self._pages["/api/history"].get(self.history.added, self._history_now)
 
     def _history_now(self) -> Response:
         body = json.dumps(history_json.to_json(self.history), separators=(",", ":"))
@@ -97,7 +97,9 @@ class Agent:
         return _text(503, "Waiting for the first probe round\n")
 
     def _status(self, _: Request) -> Response:
-        return self._pages["/"].get(self.scheduler.latest, self._status_now)
+        # Keyed on the window, which takes a round after `latest` does: a page built in
+        # between is rebuilt once the window has the round too.
+        return self._pages["/"].get(self.history.added, self._status_now)
 
     def _status_now(self) -> Response:
         body = status_page.render(
@@ -145,7 +147,7 @@ class Agent:
         """The watched hostname or kind one /probe asks for; ValueError says what is wrong."""
         if len(given) > 1:
             raise ValueError(f"endpoint given {len(given)} times: give one")
-        wanted = given[0].strip().lower().removesuffix(".")  # DNS names ignore case
+        wanted = given[0].strip().lower().rstrip(".")  # as hostnames are read everywhere
         disc = self.scheduler.discovery
         watched = watched_endpoints(self.settings, disc.regions if disc else ())
         known, kinds = {e.hostname for e in watched}, {e.kind for e in watched}

@@ -88,6 +88,9 @@ class History:
         self._findings: deque[tuple[FindingKey, ...]] = deque()
         self._keys: dict[FindingKey, FindingKey] = {}  # one object per distinct finding
         self._lock = threading.Lock()
+        #: Rounds added so far: changes once the window holds a round, which a page built
+        #: from the window and the latest report can be keyed on.
+        self.added = 0
 
     def add(self, report: Report) -> None:
         paths = {ep.endpoint.hostname: _PATH[ep.effective_path] for ep in report.endpoints}
@@ -116,6 +119,7 @@ class History:
             self._findings.append(tuple(dict.fromkeys(self._key(k) for k in raised)))
             self._expire(report.finished)
             self._trim(values.keys())
+            self.added += 1
 
     def _trim(self, present: Iterable[tuple[str, str]]) -> None:
         """Past MAX_ADDRESS_ROWS an endpoint loses the rows seen longest ago; never a row

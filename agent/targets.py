@@ -46,7 +46,7 @@ MAX_REMEMBERED_TTL = 300
 
 def answered(lookups: Sequence[DnsLookup]) -> list[str]:
     """Every address the latest answers hold, once each, in answer order."""
-    return list(dict.fromkeys(a.address for lk in lookups for q in lk.queries for a in q.answers))
+    return list(dict.fromkeys(a for lk in lookups for a in lk.addresses))
 
 
 @dataclass

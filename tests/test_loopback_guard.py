@@ -45,3 +45,16 @@ def test_loopback_in_every_spelling_is_allowed() -> None:
         s6.sendto(b"x", ("::ffff:127.0.0.1", 9, 0, 0))
     socket.getaddrinfo("localhost", 9)
     assert loopback_guard.refused[before:] == []
+
+
+def test_a_reverse_lookup_of_an_outside_address_is_refused() -> None:
+    before = len(loopback_guard.refused)
+    with pytest.raises(PermissionError):
+        socket.gethostbyaddr("10.255.255.53")
+    with pytest.raises(PermissionError):
+        socket.getnameinfo(("10.255.255.53", 53), 0)
+    assert loopback_guard.refused[before:] == [
+        "socket.gethostbyaddr to 10.255.255.53",
+        "socket.getnameinfo to 10.255.255.53",
+    ]
+    del loopback_guard.refused[before:]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class RecentPage(Generic[T]):
-    """The last page built, reused while its round is still the latest and it is young.
+    """The last page built, reused while its key (the rounds it was built from) is unchanged
+    and it is young.
 
     Callers wait for a build in progress instead of starting their own.
     """
@@ -26,16 +27,16 @@ class RecentPage(Generic[T]):
         self.max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
-        self._entry: tuple[object, float, T] | None = None
+        self._entry: tuple[Hashable, float, T] | None = None
         self.builds = 0
 
-    def get(self, round_: object, build: Callable[[], T]) -> T:
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
         with self._lock:
             now = self._clock()
             entry = self._entry
-            if entry is not None and entry[0] is round_ and now - entry[1] < self.max_age:
+            if entry is not None and entry[0] == key and now - entry[1] < self.max_age:
                 return entry[2]
             page = build()
             self.builds += 1
-            self._entry = (round_, now, page)
+            self._entry = (key, now, page)
             return page

@@ -29,6 +29,7 @@ SDK_ENV_CODES = frozenset(
         "SDK_ENV_UNCONFIGURED",
         "SDK_REGION_NOT_HOST_REGION",
         "SDK_ENDPOINT_NOT_WATCHED",
+        "SDK_CA_BUNDLE_UNUSABLE",
     }
 )
 
@@ -213,7 +214,10 @@ def _endpoint_findings(
         and ep.endpoint.kind != "global"
         # Another region's name: this region's VPC endpoint never answers for it, so
         # "enable private DNS" would mislead (SDK_REGION_NOT_HOST_REGION says why).
-        and host_region in (None, ep.endpoint.signing_region)
+        and (
+            host_region in (None, ep.endpoint.signing_region)
+            or ep.endpoint.kind not in ("regional", "fips", "dualstack")
+        )
     ):
         yield finding(
             "PRIVATE_DNS_NOT_RESOLVING",
@@ -344,8 +348,8 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
         out.append(
             finding(
                 "SDK_CA_BUNDLE_UNUSABLE",
-                f"AWS_CA_BUNDLE={sdk.ca_bundle_problem}; boto3 on this host cannot verify any "
-                "HTTPS endpoint, so every STS call it makes fails",
+                f"AWS_CA_BUNDLE={sdk.ca_bundle_problem}; boto3 with this environment cannot "
+                "verify any HTTPS endpoint, so every STS call it makes fails",
             )
         )
     if sdk is not None:

@@ -21,7 +21,14 @@ from typing import Any
 
 _EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
 #: Name lookups go through the system resolver (a DNS query off the host) before any connect.
-_LOOKUPS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex"})
+_LOOKUPS = frozenset(
+    {
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyname_ex",
+        "socket.gethostbyaddr",  # a PTR query, e.g. from socket.getfqdn()
+    }
+)
 refused: list[str] = []
 
 
@@ -43,7 +50,9 @@ def _leaves_host(address: Any) -> str | None:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if event in _LOOKUPS and args:
+    if event == "socket.getnameinfo" and args:
+        where = _leaves_host(args[0])  # (address, port): a PTR query for that address
+    elif event in _LOOKUPS and args:
         host = args[0].decode() if isinstance(args[0], bytes) else args[0]
         where = _leaves_host((host,)) if isinstance(host, str) else None
     elif event in _EVENTS and len(args) >= 2:
