@@ -322,7 +322,11 @@ def build(
     if settings.timeout >= settings.interval:
         src = sources.get("timeout") or sources.get("interval") or "defaults"
         raise ConfigError("timeout", settings.timeout, "must be less than interval", src)
-    if settings.ca_bundle is None and environ.get("AWS_CA_BUNDLE"):
+    if settings.ca_bundle:
+        problem = ca_bundle_problem(settings.ca_bundle)
+        if problem:
+            raise ConfigError("ca_bundle", settings.ca_bundle, problem, sources["ca_bundle"])
+    elif environ.get("AWS_CA_BUNDLE"):
         # boto3's own setting: one it cannot load fails boto3 too, which is a finding about
         # the host (SDK_CA_BUNDLE_UNUSABLE), so the probes keep botocore's default instead.
         problem = ca_bundle_problem(environ["AWS_CA_BUNDLE"])
@@ -331,10 +335,6 @@ def build(
             sources["ca_bundle"] = "environment AWS_CA_BUNDLE"
         else:
             sources["ca_bundle"] = f"default; AWS_CA_BUNDLE {problem}"
-    if settings.ca_bundle:
-        problem = ca_bundle_problem(settings.ca_bundle)
-        if problem:
-            raise ConfigError("ca_bundle", settings.ca_bundle, problem, sources["ca_bundle"])
     if settings.imds_enabled and metadata_disabled(environ):
         settings = replace(settings, imds_enabled=False)
         sources["imds.enabled"] = f"environment {METADATA_DISABLED}=true"

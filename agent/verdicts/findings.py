@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from agent.addresses import blocks
 from agent.config import Settings
 from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
-from agent.targets import watched_endpoints
+from agent.targets import answered, watched_endpoints
 from agent.verdicts.codes import SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
@@ -166,8 +166,8 @@ def _pin_finding(ep: EndpointReport) -> Finding:
     pinned = {v.address for v in ep.pinned}
     blocked = {a for a in pinned if blocks(a)}
     dialled = pinned - blocked
-    answered = {a for lk in ep.lookups for a in lk.addresses}
-    elsewhere = sorted(dialled - answered) if answered else []
+    given = set(answered(ep.lookups))
+    elsewhere = sorted(dialled - given) if given else []
     failing = sorted(
         {f"{p.address} ({p.reason})" for p in ep.probes if p.address in dialled and not p.success}
     )
@@ -344,15 +344,15 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
         )
     own_region = imds.region if imds.available else None
     sdk = report.sdk
-    if sdk is not None and sdk.ca_bundle_problem:
-        out.append(
-            finding(
-                "SDK_CA_BUNDLE_UNUSABLE",
-                f"AWS_CA_BUNDLE={sdk.ca_bundle_problem}; boto3 with this environment cannot "
-                "verify any HTTPS endpoint, so every STS call it makes fails",
-            )
-        )
     if sdk is not None:
+        if sdk.ca_bundle_problem:
+            out.append(
+                finding(
+                    "SDK_CA_BUNDLE_UNUSABLE",
+                    f"AWS_CA_BUNDLE={sdk.ca_bundle_problem}; boto3 with this environment "
+                    "cannot verify any HTTPS endpoint, so every STS call it makes fails",
+                )
+            )
         if (
             own_region
             and sdk.region
