@@ -27,6 +27,7 @@ from tests.support.probe_faults import DNS_TIMEOUT as TIMEOUT
 
 VPCE = "vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
 HOG = 0.2  # seconds a thread may hold the interpreter before it must hand it over
+HOG_ATTEMPTS = 5  # tries at the hogging scenario before it counts as not reproduced
 ZONAL = "us-east-2a.vpce-0a1b2c3d4e5f60718-abcdefgh.sts.us-east-2.vpce.amazonaws.com"
 
 
@@ -182,6 +183,25 @@ def test_a_reply_read_late_is_timed_to_its_arrival() -> None:
     assert took is not None and 0.0 <= took < 0.025  # a loopback round trip, not the wait
 
 
+def _lookup_while_hogging(resolver: Resolver) -> tuple[DnsLookup, float]:
+    """One lookup on a thread while this one holds the interpreter; (it, wall seconds)."""
+    found: list[DnsLookup] = []
+    thread = threading.Thread(target=lambda: found.append(lookup(REGIONAL, resolver, 5.0)))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(HOG)
+    try:
+        started = time.perf_counter()
+        thread.start()
+        while thread.is_alive():
+            pass
+        wall = time.perf_counter() - started
+    finally:
+        sys.setswitchinterval(interval)
+        thread.join(5)
+    (lk,) = found
+    return lk, wall
+
+
 def test_waiting_for_the_interpreter_is_left_out() -> None:
     """A probe kept off the interpreter after each reply arrived is timed to the arrival.
 
@@ -193,20 +213,13 @@ def test_waiting_for_the_interpreter_is_left_out() -> None:
         pytest.skip("free-threaded Python: no interpreter lock to hog")
     with Dnsmasq({REGIONAL: ["127.10.138.148"]}) as dm:
         resolver = Resolver(dm.address, dm.port)
-        found: list[DnsLookup] = []
-        thread = threading.Thread(target=lambda: found.append(lookup(REGIONAL, resolver, 5.0)))
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(HOG)
-        try:
-            started = time.perf_counter()
-            thread.start()
-            while thread.is_alive():
-                pass
-            wall = time.perf_counter() - started
-        finally:
-            sys.setswitchinterval(interval)
-            thread.join(5)
-    (lk,) = found
+        # The OS decides who runs: on a busy machine this thread may not be on a CPU when
+        # a reply lands, and the probe then gets the interpreter at once.  The scenario is
+        # set up again then (the assertions below are made on the last attempt).
+        for _ in range(HOG_ATTEMPTS):
+            lk, wall = _lookup_while_hogging(resolver)
+            if wall >= 2 * HOG:
+                break
     assert lk.addresses == ("127.10.138.148",)
     assert wall >= 2 * HOG  # the probe really waited for the interpreter
     assert all(q.duration is not None and q.duration < HOG / 2 for q in lk.queries)
