@@ -249,6 +249,8 @@ def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
         "StsEndpointPathNotAsExpected",
         "StsPrivateDnsFlippedToPublic",
         "StsProbeFailing",
+        "StsSdkCaBundleUnusable",
+        "StsSdkGlobalServedInUsEast1",
     }
     for rule in doc["inhibit_rules"]:
         for source in matcher_names(rule["source_matchers"]):
