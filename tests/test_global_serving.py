@@ -32,7 +32,9 @@ def test_serving_cases() -> None:
     assert global_serving("eu-west-1", (AMAZON,)) == ("eu-west-1", "amazon_dns")
     assert global_serving("us-east-1", (AMAZON,)) == ("us-east-1", "amazon_dns")
     assert global_serving("eu-west-1", (CORP,)) == ("us-east-1", "custom_resolver")
-    assert global_serving("eu-west-1", (AMAZON, CORP)) == ("us-east-1", "custom_resolver")
+    # The first resolver answers while it is healthy; a later one only on failure.
+    assert global_serving("eu-west-1", (AMAZON, CORP)) == ("eu-west-1", "amazon_dns_first")
+    assert global_serving("eu-west-1", (CORP, AMAZON)) == ("us-east-1", "custom_resolver")
     assert global_serving("af-south-1", (AMAZON,)) == ("us-east-1", "opt_in_region")
     assert global_serving("eu-west-1", (AMAZON,), proxied=True) == (None, "proxy")
     assert global_serving(None, (AMAZON,)) == (None, "region_unknown")
@@ -50,7 +52,8 @@ def test_unknowable_serving_is_unknown_not_us_east_1() -> None:
     node_local = Resolver("169.254.20.10", source="resolv.conf")  # node-local DNS cache
     assert global_serving("eu-west-1", (local_cache,)) == (None, "forwarder")
     assert global_serving("eu-west-1", (node_local,)) == (None, "forwarder")
-    assert global_serving("eu-west-1", (AMAZON, node_local)) == (None, "forwarder")
+    assert global_serving("eu-west-1", (node_local, AMAZON)) == (None, "forwarder")
+    assert global_serving("eu-west-1", (AMAZON, node_local)) == ("eu-west-1", "amazon_dns_first")
     assert global_serving("eu-west-1", (CORP,), in_cluster=True) == (None, "cluster_dns")
     assert global_serving("eu-west-1", (CORP,), vpc_known=False) == (None, "vpc_unknown")
     # What the agent can know stays known.
@@ -104,6 +107,21 @@ def test_custom_resolver_is_the_severe_case() -> None:
         f.message
     )
     assert gauge(r) == "1.0"
+
+
+def test_amazon_dns_first_with_a_fallback_is_served_in_region_and_says_so() -> None:
+    """A corporate resolver after the Amazon DNS answers only when the first fails: the
+    global calls are served in the region, not us-east-1, and the text names the exception."""
+    r = report_for(GLOBAL_SDK, "eu-west-1", (AMAZON, CORP))
+    assert r.sdk is not None and r.sdk.global_served_in == "eu-west-1"
+    assert codes(r)["SDK_USES_GLOBAL_ENDPOINT"] == "warning"
+    assert "SDK_GLOBAL_SERVED_US_EAST_1" not in codes(r)
+    (f,) = [f for f in r.findings if f.code == "SDK_USES_GLOBAL_ENDPOINT"]
+    assert "AWS serves them in eu-west-1 (the host's first resolver is the Amazon" in f.message
+    assert "served in us-east-1" in f.message
+    assert gauge(r) == "0.0"
+    swapped = report_for(GLOBAL_SDK, "eu-west-1", (CORP, AMAZON))
+    assert codes(swapped)["SDK_GLOBAL_SERVED_US_EAST_1"] == "critical"
 
 
 def test_amazon_dns_in_a_default_region_is_served_in_region() -> None:

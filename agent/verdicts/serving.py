@@ -44,6 +44,9 @@ SERVING_WHY: dict[str, str] = {
     "amazon_dns": "the host resolves through the Amazon-provided DNS in a default-enabled region",
     "opt_in_region": "the host is in an opt-in region, where the global endpoint is not served",
     "custom_resolver": "a resolver other than the Amazon-provided DNS answers the host",
+    "amazon_dns_first": "the host's first resolver is the Amazon-provided DNS; the calls a "
+    "later, non-Amazon resolver answers (when the first fails, or with `options rotate`) "
+    "are served in us-east-1",
     "home_region": "the host is in us-east-1, which serves global calls whatever resolves them",
     "proxy": "an HTTPS proxy resolves the name, so its resolver decides",
     "region_unknown": "the host's region is not known",
@@ -80,7 +83,8 @@ def global_serving(
 
     Since 2025 a global call is served in the caller's region when the Amazon DNS of a
     default-enabled region resolved the name; any other resolver, or an opt-in region,
-    sends it to us-east-1. The system's resolvers decide (they are what boto3 uses);
+    sends it to us-east-1. The system's resolvers decide (they are what boto3 uses), the
+    first of them while it answers;
     configured extra resolvers only when the system's are not known. A resolver that
     may forward to the Amazon DNS (a local cache, a cluster's CoreDNS), or one that
     cannot be told from the VPC's base+2 without the VPC's CIDRs, leaves it unknown:
@@ -98,6 +102,9 @@ def global_serving(
         return None, "resolvers_unknown"
     if all(r.amazon_provided for r in used):
         return host_region, "amazon_dns"
+    if used[0].amazon_provided and host_region != US_EAST_1:
+        # glibc and systemd-resolved ask the first server and move on only when it fails.
+        return host_region, "amazon_dns_first"
     if host_region == US_EAST_1:  # us-east-1 either way: the host's own region
         return US_EAST_1, "home_region"
     others = [r for r in used if not r.amazon_provided]
