@@ -199,6 +199,13 @@ def _endpoint_findings(
 ) -> Iterator[Finding]:
     host = ep.endpoint.hostname
     expected = ep.endpoint.expected
+    paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
+    # A resolver that says the name has no address is believed: the stub resolver does not
+    # ask the next nameserver after it, so the programs that ask that one first fail.
+    denied = {lk.resolver.label: why for lk in ep.lookups if (why := _final_negative(lk))}
+    # Resolvers that disagree make the path "mixed"; RESOLVERS_DISAGREE says which gives
+    # what, and the expectation with it, instead of a second finding for the same cause.
+    disagree = len(paths) > 1
     if ep.path == "unresolved" and not ep.lookups:
         pass  # no resolver was asked: RESOLVERS_UNAVAILABLE names the cause
     elif ep.path == "unresolved":
@@ -225,7 +232,7 @@ def _endpoint_findings(
             "STS traffic is leaving the VPC path",
             host,
         )
-    elif ep.expectation_met is False:
+    elif ep.expectation_met is False and not (disagree and ep.path == "mixed" and not ep.pinned):
         yield finding(
             "ENDPOINT_PATH_UNEXPECTED",
             f"{host} takes the {ep.effective_path} path"
@@ -235,11 +242,7 @@ def _endpoint_findings(
         )
     if ep.pinned:
         yield _pin_finding(ep)
-    paths = {v.path for v in ep.verdicts if v.path != "unresolved"}
-    # A resolver that says the name has no address is believed: the stub resolver does not
-    # ask the next nameserver after it, so the programs that ask that one first fail.
-    denied = {lk.resolver.label: why for lk in ep.lookups if (why := _final_negative(lk))}
-    if len(paths) > 1 or (paths and denied):
+    if disagree or (paths and denied):
         detail = ", ".join(
             f"{v.resolver}={v.path}" + (f" ({denied[v.resolver]})" if v.resolver in denied else "")
             for v in ep.verdicts
@@ -250,9 +253,10 @@ def _endpoint_findings(
             if paths and denied
             else ""
         )
+        wanted = f"; expected {expected}" if ep.expectation_met is False else ""
         yield finding(
             "RESOLVERS_DISAGREE",
-            f"resolvers give {host} different paths: {detail}{tail}",
+            f"resolvers give {host} different paths: {detail}{wanted}{tail}",
             host,
         )
     failed = [p for p in ep.probes if not p.success]
