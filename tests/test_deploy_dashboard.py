@@ -231,3 +231,24 @@ def test_latency_panels_show_percentiles_per_endpoint_and_phases_per_address() -
     for e in exprs() + exprs(FLEET_DASHBOARD):
         if "sts_agent_request_duration_seconds" in e:
             assert "address" not in e and 'phase="total"' in e, e
+
+
+@BOTH
+def test_tables_of_counts_show_the_count(path: Path) -> None:
+    """A table of info series hides their constant 1; a table of counts must not hide the
+    number it exists for (Grafana names it Value, or Value #<refId> with several queries)."""
+    for p in panels(path):
+        if p["type"] != "table":
+            continue
+        counted = [t for t in p["targets"] if ":count" in t["expr"] or "count(" in t["expr"]]
+        if not counted:
+            continue
+        org = next(t["options"] for t in p["transformations"] if t["id"] == "organize")
+        hidden = {k for k, v in org["excludeByName"].items() if v}
+        for t in counted:
+            value = "Value" if len(p["targets"]) == 1 else f"Value #{t['refId']}"
+            assert value not in hidden, f"{p['title']}: hides its count"
+            assert org["renameByName"].get(value), f"{p['title']}: name the count's column"
+        if len(p["targets"]) > 1:
+            first = p["transformations"][0]["id"]
+            assert first == "merge", f"{p['title']}: one table, not one per query"
