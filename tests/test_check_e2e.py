@@ -198,6 +198,33 @@ def test_silent_resolver_is_unresolved_with_timeout(
     assert all("timeout" in f["message"] for f in unresolved)
 
 
+def test_silent_first_nameserver_in_resolv_conf_is_named(
+    tmp_path: Path, sts: Sts, imds: ImdsServer
+) -> None:
+    """resolv.conf lists a nameserver that never answers before the VPC's DNS: every name
+    still resolves (through the second), so only RESOLVER_NOT_ANSWERING shows the wait
+    every program pays first.  Both listen on port 53, as resolv.conf allows no other."""
+    silent_ip = "127.10.0.9"
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent,
+        Dnsmasq(check_run.HEALTHY, listen=AMAZON_DNS, port=53, ttl=30) as vpc_dns,
+    ):
+        silent.bind((silent_ip, 53))  # bound and never read: queries go unanswered
+        resolv = tmp_path / "resolv.conf"
+        resolv.write_text(f"nameserver {silent_ip}\nnameserver {vpc_dns.address}\n")
+        cfg = config(tmp_path, sts, vpc_dns, imds, timeout=1.0)
+        # The system's resolvers, not configured ones (a top-level key, before the tables).
+        kept = [ln for ln in cfg.read_text().splitlines() if not ln.startswith("resolvers")]
+        cfg.write_text("\n".join([f'resolv_conf = "{resolv}"', *kept]) + "\n")
+        run = check(cfg, environment(imds))
+    assert run.code == 1, run.stdout + run.stderr
+    assert run.endpoint(REGIONAL)["path"] == "vpce"
+    (f,) = [f for f in run.doc["findings"] if f["code"] == "RESOLVER_NOT_ANSWERING"]
+    assert f["severity"] == "warning"
+    assert f["message"].startswith(f"{silent_ip}, the first nameserver in resolv.conf")
+    assert f"while {AMAZON_DNS} did" in f["message"]
+
+
 def test_certificate_for_another_name(tmp_path: Path, sts: Sts, imds: ImdsServer) -> None:
     with dns({REGIONAL: [IMPOSTOR], GLOBAL: [PUBLIC]}) as d:
         run = check(config(tmp_path, sts, d, imds), environment(imds))

@@ -21,6 +21,7 @@ from agent.results import (
     AddressVerdict,
     ImdsInfo,
     Report,
+    Resolver,
     SdkView,
     path_of,
 )
@@ -141,6 +142,9 @@ def test_a_healthy_round_has_no_findings_and_exits_0() -> None:
 
 
 # Each finding code, the smallest round that provokes it, and its contracted severity.
+DEAD_FIRST = Resolver("127.10.0.9", 53, amazon_provided=False, source="resolv.conf")
+LISTED_AMAZON = replace(AMAZON_DNS, source="resolv.conf")
+
 ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
     "ENDPOINT_PATH_UNEXPECTED": (
         lambda: report(
@@ -325,6 +329,24 @@ ROUNDS: dict[str, tuple[Callable[[], Report], str]] = {
         lambda: report(
             sdk=SdkView("https://sts.eu-west-1.amazonaws.com", "regional", "eu-west-1"),
             regions=("eu-west-1", "us-east-2"),  # as discovery watches them (both)
+        ),
+        "warning",
+    ),
+    # An upper-case region: boto3 signs for a region name AWS does not have.
+    "SDK_REGION_INVALID": (
+        lambda: report(sdk=SdkView("https://sts.US-EAST-2.amazonaws.com", "regional", "US-EAST-2")),
+        "critical",
+    ),
+    # resolv.conf's first nameserver times out; the second answers, so the name resolves.
+    "RESOLVER_NOT_ANSWERING": (
+        lambda: report(
+            endpoint(
+                lookups=(
+                    lookup(DEAD_FIRST, REGIONAL, reason="timeout"),
+                    lookup(LISTED_AMAZON, REGIONAL, "127.10.138.148"),
+                )
+            ),
+            resolvers=(DEAD_FIRST, LISTED_AMAZON),
         ),
         "warning",
     ),
@@ -588,3 +610,71 @@ def test_a_block_pin_says_the_name_is_blocked_and_is_not_dialled() -> None:
     assert "blocks the name" in message and "does not answer" not in message
     assert ep.effective_path == "unresolved" and ep.expectation_met is False
     assert blocks("0.0.0.0") and blocks("::") and not blocks("127.10.138.148")
+
+
+def test_a_silent_first_nameserver_is_named_and_only_when_it_is_first() -> None:
+    build, _ = ROUNDS["RESOLVER_NOT_ANSWERING"]
+    (f,) = [f for f in evaluate(build(), Settings()) if f.code == "RESOLVER_NOT_ANSWERING"]
+    assert f.message.startswith("127.10.0.9, the first nameserver in resolv.conf, did not answer")
+    assert "while 127.10.0.2 did" in f.message and "5 s by default" in f.advice
+    # The second one silent: the stub resolver never waits for it while the first answers.
+    second = report(
+        endpoint(
+            lookups=(
+                lookup(LISTED_AMAZON, REGIONAL, "127.10.138.148"),
+                lookup(DEAD_FIRST, REGIONAL, reason="timeout"),
+            )
+        ),
+        resolvers=(LISTED_AMAZON, DEAD_FIRST),
+    )
+    assert "RESOLVER_NOT_ANSWERING" not in codes(second)
+    # A first one that refuses or fails at once costs no wait; and alone it is unresolved.
+    refused = report(
+        endpoint(
+            lookups=(
+                lookup(DEAD_FIRST, REGIONAL, reason="refused"),
+                lookup(LISTED_AMAZON, REGIONAL, "127.10.138.148"),
+            )
+        ),
+        resolvers=(DEAD_FIRST, LISTED_AMAZON),
+    )
+    assert "RESOLVER_NOT_ANSWERING" not in codes(refused)
+    # The agent's own configured resolvers are not what programs ask.
+    configured = report(
+        endpoint(
+            lookups=(
+                lookup(OTHER_DNS, REGIONAL, reason="timeout"),
+                lookup(AMAZON_DNS, REGIONAL, "127.10.138.148"),
+            )
+        ),
+        resolvers=(OTHER_DNS, AMAZON_DNS),
+    )
+    assert "RESOLVER_NOT_ANSWERING" not in codes(configured)
+
+
+def test_upper_case_sdk_region_is_invalid_not_another_region() -> None:
+    found = {f.code: f for f in evaluate(ROUNDS["SDK_REGION_INVALID"][0](), Settings())}
+    assert "SDK_REGION_NOT_HOST_REGION" not in found
+    assert "'US-EAST-2', not 'us-east-2'" in found["SDK_REGION_INVALID"].message
+
+
+def test_imds_refusal_gets_its_own_advice_not_the_hop_limit() -> None:
+    def advice(reason: str) -> str:
+        r = report(imds=ImdsInfo(available=False, reason=reason, detail="x"))
+        (f,) = [f for f in evaluate(r, Settings()) if f.code == "IMDS_UNREACHABLE"]
+        return f.advice
+
+    assert "hop limit" in advice("timeout")
+    for refused in ("unauthorized", "forbidden"):
+        assert "hop limit" not in advice(refused) and "HttpTokens" in advice(refused)
+
+
+def test_resolver_not_amazon_says_when_it_cannot_tell() -> None:
+    r = report(
+        endpoint(lookups=(lookup(OTHER_DNS, REGIONAL, "127.10.138.148"),)),
+        resolvers=(OTHER_DNS,),
+        vpc_cidrs=(),
+        imds=ImdsInfo(available=True, region="us-east-2"),
+    )
+    (f,) = [f for f in evaluate(r, Settings()) if f.code == "RESOLVER_NOT_AMAZON"]
+    assert "CIDRs are unknown" in f.message

@@ -21,6 +21,12 @@ SERVED_HERE_NOTE = (
     " In a default-enabled region, resolving through the Amazon-provided DNS also has AWS "
     "serve global calls in this region."
 )
+#: IMDS_UNREACHABLE's advice when IMDS answered but refused: a hop limit is not the cause.
+IMDS_REFUSED_ADVICE = (
+    "IMDS answers but refuses this agent: check the instance's metadata options "
+    "(HttpEndpoint enabled, HttpTokens) and that no proxy or firewall rule stands between; "
+    "otherwise configure regions and vpc_cidrs, or set imds.enabled = false."
+)
 #: Advice when audited processes, not the agent's own environment, call the global name.
 PROCESS_GLOBAL_ADVICE = (
     "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "
@@ -80,6 +86,12 @@ CODES: dict[str, Code] = {
         "AWS_DEFAULT_REGION (or region in the AWS config file) to it; if the other region is "
         "meant, its calls take the public path unless that region is reached privately.",
     ),
+    "SDK_REGION_INVALID": Code(
+        "critical",
+        "Write the region in lower case (AWS_DEFAULT_REGION, or region in the AWS config "
+        "file): AWS region names are lower case, and STS rejects a signature scoped to "
+        "any other spelling.",
+    ),
     "SDK_CA_BUNDLE_UNUSABLE": Code(
         "critical",
         "Point AWS_CA_BUNDLE at a PEM bundle boto3 can read, or unset it to use botocore's "
@@ -134,6 +146,12 @@ CODES: dict[str, Code] = {
         "warning",
         "Set regions in the config (or STS_AGENT_REGIONS), or allow IMDS (hop limit 2 in "
         "containers).",
+    ),
+    "RESOLVER_NOT_ANSWERING": Code(
+        "warning",
+        "Fix or remove that nameserver (in resolv.conf, or the VPC's DHCP options set that "
+        "puts it there): the stub resolver asks it first for every name and waits for its "
+        "timeout (options timeout:, 5 s by default) before it asks the next.",
     ),
     "RESOLVERS_UNAVAILABLE": Code(
         "critical", "Fix resolv_conf (or the file it names), or list resolvers explicitly."

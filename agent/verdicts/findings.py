@@ -15,7 +15,7 @@ from agent.addresses import blocks
 from agent.config import Settings
 from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
 from agent.targets import answered, watched_endpoints
-from agent.verdicts.codes import SERVED_HERE_NOTE, finding
+from agent.verdicts.codes import IMDS_REFUSED_ADVICE, SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
 
@@ -30,6 +30,7 @@ SDK_ENV_CODES = frozenset(
         "SDK_REGION_NOT_HOST_REGION",
         "SDK_ENDPOINT_NOT_WATCHED",
         "SDK_CA_BUNDLE_UNUSABLE",
+        "SDK_REGION_INVALID",
     }
 )
 
@@ -334,6 +335,9 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
             finding(
                 "IMDS_UNREACHABLE",
                 f"IMDS unreachable ({imds.reason}): {imds.detail}".rstrip(": "),
+                advice=IMDS_REFUSED_ADVICE
+                if imds.reason in ("unauthorized", "forbidden")
+                else None,
             )
         )
     elif imds.available and imds.reason and not settings.vpc_cidrs:
@@ -357,7 +361,16 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                     "cannot verify any HTTPS endpoint, so every STS call it makes fails",
                 )
             )
-        if (
+        if sdk.region and sdk.region != sdk.region.lower():
+            out.append(
+                finding(
+                    "SDK_REGION_INVALID",
+                    f"boto3 on this host uses region {sdk.region!r}, not {sdk.region.lower()!r}: "
+                    "it signs every STS call for a region name AWS does not have, so the calls "
+                    "fail (the agent's own probes sign for the lower-case name and pass)",
+                )
+            )
+        elif (
             own_region
             and sdk.region
             and sdk.region != own_region
@@ -423,17 +436,44 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
                 )
             )
     if report.resolvers and not any(r.amazon_provided for r in report.resolvers) and imds.available:
+        listed = ", ".join(r.label for r in report.resolvers)
         out.append(
             finding(
                 "RESOLVER_NOT_AMAZON",
-                "no Amazon-provided resolver in use: "
-                + ", ".join(r.label for r in report.resolvers),
+                f"no Amazon-provided resolver in use: {listed}"
+                if report.vpc_cidrs or settings.vpc_cidrs
+                # The VPC's base+2 is recognised from its CIDRs; only 169.254.169.253 without.
+                else f"no resolver is recognisably the Amazon-provided DNS: {listed} (the VPC's "
+                "CIDRs are unknown, so its base+2 address cannot be recognised)",
             )
         )
+    out.extend(_first_resolver_silent(report))
     for ep in report.endpoints:
         out.extend(_endpoint_findings(ep, settings, now, own_region))
     out.extend(zone_findings(report))
     return tuple(out)
+
+
+def _first_resolver_silent(report: Report) -> Iterator[Finding]:
+    """RESOLVER_NOT_ANSWERING: the first nameserver of resolv.conf times out while a later
+    one answers.  Every program then waits out the stub resolver's timeout on each name
+    before it gets an answer, and no other finding sees it, since the names resolve."""
+    listed = [r for r in report.resolvers if r.source == "resolv.conf"]
+    if len(listed) < 2:
+        return
+    first = listed[0]
+    lookups = [lk for ep in report.endpoints for lk in ep.lookups]
+    own = [lk for lk in lookups if lk.resolver == first]
+    answered = sorted(
+        {lk.resolver.label for lk in lookups if lk.resolver in listed[1:] and lk.reason is None}
+    )
+    if own and answered and all(lk.reason == "timeout" for lk in own):
+        yield finding(
+            "RESOLVER_NOT_ANSWERING",
+            f"{first.label}, the first nameserver in resolv.conf, did not answer ({len(own)} "
+            f"of {len(own)} lookups timed out) while {', '.join(answered)} did: every name "
+            "lookup on this host waits for the first one's timeout before it is answered",
+        )
 
 
 def zone_findings(report: Report) -> Iterator[Finding]:
