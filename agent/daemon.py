@@ -34,6 +34,7 @@ from agent.surfaces.page_cache import RecentPage
 from agent.surfaces.webconfig import WebConfig, WebConfigError
 from agent.surfaces.webconfig_file import load_web_config
 from agent.targets import watched_endpoints
+from agent.transitions import TransitionLog
 
 log = logging.getLogger("agent.daemon")
 
@@ -49,6 +50,7 @@ class Agent:
             "/": RecentPage(),
             "/api/history": RecentPage(),
         }
+        self.changes = TransitionLog()
         self.scheduler = Scheduler(settings, self._observe, on_skip=self.metrics.count_skipped)
         web = load_web_config(settings.web_config_file) if settings.web_config_file else None
         self.web = web or WebConfig()
@@ -79,6 +81,7 @@ class Agent:
     def _observe(self, report: Report) -> None:
         self.metrics.observe(report)
         self.history.add(report)
+        self.changes.observe(report)
 
     def _history(self, _: Request) -> Response:
         return self._pages["/api/history"].get(self.history.added, self._history_now)

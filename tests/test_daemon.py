@@ -189,6 +189,29 @@ def test_sighup_with_a_ca_bundle_openssl_refuses_keeps_the_running_config(
         assert agent.value(ok) == 1.0
 
 
+def test_the_log_says_when_the_path_flips_and_when_it_returns(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    """A log pipeline sees the event (path, addresses, finding) once, not every round."""
+    with serving(vpc, tmp_path) as (agent, _):
+        wait_for(lambda: f"{REGIONAL}: path vpce (" in agent.log(), 20, "first state logged")
+        try:
+            vpc.private_dns(False)
+            wait_for(lambda: "path vpce -> public" in agent.log(), 20, "flip logged")
+            wait_for(
+                lambda: "finding PRIVATE_DNS_NOT_RESOLVING (critical)" in agent.log(), 10, "finding"
+            )
+        finally:
+            vpc.private_dns(True)
+        wait_for(lambda: "path public -> vpce" in agent.log(), 20, "return logged")
+        wait_for(lambda: "PRIVATE_DNS_NOT_RESOLVING cleared" in agent.log(), 10, "cleared")
+        rounds = agent.value("sts_agent_rounds_total") or 0
+        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds + 2, 20, "rounds")
+        log = agent.log()
+        assert log.count("path vpce -> public") == 1 and log.count("path public -> vpce") == 1
+        assert log.count(f"{REGIONAL}: path vpce (") == 1
+
+
 def test_sigterm_stops_cleanly_within_five_seconds(vpc: SimulatedVpc, tmp_path: Path) -> None:
     with serving(vpc, tmp_path) as (agent, _):
         agent.signal(signal.SIGTERM)
