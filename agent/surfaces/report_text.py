@@ -71,7 +71,12 @@ def render(report: Report) -> str:
                 out.append(f"    CNAME  {' -> '.join(lk.cnames)}")
             if lk.reason:
                 detail = next((q.detail for q in lk.queries if q.reason), "")
-                out.append(f"    no address: {lk.reason} {detail}".rstrip())
+                # An rcode's detail is the reason itself (SERVFAIL): say it once.
+                if not detail or detail.lower().startswith(lk.reason):
+                    shown = detail or lk.reason
+                else:
+                    shown = f"{lk.reason}: {detail}"
+                out.append(f"    no address: {shown}")
             ttl = {a.address: a.ttl for q in lk.queries for a in q.answers}
             for a in v.addresses:
                 az = f"  {report.eni_zones[a.address]}" if a.address in report.eni_zones else ""

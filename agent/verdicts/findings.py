@@ -301,9 +301,10 @@ def _endpoint_findings(
     )
     if expiring:
         days = (expiring[0][0] - now) / 86400
+        soonest = [a for t, a in expiring if t == expiring[0][0]]
         yield finding(
             "CERT_EXPIRING",
-            f"{host}: certificate at {expiring[0][1]} expires in {days:.1f} days",
+            f"{host}: certificate at {', '.join(soonest)} expires in {days:.1f} days",
             host,
         )
     if ep.dropped_addresses:
