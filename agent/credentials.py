@@ -9,7 +9,9 @@ expiry, keeping the current keys through a failed refresh until 10 minutes
 before, when they are dropped rather than sent stale.
 
 The child's stdout is a pipe to this process only, and nothing read from it
-is logged: an error names the failure, never a value.
+is logged: an error names the failure, never a value.  A provider's own error
+text (a credential_process's stderr, say) is not shown either: only the
+exception class, the provider and the profile (agent.redact).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from typing import Any, NamedTuple
 
 from agent.child import ChildError, ask_child
+from agent.redact import describe_credential_error
 
 log = logging.getLogger("agent.credentials")
 
@@ -40,26 +43,36 @@ class CredentialsError(Exception):
     """The chain found nothing or failed; the message is safe to show."""
 
 
-def _chain() -> Any:
-    """botocore's default chain, or CredentialsError if it finds nothing."""
+def _chain() -> tuple[Any, Any]:
+    """botocore's session and default chain, or CredentialsError if it finds nothing."""
     import botocore.session
 
+    session = botocore.session.Session()
     try:
-        creds = botocore.session.Session().get_credentials()
+        creds = session.get_credentials()
     except Exception as e:
-        raise CredentialsError(f"{type(e).__name__}: {e}"[:200]) from None
+        raise CredentialsError(_describe(e, session)) from None
     if creds is None:
         raise CredentialsError("no credentials in the default chain")
-    return creds
+    return session, creds
+
+
+def _describe(exc: BaseException, session: Any) -> str:
+    """`exc` without its message, which may quote what the provider printed."""
+    try:
+        profile = str(session.profile or "default")
+    except Exception:  # an unreadable config: the exception itself names the file
+        profile = None
+    return describe_credential_error(exc, profile)[:200]
 
 
 def metadata() -> dict[str, Any]:
     """The chain's current credentials in botocore's refresh-metadata shape."""
-    creds = _chain()
+    session, creds = _chain()
     try:
         frozen = creds.get_frozen_credentials()
     except Exception as e:
-        raise CredentialsError(f"{type(e).__name__}: {e}"[:200]) from None
+        raise CredentialsError(_describe(e, session)) from None
     # RefreshableCredentials keeps its expiry here; static keys (even with a
     # session token from the environment) have none and botocore never refreshes them.
     expiry = getattr(creds, "_expiry_time", None)

@@ -143,3 +143,47 @@ def test_a_failure_is_logged_once_and_the_recovery_too(
         "credentials: available again (env)",
     ]
     assert not any(SECRET_KEY in line or ACCESS_KEY in line for line in lines)
+
+
+#: What a failing credential helper prints; botocore puts it in its exception's message.
+HELPER_SECRET = "SECRETLEAK123"
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "aws-config"
+    path.write_text(text)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    return path
+
+
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child"])
+def test_a_failing_credential_process_is_named_without_what_it_printed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    in_child: bool,
+) -> None:
+    """botocore's real chain runs the helper; only class, provider and profile are kept."""
+    helper = f'/bin/sh -c "echo token={HELPER_SECRET} >&2; exit 1"'
+    _config(tmp_path, monkeypatch, f"[default]\ncredential_process = {helper}\n")
+    chain = Credentials("chain", in_child=in_child)
+    with caplog.at_level("DEBUG", logger="agent"):
+        assert chain.frozen() is None
+    assert chain.error == "CredentialRetrievalError (provider custom-process, profile default)"
+    assert not any(HELPER_SECRET in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records] == [f"credentials: {chain.error}"]
+
+
+def test_a_missing_profile_and_a_broken_config_keep_their_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safe fields the user needs to fix the setup stay: the profile, the file."""
+    monkeypatch.setenv("AWS_PROFILE", "prod-readonly")
+    with pytest.raises(CredentialsError, match=r"^ProfileNotFound \(profile prod-readonly\)$"):
+        credentials.metadata()
+    monkeypatch.delenv("AWS_PROFILE")
+    path = _config(tmp_path, monkeypatch, f"[default\naws_secret_access_key = {HELPER_SECRET}\n")
+    with pytest.raises(CredentialsError) as err:
+        credentials.metadata()
+    assert str(err.value).startswith(f"ConfigParseError (path {path}")
+    assert HELPER_SECRET not in str(err.value)

@@ -4,6 +4,8 @@ The simulated instance profile serves distinctive fake credentials; the agent
 really signs with them (the simulated STS sees SigV4 headers), and STS error
 answers are switched on so the error paths render too.  Then every surface is
 searched for the key id, the secret, the session token and any signature.
+A failing `credential_process` is run by botocore's real chain too: what it
+printed must show nowhere either.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc
 from testbed.agent_proc import agent_env
@@ -96,3 +99,51 @@ def test_no_surface_ever_shows_a_credential(tmp_path: Path) -> None:
 
     assert _leaks({"control": f"key={SECRET_KEY[10:30]}"}) == ["secret key in control"]
     assert _leaks(outputs) == []
+
+
+#: What a failing credential helper prints (a token, say); botocore quotes it in its error.
+HELPER_SECRET = "SECRETLEAK123"
+HELPER_ERROR = "CredentialRetrievalError (provider custom-process, profile default)"
+
+
+def test_a_failing_credential_helper_is_named_but_never_quoted(tmp_path: Path) -> None:
+    aws_config = tmp_path / "aws-config"
+    helper = f'/bin/sh -c "echo token={HELPER_SECRET} >&2; exit 1"'
+    aws_config.write_text(f"[default]\ncredential_process = {helper}\n")
+
+    def env(vpc: SimulatedVpc) -> dict[str, str]:
+        return agent_env(vpc, AWS_CONFIG_FILE=str(aws_config))
+
+    def check(live: Any, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent", "check", *args, "--config", str(live.config)],
+            env=env(live.vpc),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    outputs: dict[str, str] = {}
+    with live_agent(tmp_path, env=env, log__level="debug") as live:
+        s = live.wait(
+            lambda s: s.total(REQ_FAILURES, reason="credentials_missing") >= 1,
+            "unsigned calls for want of credentials",
+        )
+        outputs["/metrics"] = live.scrape().text
+        status, outputs["/"] = live.agent.get("/", timeout=10)
+        assert status == 200
+        for args in (["--json"], []):
+            run = check(live, *args)
+            name = "check " + " ".join(args)
+            outputs[f"{name} stdout"] = run.stdout
+            outputs[f"{name} stderr"] = run.stderr
+        live.agent.signal(signal.SIGTERM)
+        live.agent.proc.wait(10)
+        outputs["serve log"] = live.agent.log()
+
+    assert [where for where, text in outputs.items() if HELPER_SECRET in text] == []
+    # The helper really ran and failed, and both the daemon and check said so by name.
+    assert s.total(REQ_FAILURES, reason="credentials_missing") >= 1
+    assert HELPER_ERROR in outputs["serve log"]
+    assert HELPER_ERROR in outputs["check  stderr"]
+    assert json.loads(outputs["check --json stdout"])["endpoints"]
