@@ -12,6 +12,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -275,6 +276,21 @@ def test_missing_credentials_is_an_error(url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     result = confirm_vpc_endpoints(REGION, None, {}, endpoint_url=url)
     assert result.error == "no AWS credentials found for the EC2 API"
+
+
+def test_a_failing_credential_helper_is_named_not_quoted(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """botocore's error quotes the helper's stderr, which may hold a token."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    config = tmp_path / "aws-config"
+    helper = '/bin/sh -c "echo token=SECRETLEAK123 >&2; exit 1"'
+    config.write_text(f"[default]\ncredential_process = {helper}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    result = confirm_vpc_endpoints(REGION, None, {}, endpoint_url=url)
+    assert result.error is not None and "SECRETLEAK123" not in result.error
+    assert result.error.endswith("CredentialRetrievalError (provider custom-process)")
 
 
 @pytest.mark.parametrize("region", ["", "sts.us-east-2", "US-EAST-2", "us-east"])

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.audit.cloudtrail_queries import STS_SOURCE, athena_summary_sql
 from agent.audit.cloudtrail_read import SourceError
+from agent.redact import describe_aws_error
 
 #: The SELECT's columns, by name (rows are read by the names Athena reports).
 ROW_COLUMNS = (
@@ -179,4 +180,4 @@ def summarise_athena(
         message = f"Athena failed: {err.get('Code', '?')} {err.get('Message', '')}"
         report_error(summary, name, message, counted)
     except (BotoCoreError, ValueError) as e:
-        report_error(summary, name, f"Athena failed: {e}", counted)
+        report_error(summary, name, f"Athena failed: {describe_aws_error(e)}", counted)

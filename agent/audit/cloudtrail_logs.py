@@ -25,6 +25,7 @@ from agent.audit.cloudtrail_read import (
     SourceError,
     unwrap,
 )
+from agent.redact import describe_aws_error
 
 FILTER_PATTERN = '"sts.amazonaws.com"'
 DEFAULT_SINCE = "24h"
@@ -90,7 +91,7 @@ def _events(group: str, start_ms: int) -> Iterator[dict[str, Any] | InputProblem
     except ClientError as e:
         raise _client_error(e) from None
     except BotoCoreError as e:
-        raise SourceError(f"FilterLogEvents failed: {e}") from None
+        raise SourceError(f"FilterLogEvents failed: {describe_aws_error(e)}") from None
 
 
 def _decode(message: str, event_id: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.redact import describe_aws_error
+
 SUFFIXES = (".json", ".json.gz")
 CHUNK = 1 << 20  # bytes read per step
 MAX_VALUE = 1 << 20  # characters; one JSON value larger than this is a broken file
@@ -171,7 +173,7 @@ def _s3_sources(url: str) -> Iterator[Source | InputProblem]:
         )
         return
     except BotoCoreError as e:
-        yield InputProblem(url, f"S3 listing failed: {e}")
+        yield InputProblem(url, f"S3 listing failed: {describe_aws_error(e)}")
         return
     if not found:
         yield InputProblem(url, "no .json or .json.gz objects under this prefix")
@@ -402,7 +404,7 @@ def read_records(source: Source) -> Iterator[dict[str, Any]]:
             f"S3 read failed: {err.get('Code', '?')} {err.get('Message', '')}"
         ) from None
     except BotoCoreError as e:
-        raise SourceError(f"S3 read failed: {e}") from None
+        raise SourceError(f"S3 read failed: {describe_aws_error(e)}") from None
     try:
         yield from _records(_Buffer(_text_chunks(raw)))
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
@@ -412,7 +414,7 @@ def read_records(source: Source) -> Iterator[dict[str, Any]]:
     except OSError as e:
         raise SourceError(_os_reason(e)) from None
     except BotoCoreError as e:
-        raise SourceError(f"S3 read failed: {e}") from None
+        raise SourceError(f"S3 read failed: {describe_aws_error(e)}") from None
     finally:
         close = getattr(raw, "close", None)
         if close is not None:

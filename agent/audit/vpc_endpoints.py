@@ -15,6 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.redact import (
+    describe_credential_error,
+    is_credential_error,
+    redact_optional,
+    redact_text,
+)
 from agent.results import Finding
 from agent.verdicts.codes import finding
 
@@ -113,7 +119,8 @@ def _make_client(region: str, endpoint_url: str | None) -> Any:
         session = boto3.session.Session()
         return session.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
     except ValueError as exc:  # botocore rejects a malformed endpoint_url this way
-        raise _AuditError(f"invalid endpoint_url {endpoint_url!r}: {_one_line(exc)}") from exc
+        shown = redact_optional(endpoint_url)
+        raise _AuditError(f"invalid endpoint_url {shown!r}: {_one_line(exc)}") from exc
     except BotoCoreError as exc:  # e.g. a named profile that does not exist
         raise _AuditError(_reason(exc, "creating the EC2 client")) from exc
 
@@ -217,6 +224,8 @@ def _reason(exc: BaseException, doing: str) -> str:
 
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found for the EC2 API"
+    if is_credential_error(exc):  # its message may quote a credential_process's output
+        return f"EC2 {doing} failed: {describe_credential_error(exc)}"
     if isinstance(exc, NoRegionError):
         return "no region for the EC2 API"
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
@@ -227,7 +236,7 @@ def _reason(exc: BaseException, doing: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+    return redact_text(" ".join(str(exc).split()))[:300]
 
 
 def _normal(address: str) -> str:

@@ -42,7 +42,7 @@ from botocore.configprovider import (
 )
 from botocore.loaders import create_loader
 
-from agent.redact import redact_text, redact_url
+from agent.redact import describe_credential_error, is_credential_error, redact_text, redact_url
 from agent.results import SdkView
 
 #: Stable reason identifiers and what each means, for reports and findings.
@@ -280,6 +280,8 @@ def proxy_for(url: str | None, environ: Mapping[str, str]) -> tuple[str | None, 
 
 
 def _one_line(exc: BaseException) -> str:
+    if is_credential_error(exc):  # a config error can quote the config's values
+        return describe_credential_error(exc)
     text = str(exc).strip().splitlines()
     detail = text[0][:200] if text else ""
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
