@@ -1,13 +1,16 @@
 """The `sts-agent` command line: parses arguments and hands off to one command module.
 
 Exit codes are a contract: 0 healthy, 1 findings at warning or worse,
-2 usage or configuration error.
+2 usage or configuration error; 141 when whoever reads stdout stopped reading
+(`| head -1`), the status a tool killed by SIGPIPE has.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +20,8 @@ from agent import config_values as parsers
 from agent.config import FIELDS, ConfigError, Loaded, as_toml_dict, build
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: 128 + SIGPIPE, what `set -o pipefail` scripts get from `cat` or `grep` in the same place.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +170,32 @@ def _audit_cloudtrail(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that closed stdout early ends it quietly, as with `cat`."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # also after --help's SystemExit: what is still buffered fails here, not at exit
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's own flush at exit cannot fail again.
+
+    The recipe of Python's signal docs ("Note on SIGPIPE"); without it, the
+    output still buffered raises a second BrokenPipeError at shutdown.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "config":
