@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from agent.child import ChildError, ask_child
 from agent.config import ca_bundle_problem
+from agent.redact import describe_aws_error
 from agent.results import Resolver, SdkView
 from agent.verdicts.serving import global_serving
 
@@ -91,7 +92,7 @@ def host_sdk_view(
 
             sdk = sdk_view(environ)
     except Exception as e:  # the SDK view is advisory; never let it stop a round
-        sdk = sdk_unknown(str(e)[:200])
+        sdk = sdk_unknown(describe_aws_error(e)[:200])  # botocore's text may quote secrets
     bundle = environ.get("AWS_CA_BUNDLE")
     problem = ca_bundle_problem(bundle) if bundle else None
     if problem:
