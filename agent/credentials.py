@@ -39,6 +39,10 @@ ADVISORY_REFRESH = 15 * 60.0
 MANDATORY_REFRESH = 10 * 60.0
 
 
+#: The chain's error when it ran to the end and found no keys (no setting failed).
+NO_KEYS = "no credentials in the default chain"
+
+
 class CredentialsError(Exception):
     """The chain found nothing or failed; the message is safe to show."""
 
@@ -53,7 +57,7 @@ def _chain() -> tuple[Any, Any]:
     except Exception as e:
         raise CredentialsError(_describe(e, session)) from None
     if creds is None:
-        raise CredentialsError("no credentials in the default chain")
+        raise CredentialsError(NO_KEYS)
     return session, creds
 
 

@@ -9,14 +9,20 @@ from functools import lru_cache
 
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
-    """Every region botocore's bundled endpoint data knows, across partitions."""
-    import botocore.session
+    """Every region botocore's bundled endpoint data knows, across partitions.
 
-    sess = botocore.session.get_session()
+    Read through a bare loader, not a session: a session reads the AWS config for its
+    profile first, and an AWS_PROFILE that names no profile would fail this check of
+    the agent's own settings with botocore's ProfileNotFound.
+    """
+    from botocore.loaders import create_loader
+    from botocore.regions import EndpointResolver
+
+    resolver = EndpointResolver(create_loader().load_data("endpoints"))
     regions: set[str] = set()
-    for partition in sess.get_available_partitions():
-        regions.update(sess.get_available_regions("sts", partition_name=partition))
-        regions.update(sess.get_available_regions("ec2", partition_name=partition))
+    for partition in resolver.get_available_partitions():
+        for service in ("sts", "ec2"):
+            regions.update(resolver.get_available_endpoints(service, partition))
     return frozenset(regions)
 
 

@@ -327,6 +327,8 @@ class Report:
     regions: tuple[str, ...] = ()
     #: Why no resolver could be read (resolv.conf missing, say); None when they were.
     resolver_error: str | None = None
+    #: Why the credential chain gave no keys, in words safe to show; None when it did.
+    credentials_error: str | None = None
     #: The host audits, once agent.audit.host has run the ones that are on.
     audit: HostAuditResult | None = None
     #: ENI address -> its Availability Zone, only as learned from zonal vpce DNS names or EC2.

@@ -115,6 +115,7 @@ def run_round(
         endpoints=tuple(reports),
         regions=disc.regions,
         resolver_error=disc.resolver_error,
+        credentials_error=prober.credentials.error if creds is None else None,
         eni_zones=disc.eni_zones,
         vpce_enis=disc.vpce_enis,
     )

@@ -440,6 +440,25 @@ def test_static_credentials_sign_too(tmp_path: Path, sts: Sts, healthy_dns: Dnsm
     no_secrets(run)
 
 
+def test_a_profile_that_does_not_exist_is_named_not_blamed_on_the_instance(
+    tmp_path: Path, sts: Sts, healthy_dns: Dnsmasq
+) -> None:
+    """Keys in the environment, but AWS_PROFILE names no profile: botocore's chain stops at
+    the profile (boto3 fails too), so the finding says so instead of "attach a profile"."""
+    cfg = config(tmp_path, sts, healthy_dns, None, regions=[REGION], vpc_cidrs=[VPC_CIDR])
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[default]\nregion = us-east-2\n")
+    env = environment(None, **STATIC_CREDS, AWS_PROFILE="nosuch", AWS_CONFIG_FILE=str(aws_config))
+    run = check(cfg, env)
+    assert run.code == 1, run.stdout + run.stderr
+    missing = [f for f in run.doc["findings"] if f["code"] == "CREDENTIALS_MISSING"]
+    assert {f["endpoint"] for f in missing} == {REGIONAL, GLOBAL}
+    for f in missing:
+        assert "ProfileNotFound" in f["message"] and "nosuch" in f["message"], f
+        assert "AWS_PROFILE" in f["advice"] and "instance profile" not in f["advice"], f
+    no_secrets(run)
+
+
 # -- exit code 2 ---------------------------------------------------------------------------------
 def test_configuration_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     bad_region = tmp_path / "region.toml"

@@ -27,6 +27,12 @@ IMDS_REFUSED_ADVICE = (
     "(HttpEndpoint enabled, HttpTokens) and that no proxy or firewall rule stands between; "
     "otherwise configure regions and vpc_cidrs, or set imds.enabled = false."
 )
+#: CREDENTIALS_MISSING's advice when the chain failed on a setting, not for want of keys.
+CHAIN_FAILED_ADVICE = (
+    "The credential chain stopped at a setting before it reached any keys: fix what it "
+    "names (AWS_PROFILE, the AWS config or credentials file, source_profile, "
+    "credential_process). boto3 with this environment fails the same way."
+)
 #: Advice when audited processes, not the agent's own environment, call the global name.
 PROCESS_GLOBAL_ADVICE = (
     "Give them AWS_DEFAULT_REGION and AWS_STS_REGIONAL_ENDPOINTS=regional (or a "

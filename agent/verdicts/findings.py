@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 from agent.addresses import blocks
 from agent.config import Settings
+from agent.credentials import NO_KEYS
 from agent.results import DnsLookup, EndpointReport, Finding, Report, SdkView, StsReason
 from agent.targets import answered, watched_endpoints
-from agent.verdicts.codes import IMDS_REFUSED_ADVICE, SERVED_HERE_NOTE, finding
+from agent.verdicts.codes import CHAIN_FAILED_ADVICE, IMDS_REFUSED_ADVICE, SERVED_HERE_NOTE, finding
 from agent.verdicts.serving import cross_region, served_text
 from agent.verdicts.zones import az_label, local_az_eni, zones_of
 
@@ -196,7 +197,11 @@ def _pin_finding(ep: EndpointReport) -> Finding:
 
 
 def _endpoint_findings(
-    ep: EndpointReport, settings: Settings, now: float, host_region: str | None = None
+    ep: EndpointReport,
+    settings: Settings,
+    now: float,
+    host_region: str | None = None,
+    chain_error: str | None = None,
 ) -> Iterator[Finding]:
     host = ep.endpoint.hostname
     expected = ep.endpoint.expected
@@ -265,10 +270,14 @@ def _endpoint_findings(
     mismatch = [p for p in failed if p.reason == "tls_hostname_mismatch"]
     other = [p for p in failed if p.reason not in ("credentials_missing", "tls_hostname_mismatch")]
     if missing:
+        why = f" ({chain_error})" if chain_error else ""
         yield finding(
             "CREDENTIALS_MISSING",
-            f"no AWS credentials: calls to {host} were sent unsigned (transport measured only)",
+            f"no AWS credentials{why}: calls to {host} were sent unsigned (transport "
+            "measured only)",
             host,
+            # Not "attach an instance profile" when a setting broke the chain before it.
+            advice=CHAIN_FAILED_ADVICE if chain_error and chain_error != NO_KEYS else None,
         )
     if mismatch:
         yield finding(
@@ -450,7 +459,7 @@ def evaluate(report: Report, settings: Settings, now: float | None = None) -> tu
         )
     out.extend(_first_resolver_silent(report))
     for ep in report.endpoints:
-        out.extend(_endpoint_findings(ep, settings, now, own_region))
+        out.extend(_endpoint_findings(ep, settings, now, own_region, report.credentials_error))
     out.extend(zone_findings(report))
     return tuple(out)
 
