@@ -154,19 +154,19 @@ def test_fleet_alerts_are_scoped_and_record_names_follow_the_convention() -> Non
 def test_threshold_override_per_vpc(tmp_path: Path) -> None:
     """The documented convention: a rule with a vpc_id label overrides the default for it.
 
-    Both VPCs have one host in four off the path (25 %); the override of 50 %
+    Both VPCs have two hosts in eight off the path (25 %); the override of 50 %
     keeps vpc-tolerant quiet, vpc-default still alerts on the 10 % default.
     """
     threshold = "fleet:sts_agent_off_path_threshold:ratio"
     override = {"record": threshold, "expr": "vector(0.5)", "labels": {"vpc_id": "vpc-tolerant"}}
     series = []
     for vpc in ("vpc-default", "vpc-tolerant"):
-        for i in range(4):
+        for i in range(8):
             host = f'job="sts-agent", instance="{vpc}-{i}"'
             met = "sts_agent_endpoint_expectation_met"
             series += [
                 {"series": f'sts_agent_host_info{{{host}, vpc_id="{vpc}"}}', "values": "1x30"},
-                {"series": f'{met}{{{host}, endpoint="{REGIONAL}"}}', "values": f"{int(i > 0)}x30"},
+                {"series": f'{met}{{{host}, endpoint="{REGIONAL}"}}', "values": f"{int(i > 1)}x30"},
             ]
     firing = 'ALERTS{alertname="StsFleetOffDesignedPath", alertstate="firing"}'
     test = {
@@ -251,6 +251,8 @@ def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
         "StsProbeFailing",
         "StsSdkCaBundleUnusable",
         "StsSdkGlobalServedInUsEast1",
+        "StsEndpointUnreachable",
+        "StsEndpointUnresolved",
     }
     for rule in doc["inhibit_rules"]:
         for source in matcher_names(rule["source_matchers"]):
