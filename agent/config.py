@@ -117,7 +117,7 @@ FIELDS: tuple[Field, ...] = (
     Field("credentials", parsers.choice("chain", "none"), "chain or none (unsigned)"),
     Field("ca_bundle", parsers.optional_path, "CA bundle for STS TLS (default AWS_CA_BUNDLE)"),
     Field("vpc_cidrs", parsers.listing(parsers.cidr), "this VPC's CIDRs (default: from IMDS)"),
-    Field("resolvers", parsers.listing(parsers.resolver), "'system' or address[:port] list"),
+    Field("resolvers", parsers.resolvers, "'system' or address[:port] list"),
     Field("resolv_conf", parsers.text, "resolv.conf to read for 'system'"),
     Field("hosts_file", parsers.optional_path, "hosts file checked for pinned STS names"),
     Field("nsswitch_conf", parsers.text, "says whether the hosts file precedes DNS"),

@@ -131,6 +131,14 @@ def resolver(v: Any) -> str:
     return s
 
 
+def resolvers(v: Any) -> tuple[str, ...]:
+    """A non-empty resolver list: an empty one would ask nobody and still report healthy."""
+    out: tuple[str, ...] = listing(resolver)(v)
+    if not out:
+        raise ValueError("must not be empty; omit it to use the system's resolvers ('system')")
+    return out
+
+
 def imds_address(v: Any) -> str:
     s = text(v)
     _problem_of(lambda: addresses.parse_service(s, "imds.address", 80))

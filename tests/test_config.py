@@ -142,6 +142,20 @@ CASES = (
         "resolvers",
         ("'10.0.0.2:99999'", "65535"),
     ),
+    # An empty list asked no resolver at all, and every check then passed (exit 0).
+    Case(
+        "resolvers_empty",
+        "resolvers = []\n",
+        "resolvers",
+        ("must not be empty", "omit it", "'system'", "got []", "{path}"),
+    ),
+    Case(
+        "resolvers_empty_in_environment",
+        "interval = 30\n",
+        "resolvers",
+        ("must not be empty", "omit it", "got ''", "environment STS_AGENT_RESOLVERS"),
+        env={"STS_AGENT_RESOLVERS": ""},
+    ),
     Case(
         "resolver_not_an_ip",
         'resolvers = ["not-an-ip"]\n',
@@ -302,6 +316,7 @@ def test_build_raises_config_error_naming_the_field(case: Case, tmp_path: Path) 
         ("--regions", "us-eest-2", "regions"),
         ("--web.listen-address", "localhost", "web.listen_address"),
         ("--expect", "regional", "expect"),
+        ("--resolvers", "", "resolvers"),
     ],
 )
 def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: str) -> None:

@@ -167,6 +167,20 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 0.0
 
 
+def test_sighup_to_an_empty_resolver_list_keeps_the_running_config(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    """`resolvers = []` asks nobody; taken on reload, every later round would look at nothing."""
+    with serving(vpc, tmp_path) as (agent, cfg):
+        vpc_config(vpc, cfg, agent.port, resolvers=[])
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
+        assert "resolvers: must not be empty" in agent.log() and agent.proc.poll() is None
+        rounds = agent.value("sts_agent_rounds_total") or 0
+        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
+
+
 def test_sighup_with_a_ca_bundle_openssl_refuses_keeps_the_running_config(
     vpc: SimulatedVpc, tmp_path: Path
 ) -> None:
