@@ -338,7 +338,8 @@ def build(
     if settings.imds_enabled and metadata_disabled(environ):
         settings = replace(settings, imds_enabled=False)
         sources["imds.enabled"] = f"environment {METADATA_DISABLED}=true"
-    if "imds.address" not in sources:
+    if "imds.address" not in sources and settings.imds_enabled:
+        # Only when IMDS is asked: botocore too ignores its endpoint once IMDS is off.
         derived = _imds_address_from_env(environ)
         if derived is not None:
             settings = replace(settings, imds_address=derived[0])
@@ -355,14 +356,18 @@ def _imds_address_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None
     var = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
     url = environ.get(var, "").strip()
     if url:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        try:
+        try:  # urlsplit itself raises on an unclosed bracket, .port on a port past 65535
+            parts = urlsplit(url if "://" in url else f"http://{url}")
             host, port = parts.hostname, parts.port
+            if not host:
+                raise ValueError(url)
+            address = join_host_port(host, port) if port else bracketed(host)
+            parsers.imds_address(address)  # "not a url" has a hostname, but names no host
         except ValueError:
-            host = None
-        if not host:
-            raise ConfigError("imds.address", url, "is not a URL like http://[fd00:ec2::254]", var)
-        return (join_host_port(host, port) if port else bracketed(host)), var
+            raise ConfigError(
+                "imds.address", url, "is not a URL like http://[fd00:ec2::254]", var
+            ) from None
+        return address, var
     if environ.get(f"{var}_MODE", "").strip().lower() == "ipv6":
         return "fd00:ec2::254", f"{var}_MODE=IPv6"
     return None

@@ -194,6 +194,26 @@ CASES = (
         ("'abc'", "STS_AGENT_INTERVAL"),
         env={"STS_AGENT_INTERVAL": "abc"},
     ),
+    Case(
+        "imds_endpoint_variable_unclosed_bracket",
+        "interval = 30\n",
+        "imds.address",
+        ("is not a URL", "'http://[fd00:ec2::254'", "AWS_EC2_METADATA_SERVICE_ENDPOINT"),
+        env={
+            "AWS_EC2_METADATA_DISABLED": "false",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://[fd00:ec2::254",
+        },
+    ),
+    Case(
+        "imds_endpoint_variable_not_a_url",
+        "interval = 30\n",
+        "imds.address",
+        ("is not a URL", "'not a url'", "AWS_EC2_METADATA_SERVICE_ENDPOINT"),
+        env={
+            "AWS_EC2_METADATA_DISABLED": "false",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": "not a url",
+        },
+    ),
     Case("missing_file", "", "config", ("{path}", "not found"), kind="missing"),
     Case("directory", "", "config", ("{path}", "directory"), kind="dir"),
     Case(
@@ -557,11 +577,43 @@ def test_imds_address_follows_botocores_variables(
     assert build(file=str(cfg), environ=environ).settings.imds_address == "10.0.0.9"
 
 
-def test_a_bad_imds_endpoint_variable_is_one_line_naming_it() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:99999",
+        "http://169.254.169.254:99999",
+        "http://[fd00:ec2::254",  # urlsplit raised ValueError: a traceback from every command
+        "not a url",  # had a "hostname", then http.client.InvalidURL in every round
+        "http://bad_name!",
+    ],
+)
+def test_a_bad_imds_endpoint_variable_is_one_line_naming_it(url: str) -> None:
     with pytest.raises(ConfigError) as err:
-        build(environ={"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://:99999"})
+        build(environ={"AWS_EC2_METADATA_SERVICE_ENDPOINT": url})
     assert err.value.field_path == "imds.address"
-    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT" in str(err.value) and "\n" not in str(err.value)
+    line = str(err.value)
+    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT" in line and repr(url) in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("environ", "file"),
+    [
+        ({"AWS_EC2_METADATA_DISABLED": "true"}, ""),
+        ({"STS_AGENT_IMDS_ENABLED": "false"}, ""),
+        ({}, "[imds]\nenabled = false\n"),
+    ],
+)
+def test_the_imds_endpoint_variable_does_not_matter_with_imds_off(
+    environ: dict[str, str], file: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(file)
+    for url in ("http://[fd00:ec2::254", "not a url"):
+        env = {**environ, "AWS_EC2_METADATA_SERVICE_ENDPOINT": url}
+        loaded = build(file=str(cfg), environ=env)
+        assert loaded.settings.imds_enabled is False
+        assert loaded.settings.imds_address == "169.254.169.254"
+        assert "imds.address" not in loaded.sources
 
 
 def test_config_check_json_shows_values_and_sources(tmp_path: Path) -> None:
