@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -71,6 +72,11 @@ def split_host_port(
     """
     value = text.strip()
     forms = _forms(default_port is None, empty_host)
+    if "://" in value:
+        # Else `http://169.254.169.254` reads as host "http" and port "//169…": "bad port".
+        raise AddressError(
+            field, text, f"a URL was given where {forms} is expected{_as_host(value)}"
+        )
     port_text: str | None = None
     if value.startswith("["):
         host, closed, rest = value[1:].partition("]")
@@ -121,6 +127,18 @@ def parse_listen(text: str, field: str, *, port_zero: bool = False) -> tuple[str
     if host and host != "localhost" and not is_ip(host):
         raise AddressError(field, text, "the host must be an IP address, localhost, or empty")
     return host, port
+
+
+def _as_host(url: str) -> str:
+    """How to write `url`'s host and port instead, as advice; "" when it names none."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    return f" (write {join_host_port(host, port) if port else bracketed(host)!r})"
 
 
 def _is_ipv6(text: str) -> bool:

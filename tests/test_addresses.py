@@ -51,6 +51,10 @@ def test_split_with_a_default_port(text: str, expected: tuple[str, int]) -> None
         ("", "host is empty"),
         (":::80", "brackets"),
         ("1:2:3", "brackets"),
+        # Read as host "http", port "//169.254.169.254": "the port must be between 1 and 65535".
+        ("http://169.254.169.254", "a URL was given where HOST, HOST:PORT or [v6]:PORT"),
+        ("http://[fd00:ec2::254]:80/", "(write '[fd00:ec2::254]:80')"),
+        ("udp://10.0.0.2", "(write '10.0.0.2')"),
     ],
 )
 def test_split_refuses_naming_field_and_value_on_one_line(text: str, problem: str) -> None:

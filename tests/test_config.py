@@ -214,6 +214,13 @@ CASES = (
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": "not a url",
         },
     ),
+    Case(
+        "imds_address_given_as_a_url",
+        "interval = 30\n",
+        "imds.address",
+        ("a URL was given where HOST, HOST:PORT", "(write '169.254.169.254')", "STS_AGENT_IMDS"),
+        env={"STS_AGENT_IMDS_ADDRESS": "http://169.254.169.254"},
+    ),
     Case("missing_file", "", "config", ("{path}", "not found"), kind="missing"),
     Case("directory", "", "config", ("{path}", "directory"), kind="dir"),
     Case(
