@@ -33,15 +33,21 @@ def boolean(v: Any) -> bool:
 
 
 def positive(kind: type) -> Callable[[Any], Any]:
+    """A number above 0.  For int, a TOML float is refused as int("443.5") refuses text:
+    int(443.5) would silently truncate, so the file and the environment would disagree."""
+    what = "whole number" if kind is int else kind.__name__
+
     def parse(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int | float | str):
-            raise ValueError(f"must be a positive {kind.__name__}")
+            raise ValueError(f"must be a positive {what}")
+        if kind is int and isinstance(v, float):
+            raise ValueError(f"must be a positive {what}")
         try:
             n = kind(v)
         except ValueError:
-            raise ValueError(f"must be a positive {kind.__name__}") from None
+            raise ValueError(f"must be a positive {what}") from None
         if not math.isfinite(n) or n <= 0:  # NaN passes `n <= 0`, and probes in a tight loop
-            raise ValueError(f"must be a positive {kind.__name__}")
+            raise ValueError(f"must be a positive {what}")
         return n
 
     return parse

@@ -116,6 +116,15 @@ CASES = (
         ("less than interval", "10.0"),
     ),
     Case("port_out_of_range", "port = 70000\n", "port", ("70000", "65535")),
+    # int(443.5) is 443: the file's fraction was dropped while the environment's was refused.
+    Case("port_with_a_fraction", "port = 443.5\n", "port", ("got 443.5", "whole number")),
+    Case("port_as_a_float", "port = 443.0\n", "port", ("got 443.0", "whole number")),
+    Case(
+        "max_addresses_with_a_fraction",
+        "max_addresses_per_endpoint = 2.5\n",
+        "max_addresses_per_endpoint",
+        ("got 2.5", "whole number"),
+    ),
     Case(
         "expect_value_typo",
         '[expect]\nregional = "privat"\n',
@@ -344,6 +353,7 @@ def test_build_raises_config_error_naming_the_field(case: Case, tmp_path: Path) 
         ("--web.listen-address", "localhost", "web.listen_address"),
         ("--expect", "regional", "expect"),
         ("--resolvers", "", "resolvers"),
+        ("--port", "443.5", "port"),
     ],
 )
 def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: str) -> None:
@@ -353,6 +363,25 @@ def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: st
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"{PREFIX}{field_name}: ")
     assert repr(value) in lines[0] and f"flag {flag}" in lines[0]
+
+
+@pytest.mark.parametrize("field", ["port", "max_addresses_per_endpoint"])
+@pytest.mark.parametrize("value", [443.5, 443.0])
+def test_an_integer_field_refuses_a_fraction_from_every_source(
+    field: str, value: float, tmp_path: Path
+) -> None:
+    """File, environment and flag agree: a float is never an int, truncated or not."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"{field} = {value!r}\n")
+    env = {"STS_AGENT_" + field.upper(): str(value)}
+    for file, environ, flags in (
+        (str(cfg), {}, {}),
+        (None, env, {}),
+        (None, {}, {field: str(value)}),
+    ):
+        with pytest.raises(ConfigError) as err:
+            build(file=file, environ=environ, flags=flags)
+        assert err.value.field_path == field and "whole number" in err.value.problem
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "1e10"])
