@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent import __version__
@@ -31,12 +31,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"sts-agent: error: {message} (see --help)\n")
 
 
-def _seconds(text: str) -> float:
+def _held_to(parse: Callable[[str], float]) -> Callable[[str], float]:
     """argparse type for a duration flag, held to the settings' own rule."""
-    try:
-        return parsers.seconds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
+
+    def check(text: str) -> float:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
+
+    return check
+
+
+_seconds = _held_to(parsers.seconds)
+_interval = _held_to(parsers.interval)
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -74,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where the demo serves /metrics and the status page",
     )
-    d.add_argument("--interval", type=_seconds, default=5.0, help="seconds between rounds")
+    d.add_argument("--interval", type=_interval, default=5.0, help="seconds between rounds")
     d.add_argument(
         "--scenario",
         choices=("healthy", "private-dns-off", "global-sdk"),

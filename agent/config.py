@@ -111,8 +111,8 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("regions", parsers.listing(parsers.region), "regions to watch (default: discovered)"),
-    Field("interval", parsers.seconds, "seconds between probe rounds"),
-    Field("timeout", parsers.seconds, "per-probe timeout in seconds"),
+    Field("interval", parsers.interval, "seconds between probe rounds"),
+    Field("timeout", parsers.timeout, "per-probe timeout in seconds"),
     Field("port", parsers.port, "STS TCP port"),
     Field("credentials", parsers.choice("chain", "none"), "chain or none (unsigned)"),
     Field("ca_bundle", parsers.optional_path, "CA bundle for STS TLS (default AWS_CA_BUNDLE)"),

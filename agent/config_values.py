@@ -65,6 +65,29 @@ def seconds(v: Any) -> float:
     return n
 
 
+#: The shortest timeout: below it no DNS answer or TLS handshake arrives, and each round is
+#: only failures.  The shortest interval is twice that, so a timeout left unset, which shrinks
+#: to interval / 2, is never below the shortest timeout.
+LEAST_TIMEOUT = 0.1
+LEAST_INTERVAL = 2 * LEAST_TIMEOUT
+
+
+def _at_least(least: float) -> Callable[[Any], float]:
+    def parse(v: Any) -> float:
+        n = seconds(v)
+        if n < least:
+            raise ValueError(f"must be at least {least:g} seconds")
+        return n
+
+    return parse
+
+
+#: Seconds between rounds: 1e-9 passed `positive` and probed STS in a busy loop.
+interval = _at_least(LEAST_INTERVAL)
+#: Seconds per probe; 5e-10 (half of such an interval) timed every probe out at once.
+timeout = _at_least(LEAST_TIMEOUT)
+
+
 def port(v: Any) -> int:
     n = positive(int)(v)
     if n > 65535:

@@ -11,7 +11,7 @@ numbers at the end, both taken with the faults cleared and a few clean rounds
 run, so the two samples see the same steady state.
 
     python bench/soak.py                      # about four minutes at 0.2 s rounds
-    python bench/soak.py --seconds 60 --interval 0.1
+    python bench/soak.py --seconds 60 --interval 0.2
 """
 
 from __future__ import annotations

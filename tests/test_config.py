@@ -89,6 +89,14 @@ CASES = (
     Case("interval_nan", "interval = nan\n", "interval", ("nan", "positive")),
     Case("interval_inf", "interval = inf\n", "interval", ("inf", "positive")),
     Case("interval_past_a_day", "interval = 1e10\n", "interval", ("86400", "seconds")),
+    # 1e-9 was taken: rounds in a busy loop, each probe timing out after 5e-10 s.
+    Case("interval_too_short", "interval = 1e-9\n", "interval", ("at least 0.2 seconds", "1e-09")),
+    Case(
+        "timeout_too_short",
+        "timeout = 0.05\n",
+        "timeout",
+        ("at least 0.1 seconds", "0.05"),
+    ),
     Case("timeout_nan", "timeout = nan\n", "timeout", ("nan", "positive")),
     Case("imds_timeout_inf", "[imds]\ntimeout = inf\n", "imds.timeout", ("inf", "positive")),
     Case("probe_rate_nan", "[web]\nprobe_rate = nan\n", "web.probe_rate", ("nan", "positive")),
@@ -384,7 +392,7 @@ def test_an_integer_field_refuses_a_fraction_from_every_source(
         assert err.value.field_path == field and "whole number" in err.value.problem
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "0", "1e10"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "1e10", "1e-9"])
 def test_demo_interval_follows_the_settings_rule(value: str) -> None:
     """The demo's own --interval is not a settings flag, yet a NaN there loops as fast."""
     proc = run_cli("demo", "--once", f"--interval={value}", env=agent_env(None))
@@ -524,6 +532,15 @@ def test_web_config_flag_is_checked_by_serve(tmp_path: Path) -> None:
 
 
 # --- precedence and the effective settings -------------------------------------------
+
+
+def test_the_shortest_interval_leaves_room_for_the_shortest_timeout() -> None:
+    """An unset timeout shrinks to interval / 2, which must itself pass the timeout's floor."""
+    s = build(environ={}, flags={"interval": "0.2"}).settings
+    assert (s.interval, s.timeout) == (0.2, 0.1)
+    with pytest.raises(ConfigError) as err:
+        build(environ={}, flags={"interval": "0.19"})
+    assert err.value.field_path == "interval" and "at least 0.2 seconds" in str(err.value)
 
 
 def test_flag_beats_environment_beats_file_beats_default(

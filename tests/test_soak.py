@@ -18,7 +18,7 @@ import pytest
 from testbed import ROOT
 
 ROUNDS = 150
-INTERVAL = 0.15
+INTERVAL = 0.2  # the shortest interval the settings take (0.2 s)
 FD_TOLERANCE = 3
 THREAD_TOLERANCE = 3
 RSS_BOUND = 50 * 2**20
