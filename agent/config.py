@@ -123,7 +123,7 @@ FIELDS: tuple[Field, ...] = (
     Field("nsswitch_conf", parsers.text, "says whether the hosts file precedes DNS"),
     Field(
         "max_addresses_per_endpoint",
-        parsers.positive(int),
+        parsers.address_cap,
         "cap on probed addresses (and label values) per endpoint",
     ),
     Field("endpoints.regional", parsers.boolean, "watch sts.<region>.amazonaws.com"),

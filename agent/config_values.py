@@ -95,6 +95,22 @@ def port(v: Any) -> int:
     return int(n)
 
 
+#: The most addresses probed (and exported as `address` label values) per endpoint.  An
+#: interface endpoint has an ENI per AZ, each with an IPv4 and perhaps an IPv6 address, so
+#: 64 holds any real one; past it the cap no longer bounds cardinality.
+MOST_ADDRESSES = 64
+
+
+def address_cap(v: Any) -> int:
+    n = int(positive(int)(v))
+    if n > MOST_ADDRESSES:
+        raise ValueError(
+            f"must be at most {MOST_ADDRESSES}: each address adds series per endpoint, "
+            "and this cap is what bounds them"
+        )
+    return n
+
+
 def choice(*allowed: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         if not isinstance(v, str) or v.lower() not in allowed:

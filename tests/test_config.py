@@ -133,6 +133,13 @@ CASES = (
         "max_addresses_per_endpoint",
         ("got 2.5", "whole number"),
     ),
+    # A cap of 1e11 is no cap: the address label could take every answer DNS gives.
+    Case(
+        "max_addresses_past_the_bound",
+        "max_addresses_per_endpoint = 100000000000\n",
+        "max_addresses_per_endpoint",
+        ("must be at most 64", "bounds", "100000000000"),
+    ),
     Case(
         "expect_value_typo",
         '[expect]\nregional = "privat"\n',
@@ -532,6 +539,13 @@ def test_web_config_flag_is_checked_by_serve(tmp_path: Path) -> None:
 
 
 # --- precedence and the effective settings -------------------------------------------
+
+
+def test_the_address_cap_takes_64_and_no_more() -> None:
+    cap = build(environ={}, flags={"max_addresses_per_endpoint": "64"})
+    assert cap.settings.max_addresses_per_endpoint == 64
+    with pytest.raises(ConfigError, match="at most 64"):
+        build(environ={}, flags={"max_addresses_per_endpoint": "65"})
 
 
 def test_the_shortest_interval_leaves_room_for_the_shortest_timeout() -> None:
