@@ -205,22 +205,28 @@ def _problem_of(parse: Callable[[], object]) -> None:
 
 
 def expect(v: Any) -> tuple[tuple[str, str], ...]:
+    """Endpoint kind or hostname -> path.  A key given twice is refused, not last-one-wins:
+    `regional=vpce,regional=public` would otherwise check only the second."""
+    pairs: list[tuple[Any, Any]] = []
     if isinstance(v, str):
-        pairs: dict[str, Any] = {}
         for part in (p.strip() for p in v.split(",") if p.strip()):
             k, sep, val = part.partition("=")
             if not sep:
                 raise ValueError("must be key=path pairs such as regional=vpce")
-            pairs[k.strip()] = val.strip()
-        v = pairs
-    if not isinstance(v, Mapping):
+            pairs.append((k.strip(), val.strip()))
+    elif isinstance(v, Mapping):
+        pairs = list(v.items())
+    else:
         raise ValueError("must be a table of endpoint = path")
-    out = []
-    for k, val in v.items():
+    out: dict[str, str] = {}
+    for k, val in pairs:
         if not isinstance(val, str) or val.lower() not in EXPECT_VALUES:
             raise ValueError(f"{k} = {val!r} is not one of {', '.join(EXPECT_VALUES)}")
-        out.append((_expect_key(k), val.lower()))
-    return tuple(out)
+        key = _expect_key(k)  # hostnames compare lower-cased, without a trailing dot
+        if key in out:
+            raise ValueError(f"{key!r} is given twice")
+        out[key] = val.lower()
+    return tuple(out.items())
 
 
 def _expect_key(k: str) -> str:

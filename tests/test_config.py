@@ -154,6 +154,22 @@ CASES = (
         ("holds no PEM certificate", "pyproject.toml"),
     ),
     Case("ca_bundle_not_a_file", 'ca_bundle = "/dev/null"\n', "ca_bundle", ("not a regular file",)),
+    # The last one silently won, so only one of the two expectations was checked.
+    Case(
+        "expect_key_twice_in_environment",
+        "interval = 30\n",
+        "expect",
+        ("'regional' is given twice", "STS_AGENT_EXPECT"),
+        env={"STS_AGENT_EXPECT": "regional=vpce,regional=public"},
+    ),
+    # TOML sees two keys; they name one host once lower-cased and without the root dot.
+    Case(
+        "expect_host_twice_in_another_spelling",
+        '[expect]\n"STS.us-east-2.amazonaws.com" = "vpce"\n'
+        '"sts.us-east-2.amazonaws.com." = "public"\n',
+        "expect",
+        ("'sts.us-east-2.amazonaws.com' is given twice",),
+    ),
     Case(
         "expect_key_neither_kind_nor_host",
         '[expect]\nfoo = "vpce"\n',
@@ -369,6 +385,7 @@ def test_build_raises_config_error_naming_the_field(case: Case, tmp_path: Path) 
         ("--expect", "regional", "expect"),
         ("--resolvers", "", "resolvers"),
         ("--port", "443.5", "port"),
+        ("--expect", "global=public,global=any", "expect"),
     ],
 )
 def test_bad_flag_names_the_flag_and_value(flag: str, value: str, field_name: str) -> None:
