@@ -309,9 +309,7 @@ def build(
             try:
                 values[f.attr] = f.parse(raw)
             except ValueError as e:
-                # Name the variable or flag the user actually typed, not only the field.
-                where = {"environment": f"environment {f.env}", "flag": f"flag {f.flag}"}
-                raise ConfigError(path, raw, str(e), where.get(source, source)) from None
+                raise ConfigError(path, raw, str(e), _typed(f, source)) from None
             sources[path] = source
     settings = replace(Settings(), **values)
     if "timeout" not in sources and settings.timeout >= settings.interval / 2:
@@ -320,8 +318,14 @@ def build(
         settings = replace(settings, timeout=settings.interval / 2)
         sources["timeout"] = "default, shrunk to interval / 2"
     if settings.timeout >= settings.interval:
-        src = sources.get("timeout") or sources.get("interval") or "defaults"
-        raise ConfigError("timeout", settings.timeout, "must be less than interval", src)
+        # Both sides: the interval may come from elsewhere than the timeout (env over file).
+        by = _typed(_BY_PATH["interval"], sources.get("interval", "default"))
+        raise ConfigError(
+            "timeout",
+            settings.timeout,
+            f"must be less than interval, which is {settings.interval!r} (from {by})",
+            _typed(_BY_PATH["timeout"], sources.get("timeout", "default")),
+        )
     if settings.ca_bundle:
         problem = ca_bundle_problem(settings.ca_bundle)
         if problem:
@@ -345,6 +349,12 @@ def build(
             settings = replace(settings, imds_address=derived[0])
             sources["imds.address"] = f"environment {derived[1]}"
     return Loaded(settings, sources)
+
+
+def _typed(f: Field, source: str) -> str:
+    """Where a value came from, naming the variable or flag the user actually typed."""
+    where = {"environment": f"environment {f.env}", "flag": f"flag {f.flag}"}
+    return where.get(source, source)
 
 
 def _imds_address_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:

@@ -123,6 +123,17 @@ CASES = (
         "timeout",
         ("less than interval", "10.0"),
     ),
+    # Named only the timeout's file, though the interval it was measured against came from env.
+    Case(
+        "timeout_not_below_an_interval_from_elsewhere",
+        "timeout = 8\n",
+        "timeout",
+        (
+            "must be less than interval, which is 4.0 (from environment STS_AGENT_INTERVAL)",
+            "got 8.0 (from {path})",
+        ),
+        env={"STS_AGENT_INTERVAL": "4"},
+    ),
     Case("port_out_of_range", "port = 70000\n", "port", ("70000", "65535")),
     # int(443.5) is 443: the file's fraction was dropped while the environment's was refused.
     Case("port_with_a_fraction", "port = 443.5\n", "port", ("got 443.5", "whole number")),
