@@ -28,6 +28,10 @@ DEFAULT_PORT = 9472
 ENV_PREFIX = "STS_AGENT_"
 
 
+#: user:password@ in a URL: kept out of error messages, which reach the journal.
+_USERINFO = re.compile(r"(://)[^/@\s'\"]*@")
+
+
 class ConfigError(ValueError):
     """A setting is wrong.  str() is the one line shown to the user."""
 
@@ -37,7 +41,11 @@ class ConfigError(ValueError):
         self.problem = problem
         self.source = source
         where = f" (from {source})" if source else ""
-        super().__init__(f"{field_path}: {problem}, got {value!r}{where}")
+        # A setting under the wrong name may still be a secret (a proxy URL with its
+        # password, say): an unknown one is not echoed, a known one loses URL user info.
+        shown = _USERINFO.sub(r"\1***@", repr(value))
+        got = "" if problem.startswith("unknown setting") else f", got {shown}"
+        super().__init__(f"{field_path}: {problem}{got}{where}")
 
 
 @dataclass(frozen=True)

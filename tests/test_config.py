@@ -63,13 +63,13 @@ CASES = (
         "unknown_top_level_key",
         "intervall = 5\n",
         "intervall",
-        ("unknown setting", "did you mean 'interval'?", "5"),
+        ("unknown setting", "did you mean 'interval'?"),
     ),
     Case(
         "unknown_key_in_table",
         '[imds]\nadress = "10.1.2.3"\n',
         "imds.adress",
-        ("unknown setting", "did you mean 'imds.address'?", "'10.1.2.3'"),
+        ("unknown setting", "did you mean 'imds.address'?"),
     ),
     Case(
         "misspelt_table",
@@ -768,3 +768,17 @@ def test_imds_stays_on_unless_botocore_is_told_true() -> None:
     loaded = build(environ={"AWS_EC2_METADATA_DISABLED": "false"})
     assert loaded.settings.imds_enabled is True
     assert "imds.enabled" not in loaded.sources
+
+
+def test_a_secret_under_a_wrong_name_or_in_a_url_is_not_echoed(tmp_path: Path) -> None:
+    """A config error reaches the journal: an unknown key's value is left out, and a URL's
+    user info is masked, while the field, the value's shape and the file are still named."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('HTTPS_PROXY = "http://proxyuser:Pr0xyS3cret@proxy.corp:3128"\n')
+    with pytest.raises(ConfigError) as unknown:
+        build(file=str(cfg), environ={})
+    assert "Pr0xyS3cret" not in str(unknown.value) and "HTTPS_PROXY: unknown setting" in str(
+        unknown.value
+    )
+    err = ConfigError("imds.address", "http://u:Pr0xyS3cret@169.254.169.254/", "a URL was given")
+    assert "Pr0xyS3cret" not in str(err) and "http://***@169.254.169.254/" in str(err)
