@@ -5,11 +5,12 @@ types, in a private registry); everything describing *current* state is built
 fresh at scrape time by a custom collector from the latest Report.  A scrape
 therefore only reads memory and never waits for a probe.
 
-Cardinality: `endpoint` and `resolver` come from configuration; `address` is
-an ENI's IP (few and stable, capped by max_addresses_per_endpoint) or the one
-value "public" for every public address (see agent.surfaces.series), and
-series of ENIs that leave the probed set are removed at once.  Latency
-distributions are per endpoint; per ENI the latest round's phases are gauges.
+Cardinality: `endpoint` and `resolver` come from configuration and discovery;
+`address` is an ENI's IP (few and stable, capped by max_addresses_per_endpoint)
+or the one value "public" for every public address (see agent.surfaces.series).
+Series of an endpoint, resolver or ENI that a round no longer has are removed
+at once (Metrics._prune).  Latency distributions are per endpoint; per ENI the
+latest round's phases are gauges.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import platform
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from agent import __version__
@@ -48,6 +50,10 @@ DEFAULT_HISTOGRAM_PHASES = ("total",)
 
 # `_created` series double the output and no dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: What keeps a counter or histogram child exported: (kind, endpoint, resolver | address | phase).
+_Owner = tuple[str, str, str]
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 
 class _SnapshotRegistry(CollectorRegistry):
@@ -141,61 +147,67 @@ class Metrics:
                 ["endpoint", "address", "reason"],
             ),
         )
-        self._addr_series: dict[str, set[tuple[str, ...]]] = {}
+        # Every counter and histogram child written, with the owner that keeps it exported.
+        self._owners: dict[tuple[MetricWrapperBase, tuple[str, ...]], _Owner] = {}
         r.register(_StateCollector(self))
 
     def observe(self, report: Report) -> None:
+        """Count one full round; what it lacks is pruned, so a one-endpoint round (/probe)
+        must go to a Metrics of its own, as the daemon does, not to this one."""
         with self._lock:
+            present: set[_Owner] = set()
             for ep in report.endpoints:
                 host = ep.endpoint.hostname
                 for lk in ep.lookups:
                     res = lk.resolver.label
+                    at = ("resolver", host, res)
+                    present.add(at)
                     for q in lk.queries:
-                        self.dns_duration.labels(host, res).observe(q.duration)
-                    self.dns_lookups.labels(host, res).inc()
+                        self._child(self.dns_duration, at, host, res).observe(q.duration)
+                    self._child(self.dns_lookups, at, host, res).inc()
                     if lk.reason:
-                        self.dns_failures.labels(host, res, lk.reason).inc()
-                live: set[tuple[str, ...]] = set()
+                        self._child(self.dns_failures, at, host, res, lk.reason).inc()
+                present.update(("phase", host, phase) for phase in self.histogram_phases)
                 classes = probe_classes(ep, report.vpc_cidrs)
                 for p in ep.probes:
                     label = address_label(p.address, classes[p.address])
-                    self.requests.labels(host, label).inc()
-                    live.add(("req", host, label))
+                    addr = ("address", host, label)
+                    present.add(addr)
+                    self._child(self.requests, addr, host, label).inc()
                     for phase, value in p.phases.as_dict().items():
                         if value is not None and phase in self.histogram_phases:
-                            self.req_duration.labels(host, phase).observe(value)
-                            live.add(("dur", host, phase))
+                            dur = self._child(
+                                self.req_duration, ("phase", host, phase), host, phase
+                            )
+                            dur.observe(value)
                     if not p.success and p.reason:
-                        self.req_failures.labels(host, label, p.reason).inc()
-                        live.add(("fail", host, label, p.reason))
-                self._prune(host, live)
-            current = {ep.endpoint.hostname for ep in report.endpoints}
-            for host in set(self._addr_series) - current:
-                self._prune(host, set(), endpoint_gone=True)
-                del self._addr_series[host]
+                        self._child(self.req_failures, addr, host, label, p.reason).inc()
+            self._prune(present)
             self.latest = report
             self.rounds += 1
         self.registry.invalidate()
 
-    def _prune(self, host: str, live: set[tuple[str, ...]], *, endpoint_gone: bool = False) -> None:
-        """Drop every series of `host` whose address label was not probed this round.
+    def _child(self, metric: _M, owner: _Owner, *labels: str) -> _M:
+        """The child with these label values, remembered under the owner that keeps it."""
+        self._owners[(metric, labels)] = owner
+        return metric.labels(*labels)
 
-        Histograms carry no address, so they stay while the endpoint is watched and
-        their phase is still wanted (histogram_phases may change on reload).
+    def _prune(self, present: set[_Owner]) -> None:
+        """Drop every child whose owner this round no longer has.
+
+        An owner is an (endpoint, resolver) pair looked up, an (endpoint, address label)
+        probed, or an (endpoint, phase) of a watched endpoint that histogram_phases still
+        wants (it may change on reload).  So a resolver, endpoint or ENI that leaves the
+        configuration or discovery stops being exported, where it would otherwise repeat
+        its last values until a restart; a counter whose label set returns starts from 0,
+        which rate() reads as a reset.  Children of owners still present stay as they are,
+        failure reasons that did not recur this round included.
         """
-        old = self._addr_series.get(host, set())
-        live_labels = {key[2] for key in live if key[0] != "dur"}
-        wanted = self.histogram_phases
-        keep = live | {
-            k
-            for k in old
-            if not endpoint_gone and (k[2] in wanted if k[0] == "dur" else k[2] in live_labels)
-        }
-        metric = {"req": self.requests, "dur": self.req_duration, "fail": self.req_failures}
-        for key in old - keep:
+        for key in [k for k, owner in self._owners.items() if owner not in present]:
+            metric, labels = key
             with contextlib.suppress(KeyError):
-                metric[key[0]].remove(*key[1:])
-        self._addr_series[host] = keep
+                metric.remove(*labels)
+            del self._owners[key]
 
     def count_skipped(self, n: int = 1) -> None:
         with self._lock:
