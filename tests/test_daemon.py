@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 
-from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
+from agent.simulate.demo import (
+    ENI_ADDRESSES,
+    GLOBAL,
+    PUBLIC_GLOBAL,
+    REGIONAL,
+    SimulatedVpc,
+    simulated_vpc,
+)
+from agent.simulate.dns_server import DnsServer
 from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config, wait_for
 from testbed.ports import free_port
 from testbed.prometheus import prometheus_scraping
@@ -181,6 +189,30 @@ def test_sighup_to_an_empty_resolver_list_keeps_the_running_config(
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
 
 
+def test_sighup_drops_the_series_of_a_resolver_and_an_endpoint_no_longer_watched(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    second = DnsServer("127.10.0.6", 0, ttl=30).start()
+    try:
+        second.set_records(REGIONAL, ENI_ADDRESSES)
+        second.set_records(GLOBAL, (PUBLIC_GLOBAL,))
+        kept, dropped = f"{vpc.dns.address}:{vpc.dns.port}", f"{second.address}:{second.port}"
+        with serving(vpc, tmp_path, resolvers=[kept, dropped]) as (agent, cfg):
+            gone = (f'resolver="{dropped}"', f'endpoint="{GLOBAL}"')
+            wait_for(lambda: all(g in agent.metrics() for g in gone), 20, "both resolvers")
+            vpc_config(vpc, cfg, agent.port, resolvers=[kept], endpoints__global=False)
+            agent.signal(signal.SIGHUP)
+            wait_for(
+                lambda: not any(g in agent.metrics() for g in gone), 20, "their series removed"
+            )
+            lookups = f'sts_agent_dns_lookups_total{{endpoint="{REGIONAL}",resolver="{kept}"}}'
+            before = agent.value(lookups) or 0
+            wait_for(lambda: (agent.value(lookups) or 0) > before, 20, "the kept one counting")
+            assert not any(g in agent.metrics() for g in gone)
+    finally:
+        second.stop()
+
+
 def test_sighup_with_a_ca_bundle_openssl_refuses_keeps_the_running_config(
     vpc: SimulatedVpc, tmp_path: Path
 ) -> None:
@@ -266,6 +298,23 @@ def test_probe_endpoint_runs_one_synchronous_round(vpc: SimulatedVpc, tmp_path: 
         assert 'endpoint="sts.amazonaws.com"' not in body
         status, body = agent.get("/probe?endpoint=nope.example.com")
         assert status == 400 and REGIONAL in body
+
+
+def test_a_probe_round_leaves_the_scheduled_rounds_series_alone(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    """A /probe round watches one endpoint: fed to the shared registry, it would prune
+    every other endpoint's series (and count its own twice)."""
+    with serving(vpc, tmp_path, interval=600) as (agent, _):  # no scheduled round follows
+
+        def counted() -> list[str]:
+            text = agent.metrics()
+            return _series(text, "sts_agent_dns_") + _series(text, "sts_agent_requests")
+
+        before = counted()
+        assert any(f'endpoint="{GLOBAL}"' in line for line in before)
+        assert agent.get("/probe?endpoint=regional", timeout=10)[0] == 200
+        assert counted() == before
 
 
 def test_status_page_in_headless_chromium(vpc: SimulatedVpc, tmp_path: Path) -> None:
