@@ -257,7 +257,8 @@ def test_alertmanager_inhibition_matches_the_alert_labels() -> None:
     for rule in doc["inhibit_rules"]:
         for source in matcher_names(rule["source_matchers"]):
             for target in matcher_names(rule["target_matchers"]):
-                assert for_seconds(source) <= for_seconds(target), (source, target)
+                # A minute apart: the fleet alert reads another group's recording rules.
+                assert for_seconds(source) + 60 <= for_seconds(target), (source, target)
     fleet_route = next(r for r in doc["route"]["routes"] if r["matchers"] == ['scope="fleet"'])
     assert fleet_route is doc["route"]["routes"][0], "fleet alerts must route before severity"
 
