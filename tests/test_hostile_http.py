@@ -111,6 +111,21 @@ def test_one_deadline_covers_the_whole_head_however_slowly_it_trickles() -> None
         assert server.connection_stats()[1].get("deadline", 0) >= 1
 
 
+def test_a_connection_that_never_sends_a_request_counts_as_deadline_not_idle() -> None:
+    """Silent connections hold a slot like a slowloris; only keep-alive after an answer is idle.
+
+    Before, all 20 silent ones counted as idle, hidden among routine keep-alive closes.
+    """
+    with running(connection_timeout=0.5) as server, ExitStack() as stack:
+        silent = slow_clients(stack, server.port, 20, first=b"")
+        kept = stack.enter_context(socket.create_connection((LOOPBACK, server.port), timeout=10))
+        kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
+        assert all(closed_by_server(s, 10) for s in [*silent, kept])
+        dropped = server.connection_stats()[1]
+    assert (dropped.get("deadline", 0), dropped.get("idle", 0)) == (20, 1)
+
+
 def test_tls_handshake_and_head_share_the_deadline(tmp_path: Path) -> None:
     ca = trustme.CA()
     http_client.write_leaf(ca, tmp_path, "server", LOOPBACK)

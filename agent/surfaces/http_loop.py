@@ -61,6 +61,7 @@ class Connection:
     out: bytes = b""  # response bytes the client has not taken yet
     sent: int = 0
     close_after: bool = False
+    answered: bool = False  # once true, a quiet connection is keep-alive, not a held slot
 
 
 Dispatch = Callable[[Connection, bytes], None]
@@ -128,6 +129,7 @@ class ConnectionLoop:
         it holds a buffer rather than a worker.
         """
         conn.out, conn.sent, conn.close_after = response, 0, not keep_alive
+        conn.answered = True
         self._send_some(conn)
         with self._lock:
             self._busy.discard(conn)
@@ -369,11 +371,17 @@ class ConnectionLoop:
     def _expire(self, now: float) -> None:
         for conn in list(self._idle):
             if conn.deadline <= now:
-                # An idle keep-alive connection timing out is routine; a head cut short is not.
-                partial = bool(conn.buf) or conn.handshaking or self._pending(conn)
-                log.debug("closing %s: %s", conn.peer, "head too slow" if partial else "idle")
-                self._count("deadline" if partial else "idle")
+                idle = self._keep_alive(conn)
+                log.debug("closing %s: %s", conn.peer, "idle" if idle else "head too slow")
+                self._count("idle" if idle else "deadline")
                 self._forget(conn)
+
+    def _keep_alive(self, conn: Connection) -> bool:
+        """Quiet since its last answer: routine.  A connection that never got a first
+        request in, or cut a head, handshake or answer short, held a slot as a slowloris
+        does, so it counts as "deadline" rather than hiding among keep-alive closes."""
+        started = bool(conn.buf.strip(b"\r\n"))  # empty lines alone are no request yet
+        return conn.answered and not started and not conn.handshaking and not self._pending(conn)
 
     def _count(self, reason: str) -> None:
         with self._lock:

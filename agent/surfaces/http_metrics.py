@@ -34,8 +34,9 @@ class _ListenerCollector(Collector):
         )
         yield _counter(
             "sts_agent_http_connections_dropped",
-            "Client connections the agent closed: over the cap, request head or TLS handshake "
-            "not done in time, idle too long, or accept out of descriptors",
+            "Client connections the agent closed: over the cap, request head (a first one "
+            "included) or TLS handshake not done in time, idle too long after an answer, "
+            "or accept out of descriptors",
             CONNECTION_DROP_REASONS,
             dropped,
         )
