@@ -251,6 +251,30 @@ def test_pipelined_requests_still_answer_in_order() -> None:
     assert reply.count(b"HTTP/1.1 200 ") == 2 and b"HTTP/1.1 404 " in reply
 
 
+@pytest.mark.parametrize("before", [b"\r\n", b"\r\n\r\n", b"\n", b"\r\n" * 4])
+def test_empty_lines_before_the_request_line_are_ignored(before: bytes) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one; before, the connection just closed."""
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with running() as server:
+        reply = raw_exchange(server.port, before + request)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\nok\n")
+
+
+def test_an_empty_line_between_keep_alive_requests_is_ignored() -> None:
+    one = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with running() as server:
+        reply = raw_exchange(server.port, one + b"\r\n" + last)
+    assert reply.count(b"HTTP/1.1 200 ") == 2
+
+
+def test_more_empty_lines_than_the_few_ignored_get_400() -> None:
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running() as server:
+        reply = raw_exchange(server.port, b"\r\n" * 5 + request)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+
+
 def test_oversized_head_is_refused() -> None:
     with running() as server:
         head = b"GET /metrics HTTP/1.1\r\nX: "
@@ -262,7 +286,15 @@ def test_oversized_head_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("data", "length"),
-    [(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 24), (b"GET /\r\n", 7), (b"GET / HTTP/1.1\r\n", 0)],
+    [
+        (b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 24),
+        (b"GET /\r\n", 7),
+        (b"GET / HTTP/1.1\r\n", 0),
+        (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 22),  # empty lines first count in the head
+        (b"\nGET / HTTP/1.1\n\n", 17),
+        (b"\r\n", 0),  # an empty line alone: still waiting for the request line
+        (b"\r\n" * 5 + b"GET / HTTP/1.1\r\n\r\n", 10),  # too many: the fifth ends a bad head
+    ],
 )
 def test_head_end(data: bytes, length: int) -> None:
     assert head_end(data) == length

@@ -31,6 +31,8 @@ log = logging.getLogger("agent.http")
 #: Descriptors kept free for probes, DNS, children and logs whatever clients do.
 FD_RESERVE = 128
 MAX_HEAD_BYTES = 64 * 1024 + 8 * 1024
+#: Empty lines ignored before a request line (RFC 9112 2.2); they count in the head's size.
+MAX_EMPTY_LINES = 4
 _ACCEPT_BATCH = 64
 _TICK = 0.25
 _PAUSE_FIRST, _PAUSE_MAX = 0.1, 2.0
@@ -68,14 +70,35 @@ Dispatch = Callable[[Connection, bytes], None]
 CertCheck = Callable[[ssl.SSLSocket, str], bool]
 
 
+def empty_lines(buf: bytes | bytearray) -> int:
+    """Length of the (at most MAX_EMPTY_LINES) empty lines at the start of `buf`.
+
+    Some clients send a CRLF after a request or before the first one; RFC 9112
+    2.2 says to ignore at least one.  A few more are junk the handler refuses.
+    """
+    pos = 0
+    for _ in range(MAX_EMPTY_LINES):
+        if buf.startswith(b"\r\n", pos):
+            pos += 2
+        elif buf.startswith(b"\n", pos):
+            pos += 1
+        else:
+            break
+    return pos
+
+
 def head_end(buf: bytes | bytearray) -> int:
-    """Length of the request head at the start of `buf`, or 0 while it is incomplete."""
-    line_end = buf.find(b"\n")
+    """Length of the request head (empty lines before it included) at the start of `buf`,
+    or 0 while it is incomplete."""
+    start = empty_lines(buf)
+    line_end = buf.find(b"\n", start)
     if line_end < 0:
         return 0
-    if len(bytes(buf[:line_end]).split()) < 3:  # HTTP/0.9 or junk: no headers follow
+    if len(bytes(buf[start:line_end]).split()) < 3:  # HTTP/0.9 or junk: no headers follow
         return line_end + 1
-    ends = [i + n for i, n in ((buf.find(b"\n\r\n"), 3), (buf.find(b"\n\n"), 2)) if i >= 0]
+    ends = [
+        i + n for i, n in ((buf.find(b"\n\r\n", start), 3), (buf.find(b"\n\n", start), 2)) if i >= 0
+    ]
     return min(ends) if ends else 0
 
 
@@ -359,6 +382,7 @@ class ConnectionLoop:
         if not n:
             return False
         head = bytes(conn.buf[:n])
+        head = head[empty_lines(head) :]
         del conn.buf[:n]
         with self._lock:
             self._busy.add(conn)

@@ -161,6 +161,18 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         pass
 
+    def parse_request(self) -> bool:
+        """The standard parse, but an empty request line gets 400 rather than a silent close.
+
+        The loop has already dropped the few empty lines a client may send first,
+        so one left here is junk; the standard handler would answer nothing.
+        """
+        ok = super().parse_request()
+        answered = isinstance(self.wfile, _Writer) and bool(self.wfile.chunks)
+        if not ok and not answered:
+            self.send_error(HTTPStatus.BAD_REQUEST)
+        return ok
+
     def version_string(self) -> str:
         return "sts-agent"
 
