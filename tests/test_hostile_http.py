@@ -275,6 +275,15 @@ def test_more_empty_lines_than_the_few_ignored_get_400() -> None:
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
 
 
+@pytest.mark.parametrize("line", [b"GET /metrics\r\n", b"GET /metrics\n", b"GET /\r\n"])
+def test_an_http_0_9_request_gets_400_not_a_bare_body(line: bytes) -> None:
+    """Before, the answer was the body alone, with no status line a client could check."""
+    with running() as server:
+        reply = raw_exchange(server.port, line)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"Connection: close\r\n" in reply
+    assert b"ok\n" not in reply
+
+
 def test_oversized_head_is_refused() -> None:
     with running() as server:
         head = b"GET /metrics HTTP/1.1\r\nX: "

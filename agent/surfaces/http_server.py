@@ -162,12 +162,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def parse_request(self) -> bool:
-        """The standard parse, but an empty request line gets 400 rather than a silent close.
+        """The standard parse, but every refusal gets a status line and 400.
 
-        The loop has already dropped the few empty lines a client may send first,
-        so one left here is junk; the standard handler would answer nothing.
+        The standard handler closes silently on an empty request line (the loop
+        has already dropped the few a client may send first, so one left is
+        junk) and answers an HTTP/0.9 line ("GET /path") with a bare body that
+        no client can tell from an error; HTTP/0.9 is not served.
         """
         ok = super().parse_request()
+        if ok and self.request_version == "HTTP/0.9":
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return False
         answered = isinstance(self.wfile, _Writer) and bool(self.wfile.chunks)
         if not ok and not answered:
             self.send_error(HTTPStatus.BAD_REQUEST)
