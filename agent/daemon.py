@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,6 +38,19 @@ from agent.targets import watched_endpoints
 from agent.transitions import TransitionLog
 
 log = logging.getLogger("agent.daemon")
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What a /probe asks for once resolved.
+
+    `key` is the hostnames it names, so every spelling of the same endpoints
+    ("regional" or its hostname) shares one round and one token of the gate;
+    `endpoint` is what the round is told to probe (the hostname when there is one).
+    """
+
+    endpoint: str
+    key: str
 
 
 class Agent:
@@ -129,13 +143,14 @@ class Agent:
                 "or web.probe_remote = true\n",
             )
         try:
-            wanted = self.probe_target(req.query.get("endpoint") or [""])
+            target = self.probe_target(req.query.get("endpoint") or [""])
         except ValueError as exc:
             return _text(400, f"{exc}\n")
         wait = self.scheduler.round_budget()
         try:
             report = self.probe_gate.run(
-                wanted, lambda: self.scheduler.run_once(only_endpoint=wanted, wait=wait)
+                target.key,
+                lambda: self.scheduler.run_once(only_endpoint=target.endpoint, wait=wait),
             )
         except Refused as exc:
             return _refused(exc.status, exc.retry_after, exc.reason)
@@ -146,17 +161,18 @@ class Agent:
         fresh.observe(report)
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(fresh.registry))
 
-    def probe_target(self, given: list[str]) -> str:
-        """The watched hostname or kind one /probe asks for; ValueError says what is wrong."""
+    def probe_target(self, given: list[str]) -> ProbeTarget:
+        """The watched endpoints one /probe asks for; ValueError says what is wrong."""
         if len(given) > 1:
             raise ValueError(f"endpoint given {len(given)} times: give one")
         wanted = given[0].strip().lower().rstrip(".")  # as hostnames are read everywhere
         disc = self.scheduler.discovery
         watched = watched_endpoints(self.settings, disc.regions if disc else ())
-        known, kinds = {e.hostname for e in watched}, {e.kind for e in watched}
-        if wanted not in known and wanted not in kinds:
+        hosts = sorted({e.hostname for e in watched if wanted in (e.hostname, e.kind)})
+        if not hosts:
+            known, kinds = {e.hostname for e in watched}, {e.kind for e in watched}
             raise ValueError(f"endpoint must be one of: {', '.join(sorted(known) + sorted(kinds))}")
-        return wanted
+        return ProbeTarget(hosts[0] if len(hosts) == 1 else wanted, " ".join(hosts))
 
     def listen(self) -> None:
         """Bind the listener, so a caller can fail on its address before the first round."""

@@ -19,11 +19,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agent.config import Settings
-from agent.daemon import Agent
+from agent.daemon import Agent, ProbeTarget
 from agent.simulate.demo import ENI_ADDRESSES, REGIONAL, SimulatedVpc, simulated_vpc
 from agent.surfaces.http_server import Headers, Request
 from testbed.agent_proc import AgentProcess, agent_env, running_agent, vpc_config
@@ -161,15 +162,58 @@ def test_a_probe_flood_costs_only_a_few_signed_calls(vpc: SimulatedVpc, tmp_path
     assert refused['{reason="rate"}'] + refused['{reason="busy"}'] > 0
 
 
+def test_two_spellings_of_one_endpoint_share_one_probe_round(
+    vpc: SimulatedVpc, tmp_path: Path
+) -> None:
+    """`regional` and its hostname name one endpoint, so callers at once get one round.
+
+    Before, the gate keyed on the text given, so each spelling ran (and paid for) its own.
+    """
+    port = free_port()
+    config = vpc_config(vpc, tmp_path / "a.toml", port, interval=60)
+    with running_agent(config, agent_env(vpc), port, tmp=tmp_path) as agent:
+        agent.wait_ready()
+        for address in ENI_ADDRESSES:
+            vpc.sts[address].processing_delay = 1.0  # the first round is still running
+        calls_before = sum(len(vpc.sts[a].requests) for a in ENI_ADDRESSES)
+        statuses: list[int] = []
+
+        def probe(endpoint: str) -> None:
+            statuses.append(agent.get(f"/probe?endpoint={endpoint}", timeout=20)[0])
+
+        callers = [threading.Thread(target=probe, args=(e,)) for e in ("regional", REGIONAL)]
+        callers[0].start()
+        time.sleep(0.3)
+        callers[1].start()
+        for t in callers:
+            t.join(30)
+        calls = sum(len(vpc.sts[a].requests) for a in ENI_ADDRESSES) - calls_before
+    assert statuses == [200, 200]
+    assert calls == len(ENI_ADDRESSES), calls  # one round's calls, not two
+
+
 def test_probe_endpoint_ignores_case_and_a_trailing_dot_but_not_a_second_value() -> None:
     """Which endpoint a /probe asks for, decided before any round (none runs here)."""
     agent = Agent(Settings(web_listen_address="127.0.0.1:0", imds_enabled=False))
     for spelling in ("Sts.Amazonaws.com", "sts.amazonaws.com.", " GLOBAL "):
-        assert agent.probe_target([spelling]) in ("sts.amazonaws.com", "global")
+        target = agent.probe_target([spelling])
+        assert (target.endpoint, target.key) == ("sts.amazonaws.com", "sts.amazonaws.com")
     with pytest.raises(ValueError, match="given 2 times"):
         agent.probe_target(["global", "regional"])
     with pytest.raises(ValueError, match=r"endpoint must be one of: .*sts\.amazonaws\.com"):
         agent.probe_target(["nowhere.example"])
+
+
+def test_a_probe_target_is_keyed_on_the_hostnames_it_names() -> None:
+    """A kind over two regions names both; the gate keys on them, the round on the kind."""
+    agent = Agent(Settings(web_listen_address="127.0.0.1:0", imds_enabled=False))
+    found = SimpleNamespace(regions=("us-east-2", "eu-west-1"))
+    agent.scheduler.discovery = found  # type: ignore[assignment]
+    both = "sts.eu-west-1.amazonaws.com sts.us-east-2.amazonaws.com"
+    assert agent.probe_target(["regional"]) == ProbeTarget("regional", both)
+    assert agent.probe_target(["STS.us-east-2.amazonaws.com"]) == ProbeTarget(
+        "sts.us-east-2.amazonaws.com", "sts.us-east-2.amazonaws.com"
+    )
 
 
 def test_probe_from_another_host_needs_auth_or_opt_in() -> None:
