@@ -151,6 +151,15 @@ def test_scrapes_answer_while_a_probe_target_hangs(vpc: SimulatedVpc, tmp_path: 
         vpc.sts[ENI_ADDRESSES[0]].fault = None
 
 
+def _reload_is_refused(agent: AgentProcess, why: str) -> None:
+    """SIGHUP with a bad file: the failure is logged with `why`, and rounds go on."""
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
+    assert why in agent.log() and agent.proc.poll() is None
+    rounds = agent.value("sts_agent_rounds_total") or 0
+    wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+
+
 def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
     vpc: SimulatedVpc, tmp_path: Path
 ) -> None:
@@ -166,12 +175,7 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
             "reloaded expectation",
         )
         cfg.write_text("interval = -3\n")
-        agent.signal(signal.SIGHUP)
-        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
-        assert "interval" in agent.log()
-        assert agent.proc.poll() is None
-        rounds = agent.value("sts_agent_rounds_total") or 0
-        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        _reload_is_refused(agent, "interval")
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 0.0
 
 
@@ -181,11 +185,7 @@ def test_sighup_to_an_empty_resolver_list_keeps_the_running_config(
     """`resolvers = []` asks nobody; taken on reload, every later round would look at nothing."""
     with serving(vpc, tmp_path) as (agent, cfg):
         vpc_config(vpc, cfg, agent.port, resolvers=[])
-        agent.signal(signal.SIGHUP)
-        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
-        assert "resolvers: must not be empty" in agent.log() and agent.proc.poll() is None
-        rounds = agent.value("sts_agent_rounds_total") or 0
-        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        _reload_is_refused(agent, "resolvers: must not be empty")
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
 
 
@@ -224,11 +224,7 @@ def test_sighup_with_a_ca_bundle_openssl_refuses_keeps_the_running_config(
     bundle.write_text(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
     with serving(vpc, tmp_path) as (agent, cfg):
         vpc_config(vpc, cfg, agent.port, ca_bundle=str(bundle), expect__regional="public")
-        agent.signal(signal.SIGHUP)
-        wait_for(lambda: "reload failed" in agent.log(), 10, "reload failure logged")
-        assert "ca_bundle" in agent.log() and agent.proc.poll() is None
-        rounds = agent.value("sts_agent_rounds_total") or 0
-        wait_for(lambda: (agent.value("sts_agent_rounds_total") or 0) > rounds, 20, "rounds go on")
+        _reload_is_refused(agent, "ca_bundle")
         # The old settings in full: the old expectation, and probes that still succeed.
         assert agent.value(f'sts_agent_endpoint_expectation_met{{endpoint="{REGIONAL}"}}') == 1.0
         ok = f'sts_agent_probe_success{{address="{ENI_ADDRESSES[0]}",endpoint="{REGIONAL}"}}'

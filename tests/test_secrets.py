@@ -51,6 +51,24 @@ def _leaks(outputs: dict[str, str]) -> list[str]:
     ]
 
 
+def _check_and_stop(live: Any, env: dict[str, str], outputs: dict[str, str]) -> None:
+    """`check` and `check --json` beside the running daemon, then the daemon's whole log."""
+    for args in (["--json"], []):
+        run = subprocess.run(
+            [sys.executable, "-m", "agent", "check", *args, "--config", str(live.config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        name = "check " + " ".join(args)
+        outputs[f"{name} stdout"] = run.stdout
+        outputs[f"{name} stderr"] = run.stderr
+    live.agent.signal(signal.SIGTERM)
+    live.agent.proc.wait(10)
+    outputs["serve log"] = live.agent.log()
+
+
 def test_no_surface_ever_shows_a_credential(tmp_path: Path) -> None:
     outputs: dict[str, str] = {}
     with live_agent(tmp_path, before_start=_canary_credentials, log__level="debug") as live:
@@ -66,21 +84,7 @@ def test_no_surface_ever_shows_a_credential(tmp_path: Path) -> None:
             status, body = live.agent.get(path, timeout=10)
             assert status == 200, (path, body[:300])
             outputs[path] = body
-        env = agent_env(live.vpc)
-        for args in (["--json"], []):
-            run = subprocess.run(
-                [sys.executable, "-m", "agent", "check", *args, "--config", str(live.config)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            name = "check " + " ".join(args)
-            outputs[f"{name} stdout"] = run.stdout
-            outputs[f"{name} stderr"] = run.stderr
-        live.agent.signal(signal.SIGTERM)
-        live.agent.proc.wait(10)
-        outputs["serve log"] = live.agent.log()
+        _check_and_stop(live, agent_env(live.vpc), outputs)
         signed = [r for srv in live.vpc.sts.values() for r in list(srv.requests)]
 
     # The agent really held and used the credentials, and every surface had content.
@@ -114,15 +118,6 @@ def test_a_failing_credential_helper_is_named_but_never_quoted(tmp_path: Path) -
     def env(vpc: SimulatedVpc) -> dict[str, str]:
         return agent_env(vpc, AWS_CONFIG_FILE=str(aws_config))
 
-    def check(live: Any, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "agent", "check", *args, "--config", str(live.config)],
-            env=env(live.vpc),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
     outputs: dict[str, str] = {}
     with live_agent(tmp_path, env=env, log__level="debug") as live:
         s = live.wait(
@@ -132,14 +127,7 @@ def test_a_failing_credential_helper_is_named_but_never_quoted(tmp_path: Path) -
         outputs["/metrics"] = live.scrape().text
         status, outputs["/"] = live.agent.get("/", timeout=10)
         assert status == 200
-        for args in (["--json"], []):
-            run = check(live, *args)
-            name = "check " + " ".join(args)
-            outputs[f"{name} stdout"] = run.stdout
-            outputs[f"{name} stderr"] = run.stderr
-        live.agent.signal(signal.SIGTERM)
-        live.agent.proc.wait(10)
-        outputs["serve log"] = live.agent.log()
+        _check_and_stop(live, env(live.vpc), outputs)
 
     assert [where for where, text in outputs.items() if HELPER_SECRET in text] == []
     # The helper really ran and failed, and both the daemon and check said so by name.

@@ -19,6 +19,7 @@ from agent.check import exit_code
 from agent.config import Settings
 from agent.results import (
     AddressVerdict,
+    DnsReason,
     ImdsInfo,
     Report,
     Resolver,
@@ -612,43 +613,35 @@ def test_a_block_pin_says_the_name_is_blocked_and_is_not_dialled() -> None:
     assert blocks("0.0.0.0") and blocks("::") and not blocks("127.10.138.148")
 
 
+def _first_then_second(
+    first: Resolver, second: Resolver, failing: Resolver, reason: DnsReason = "timeout"
+) -> Report:
+    """Two resolvers in that order; `failing` answers with `reason`, the other with the ENI."""
+    lookups = tuple(
+        lookup(r, REGIONAL, reason=reason)
+        if r == failing
+        else lookup(r, REGIONAL, "127.10.138.148")
+        for r in (first, second)
+    )
+    return report(endpoint(lookups=lookups), resolvers=(first, second))
+
+
 def test_a_silent_first_nameserver_is_named_and_only_when_it_is_first() -> None:
     build, _ = ROUNDS["RESOLVER_NOT_ANSWERING"]
     (f,) = [f for f in evaluate(build(), Settings()) if f.code == "RESOLVER_NOT_ANSWERING"]
     assert f.message.startswith("127.10.0.9, the first nameserver in resolv.conf, did not answer")
     assert "while 127.10.0.2 did" in f.message and "5 s by default" in f.advice
+    assert "RESOLVER_NOT_ANSWERING" in codes(
+        _first_then_second(DEAD_FIRST, LISTED_AMAZON, DEAD_FIRST)
+    )
     # The second one silent: the stub resolver never waits for it while the first answers.
-    second = report(
-        endpoint(
-            lookups=(
-                lookup(LISTED_AMAZON, REGIONAL, "127.10.138.148"),
-                lookup(DEAD_FIRST, REGIONAL, reason="timeout"),
-            )
-        ),
-        resolvers=(LISTED_AMAZON, DEAD_FIRST),
-    )
+    second = _first_then_second(LISTED_AMAZON, DEAD_FIRST, DEAD_FIRST)
     assert "RESOLVER_NOT_ANSWERING" not in codes(second)
-    # A first one that refuses or fails at once costs no wait; and alone it is unresolved.
-    refused = report(
-        endpoint(
-            lookups=(
-                lookup(DEAD_FIRST, REGIONAL, reason="refused"),
-                lookup(LISTED_AMAZON, REGIONAL, "127.10.138.148"),
-            )
-        ),
-        resolvers=(DEAD_FIRST, LISTED_AMAZON),
-    )
+    # A first one that refuses or fails at once costs no wait.
+    refused = _first_then_second(DEAD_FIRST, LISTED_AMAZON, DEAD_FIRST, "refused")
     assert "RESOLVER_NOT_ANSWERING" not in codes(refused)
     # The agent's own configured resolvers are not what programs ask.
-    configured = report(
-        endpoint(
-            lookups=(
-                lookup(OTHER_DNS, REGIONAL, reason="timeout"),
-                lookup(AMAZON_DNS, REGIONAL, "127.10.138.148"),
-            )
-        ),
-        resolvers=(OTHER_DNS, AMAZON_DNS),
-    )
+    configured = _first_then_second(OTHER_DNS, AMAZON_DNS, OTHER_DNS)
     assert "RESOLVER_NOT_ANSWERING" not in codes(configured)
 
 
