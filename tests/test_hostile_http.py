@@ -343,9 +343,16 @@ def get_from(server: HttpServer, source: str, headers: dict[str, str]) -> int:
 
 @contextmanager
 def guessing(
-    server: HttpServer, sources: list[str], monkeypatch: pytest.MonkeyPatch, wait: float = 60.0
+    server: HttpServer,
+    sources: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    wait: float = 60.0,
+    lanes: int | None = None,
 ) -> Iterator[list[int]]:
-    """One guesser per source; a guess's bcrypt hangs until the block ends, the right one's not."""
+    """One guesser per source; a guess's bcrypt hangs until the block ends, the right one's not.
+
+    `lanes`: how many guesses can be admitted at once, when not one per source up to the caps.
+    """
     release = threading.Event()
     real = bcrypt.checkpw
 
@@ -369,8 +376,9 @@ def guessing(
         t.start()
     try:
         deadline = time.monotonic() + 20
-        admitted = min(len(set(sources)), basic_auth.BCRYPT_SLOTS + basic_auth.BCRYPT_QUEUE)
-        busy = min(len(set(sources)), basic_auth.BCRYPT_SLOTS)
+        lanes = len(set(sources)) if lanes is None else lanes
+        admitted = min(lanes, basic_auth.BCRYPT_SLOTS + basic_auth.BCRYPT_QUEUE)
+        busy = min(lanes, basic_auth.BCRYPT_SLOTS)
         while time.monotonic() < deadline and (
             len(statuses) < len(sources) - admitted or len(checking) < busy
         ):
@@ -422,6 +430,22 @@ def test_a_guesser_on_one_address_cannot_keep_another_from_logging_in(
             get_from(server, "127.0.2.2", {"Authorization": basic("prometheus", PASSWORD)}) == 200
         )
     assert statuses.count(503) == 11  # one check at a time per address
+
+
+def test_guessers_on_many_addresses_cannot_keep_a_first_login_out(
+    auth: WebConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve addresses that have each guessed wrong once keep guessing; a scraper's first
+    login (nothing cached, as after a restart) from another address still gets in."""
+    sources = [f"127.0.4.{i}" for i in range(1, 13)]
+    with running(auth) as server:
+        for i, source in enumerate(sources):  # one failing bcrypt each: now they are suspects
+            assert get_from(server, source, {"Authorization": basic("prometheus", f"x{i}")}) == 401
+        with guessing(server, sources, monkeypatch, lanes=1) as statuses:
+            # Before: their guesses took every admission and slot, so this got 503.
+            good = {"Authorization": basic("prometheus", PASSWORD)}
+            assert get_from(server, "127.0.4.200", good) == 200
+    assert statuses.count(503) == len(sources) - 1  # one suspect check at a time
 
 
 def test_tls_client_certificates_still_enforced_by_the_loop(tmp_path: Path) -> None:

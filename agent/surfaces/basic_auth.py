@@ -5,7 +5,8 @@ lever for anyone who can send requests.  So at most BCRYPT_SLOTS checks run at
 once, BCRYPT_QUEUE more requests wait BCRYPT_WAIT seconds for a slot at most,
 and the rest are refused at once (AuthBusy: the server answers 503).  Short
 caches of recent successes and failures answer repeated credentials without
-bcrypt.  Both caches hold a keyed digest (HMAC,
+bcrypt, and addresses whose latest check failed share one lane, so guessers
+on many addresses leave a slot to a first login from anywhere else.  Both caches hold a keyed digest (HMAC,
 random key per process) of user and password, never anything reusable.
 """
 
@@ -39,6 +40,11 @@ BCRYPT_QUEUE = 2
 #: Recent failures answered without bcrypt, and for how long.
 FAILURE_CACHE_SIZE = 1024
 FAILURE_CACHE_SECONDS = 30.0
+#: Client addresses whose latest check failed, remembered this long (at most this many):
+#: they share one bcrypt slot, so guessers from tens of addresses cannot take every
+#: slot from a first login on another.
+SUSPECT_SECONDS = 60.0
+SUSPECT_PEERS = 4096
 
 
 class BasicAuth:
@@ -60,6 +66,8 @@ class BasicAuth:
         self._slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
         self._admitted = threading.BoundedSemaphore(BCRYPT_SLOTS + BCRYPT_QUEUE)
         self._peers: set[str] = set()  # client addresses with a check admitted
+        self._suspects: OrderedDict[str, float] = OrderedDict()  # address -> until when
+        self._suspect_slot = threading.BoundedSemaphore(1)
         self._decoy_lock = threading.Lock()
         self._decoy: bytes | None = None
         self.busy_refusals = 0
@@ -126,10 +134,11 @@ class BasicAuth:
         if known is not None and hmac.compare_digest(known, digest):
             return True
         if failed_until > now:
+            self._suspect(peer)
             return False
         stored = self._users.get(user)
         candidate = stored if stored is not None else self._decoy_hash()
-        with self._admission(peer):
+        with self._suspect_gate(peer, now), self._admission(peer):
             if not self._slots.acquire(timeout=BCRYPT_WAIT):
                 self._refuse()
             try:
@@ -141,12 +150,45 @@ class BasicAuth:
         with self._cache_lock:
             if ok and stored is not None:
                 self._verified[user] = digest
+                self._suspects.pop(peer, None)
                 return True
             self._failed[digest] = time.monotonic() + FAILURE_CACHE_SECONDS
             self._failed.move_to_end(digest)
             while len(self._failed) > FAILURE_CACHE_SIZE:
                 self._failed.popitem(last=False)
+        self._suspect(peer)
         return False
+
+    def _suspect(self, peer: str) -> None:
+        """Remember that `peer`'s latest check failed (bounded: the oldest go first)."""
+        if not peer:
+            return
+        with self._cache_lock:
+            self._suspects[peer] = time.monotonic() + SUSPECT_SECONDS
+            self._suspects.move_to_end(peer)
+            while len(self._suspects) > SUSPECT_PEERS:
+                self._suspects.popitem(last=False)
+
+    @contextlib.contextmanager
+    def _suspect_gate(self, peer: str, now: float) -> Iterator[None]:
+        """Addresses whose latest check failed pass one at a time, all of them together.
+
+        Guessers spread over many addresses would otherwise hold every bcrypt slot,
+        and a scraper's first login after a restart (nothing cached yet) would get
+        503 for as long as they keep guessing.  With them in one lane, at least one
+        slot is always left to addresses that have not failed.
+        """
+        with self._cache_lock:
+            suspect = self._suspects.get(peer, 0.0) > now
+        if not suspect:
+            yield
+            return
+        if not self._suspect_slot.acquire(blocking=False):
+            self._refuse()
+        try:
+            yield
+        finally:
+            self._suspect_slot.release()
 
 
 def _parse_basic(header_value: str | None) -> tuple[str, bytes] | None:
