@@ -6,8 +6,9 @@ once, BCRYPT_QUEUE more requests wait BCRYPT_WAIT seconds for a slot at most,
 and the rest are refused at once (AuthBusy: the server answers 503).  Short
 caches of recent successes and failures answer repeated credentials without
 bcrypt, and addresses whose latest check failed share one lane, so guessers
-on many addresses leave a slot to a first login from anywhere else.  Both caches hold a keyed digest (HMAC,
-random key per process) of user and password, never anything reusable.
+on many addresses leave a slot to a first login from anywhere else.  Both
+caches hold a keyed digest (HMAC, random key per process) of user and
+password, never anything reusable.
 """
 
 from __future__ import annotations
