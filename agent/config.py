@@ -35,16 +35,19 @@ _USERINFO = re.compile(r"(://)[^/@\s'\"]*@")
 class ConfigError(ValueError):
     """A setting is wrong.  str() is the one line shown to the user."""
 
-    def __init__(self, field_path: str, value: object, problem: str, source: str = "") -> None:
+    def __init__(
+        self, field_path: str, value: object, problem: str, source: str = "", *, echo: bool = True
+    ) -> None:
         self.field_path = field_path
         self.value = value
         self.problem = problem
         self.source = source
         where = f" (from {source})" if source else ""
         # A setting under the wrong name may still be a secret (a proxy URL with its
-        # password, say): an unknown one is not echoed, a known one loses URL user info.
+        # password, say): callers leave an unknown one's value out (echo=False), and a
+        # shown one loses URL user info.
         shown = _USERINFO.sub(r"\1***@", repr(value))
-        got = "" if problem.startswith("unknown setting") else f", got {shown}"
+        got = f", got {shown}" if echo else ""
         super().__init__(f"{field_path}: {problem}{got}{where}")
 
 
@@ -208,7 +211,7 @@ def _flatten(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
             close = difflib.get_close_matches(path, names, n=1)
             name = f"the [{close[0]}] table" if close and close[0] in _TABLES else None
             hint = f" (did you mean {name or repr(close[0])}?)" if close else ""
-            raise ConfigError(path, value, f"unknown setting{hint}", source)
+            raise ConfigError(path, value, f"unknown setting{hint}", source, echo=False)
     return flat
 
 
@@ -313,7 +316,7 @@ def build(
         for path, raw in layer.items():
             f = _BY_PATH.get(path)
             if f is None:
-                raise ConfigError(path, raw, "unknown setting", source)
+                raise ConfigError(path, raw, "unknown setting", source, echo=False)
             try:
                 values[f.attr] = f.parse(raw)
             except ValueError as e:

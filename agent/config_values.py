@@ -38,9 +38,11 @@ def positive(kind: type) -> Callable[[Any], Any]:
     what = "whole number" if kind is int else kind.__name__
 
     def parse(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float | str):
-            raise ValueError(f"must be a positive {what}")
-        if kind is int and isinstance(v, float):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float | str)
+            or (kind is int and isinstance(v, float))
+        ):
             raise ValueError(f"must be a positive {what}")
         try:
             n = kind(v)

@@ -11,38 +11,29 @@ from __future__ import annotations
 import logging
 
 from agent.results import Report
+from agent.targets import answered
 
 log = logging.getLogger("agent.changes")
 
 _Paths = dict[str, tuple[str, tuple[str, ...]]]
 _Findings = dict[tuple[str, str | None], tuple[str, str]]
+#: Addresses a line shows at most, so one stays short whatever DNS answers.
+_SHOWN = 8
 
 
-def _paths(report: Report) -> _Paths:
-    """Per endpoint, its path and, on a private path, its addresses.
+def _state(path: str, addresses: list[str]) -> tuple[str, tuple[str, ...]]:
+    """An endpoint's path and, on a private path, its addresses: what counts as a change.
 
     A public name rotates its addresses every few answers, so only its path
-    counts as a change; an endpoint's ENIs are few and stable, so a new one is news.
+    counts; an endpoint's ENIs are few and stable, so a new one is news.
     """
-    out: _Paths = {}
-    for ep in report.endpoints:
-        path = ep.effective_path
-        addresses = sorted({a for lk in ep.lookups for a in lk.addresses})
-        out[ep.endpoint.hostname] = (path, tuple(addresses) if path in ("vpce", "private") else ())
-    return out
+    return path, tuple(sorted(addresses)) if path in ("vpce", "private") else ()
 
 
-def _findings(report: Report) -> _Findings:
-    return {(f.code, f.endpoint): (f.severity, f.message) for f in report.findings}
-
-
-def _answered(report: Report, host: str) -> list[str]:
-    """What the resolvers answered for `host` now, the first few (a line stays short)."""
-    for ep in report.endpoints:
-        if ep.endpoint.hostname == host:
-            found = sorted({a for lk in ep.lookups for a in lk.addresses})
-            return found[:8] + ([f"{len(found) - 8} more"] if len(found) > 8 else [])
-    return []
+def _shown(addresses: list[str]) -> str:
+    listed = sorted(addresses)
+    more = [f"{len(listed) - _SHOWN} more"] if len(listed) > _SHOWN else []
+    return f" ({', '.join(listed[:_SHOWN] + more)})"
 
 
 class TransitionLog:
@@ -53,24 +44,27 @@ class TransitionLog:
         self._findings: _Findings = {}
 
     def observe(self, report: Report) -> None:
-        paths, findings = _paths(report), _findings(report)
-        before = self._paths
-        for host, (path, addresses) in paths.items():
-            old = None if before is None else before.get(host)
-            if old == (path, addresses):
+        paths: _Paths = {}
+        for ep in report.endpoints:
+            host, path, addresses = ep.endpoint.hostname, ep.effective_path, answered(ep.lookups)
+            paths[host] = state = _state(path, addresses)
+            old = None if self._paths is None else self._paths.get(host)
+            if old == state:
                 continue
-            shown = f" ({', '.join(_answered(report, host))})" if path != "unresolved" else ""
+            shown = _shown(addresses) if path != "unresolved" else ""
             if old is None:
                 log.info("%s: path %s%s", host, path, shown)
             elif old[0] != path:
                 log.warning("%s: path %s -> %s%s", host, old[0], path, shown)
             else:
                 log.info("%s: path %s, addresses now%s", host, path, shown)
+        findings: _Findings = {
+            (f.code, f.endpoint): (f.severity, f.message) for f in report.findings
+        }
         for key, (severity, message) in findings.items():
             if self._findings.get(key, (None,))[0] != severity:
                 level = logging.INFO if severity == "info" else logging.WARNING
                 log.log(level, "finding %s (%s): %s", key[0], severity, message)
-        for key in self._findings.keys() - findings.keys():
-            code, endpoint = key
+        for code, endpoint in self._findings.keys() - findings.keys():
             log.info("finding %s cleared%s", code, f" for {endpoint}" if endpoint else "")
         self._paths, self._findings = paths, findings

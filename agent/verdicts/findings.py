@@ -238,7 +238,7 @@ def _endpoint_findings(
             "STS traffic is leaving the VPC path",
             host,
         )
-    elif ep.expectation_met is False and not (disagree and ep.path == "mixed" and not ep.pinned):
+    elif ep.expectation_met is False and not (disagree and not ep.pinned):
         yield finding(
             "ENDPOINT_PATH_UNEXPECTED",
             f"{host} takes the {ep.effective_path} path"
@@ -474,14 +474,14 @@ def _first_resolver_silent(report: Report) -> Iterator[Finding]:
     first = listed[0]
     lookups = [lk for ep in report.endpoints for lk in ep.lookups]
     own = [lk for lk in lookups if lk.resolver == first]
-    answered = sorted(
+    answering = sorted(
         {lk.resolver.label for lk in lookups if lk.resolver in listed[1:] and lk.reason is None}
     )
-    if own and answered and all(lk.reason == "timeout" for lk in own):
+    if own and answering and all(lk.reason == "timeout" for lk in own):
         yield finding(
             "RESOLVER_NOT_ANSWERING",
             f"{first.label}, the first nameserver in resolv.conf, did not answer ({len(own)} "
-            f"of {len(own)} lookups timed out) while {', '.join(answered)} did: every name "
+            f"of {len(own)} lookups timed out) while {', '.join(answering)} did: every name "
             "lookup on this host waits for the first one's timeout before it is answered",
         )
 
