@@ -331,6 +331,27 @@ def test_a_repeated_wrong_password_is_refused_from_the_cache(
     assert len(calls) == 2
 
 
+def test_failure_cache_and_suspect_lane_stay_bounded_and_forget_the_oldest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A guesser with endless passwords and addresses cannot grow either cache past its cap."""
+    monkeypatch.setattr(basic_auth, "FAILURE_CACHE_SIZE", 3)
+    monkeypatch.setattr(basic_auth, "SUSPECT_PEERS", 3)
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda p, h: calls.append(p) or bool(real(p, h)))
+    auth = basic_auth.BasicAuth({"prometheus": http_client.hash_password(PASSWORD).encode()})
+    for i in range(10):
+        assert not auth.check(basic("prometheus", f"g{i}"), peer=f"10.0.0.{i}")
+    assert len(calls) == 10
+    assert not auth.check(basic("prometheus", "g9"), peer="10.0.1.1")  # newest: from the cache
+    assert len(calls) == 10
+    assert not auth.check(basic("prometheus", "g0"), peer="10.0.1.2")  # oldest: forgotten
+    assert len(calls) == 11
+    assert len(auth._failed) == 3 and len(auth._suspects) == 3
+    assert list(auth._suspects) == ["10.0.0.9", "10.0.1.1", "10.0.1.2"]
+
+
 def get_from(server: HttpServer, source: str, headers: dict[str, str]) -> int:
     """Status of GET /metrics sent from the loopback address `source` (all of 127/8 is local)."""
     conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20, source_address=(source, 0))

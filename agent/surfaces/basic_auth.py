@@ -23,9 +23,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 _MAX_BCRYPT_PASSWORD = 72
+_K = TypeVar("_K", str, bytes)
 
 
 class AuthBusy(Exception):
@@ -153,10 +154,9 @@ class BasicAuth:
                 self._verified[user] = digest
                 self._suspects.pop(peer, None)
                 return True
-            self._failed[digest] = time.monotonic() + FAILURE_CACHE_SECONDS
-            self._failed.move_to_end(digest)
-            while len(self._failed) > FAILURE_CACHE_SIZE:
-                self._failed.popitem(last=False)
+            _remember(
+                self._failed, digest, time.monotonic() + FAILURE_CACHE_SECONDS, FAILURE_CACHE_SIZE
+            )
         self._suspect(peer)
         return False
 
@@ -165,10 +165,7 @@ class BasicAuth:
         if not peer:
             return
         with self._cache_lock:
-            self._suspects[peer] = time.monotonic() + SUSPECT_SECONDS
-            self._suspects.move_to_end(peer)
-            while len(self._suspects) > SUSPECT_PEERS:
-                self._suspects.popitem(last=False)
+            _remember(self._suspects, peer, time.monotonic() + SUSPECT_SECONDS, SUSPECT_PEERS)
 
     @contextlib.contextmanager
     def _suspect_gate(self, peer: str, now: float) -> Iterator[None]:
@@ -190,6 +187,14 @@ class BasicAuth:
             yield
         finally:
             self._suspect_slot.release()
+
+
+def _remember(cache: OrderedDict[_K, float], key: _K, until: float, cap: int) -> None:
+    """Keep `key` until `until`, newest last; past `cap` the oldest go, so memory stays bounded."""
+    cache[key] = until
+    cache.move_to_end(key)
+    while len(cache) > cap:
+        cache.popitem(last=False)
 
 
 def _parse_basic(header_value: str | None) -> tuple[str, bytes] | None:
