@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skip locally, fail in CI: a real part that is absent must not pass silently."""
     if IN_CI:
         pytest.fail(f"required component missing in CI: {what}")

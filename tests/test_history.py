@@ -11,9 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from agent.history import MAX_ADDRESS_ROWS, MAX_ROUNDS, PUBLIC, History, percentile, window
+from agent.history import MAX_ADDRESS_ROWS, MAX_ROUNDS, History, percentile, window
+from agent.results import Path
 from agent.surfaces.history_json import iso, to_json
-from testbed.rounds import Round, synthetic_report
+from agent.surfaces.series import PUBLIC
+from testbed.rounds import Call, Round, synthetic_report
 
 REGIONAL = "sts.us-east-2.amazonaws.com"
 GLOBAL = "sts.amazonaws.com"
@@ -68,7 +70,7 @@ def test_rotating_enis_keep_a_bounded_number_of_rows_and_every_current_one() -> 
 def test_public_addresses_form_one_row_per_endpoint_whatever_ips_rotate() -> None:
     h = History()
     for i in range(4):  # DNS rotation: new public IPs every round
-        calls = [
+        calls: list[Call] = [
             (f"127.20.{i}.1", "public", 0.020),
             (f"127.20.{i}.2", "public", None if i == 2 else 0.035),
         ]
@@ -102,10 +104,10 @@ def test_an_address_still_probed_after_dns_moved_on_keeps_its_own_class() -> Non
 
 def test_path_runs_record_a_flip_and_its_return() -> None:
     h = History()
-    paths = ["vpce"] * 3 + ["public"] * 2 + ["vpce"]
+    paths: list[Path] = ["vpce", "vpce", "vpce", "public", "public", "vpce"]
     for i, path in enumerate(paths):
-        addr = (ENIS[0], "vpce", 0.01) if path == "vpce" else ("127.20.0.20", "public", 0.03)
-        h.add(synthetic_report(T0 + i, {REGIONAL: (path, [addr])}))  # type: ignore[dict-item]
+        addr: Call = (ENIS[0], "vpce", 0.01) if path == "vpce" else ("127.20.0.20", "public", 0.03)
+        h.add(synthetic_report(T0 + i, {REGIONAL: (path, [addr])}))
     runs = window(h.snapshot(now=T0 + 6)).paths[REGIONAL]
     assert [(r.path, r.rounds, r.start, r.end) for r in runs] == [
         ("vpce", 3, T0, T0 + 2),
@@ -155,7 +157,9 @@ def test_percentiles_use_successful_calls_only() -> None:
 def test_findings_say_when_they_first_appeared_and_how_many_rounds_they_held() -> None:
     h = History()
     for i in range(10):
-        found = [("PRIVATE_DNS_NOT_RESOLVING", REGIONAL)] if 3 <= i < 6 else []
+        found: list[tuple[str, str | None]] = (
+            [("PRIVATE_DNS_NOT_RESOLVING", REGIONAL)] if 3 <= i < 6 else []
+        )
         found += [("SDK_USES_GLOBAL_ENDPOINT", None)] if i >= 8 else []
         h.add(synthetic_report(T0 + i, healthy(), found))
     spans = {f.key.code: f for f in window(h.snapshot(now=T0 + 10)).findings}
@@ -196,7 +200,7 @@ def test_memory_stays_flat_once_the_window_is_full() -> None:
 def test_json_carries_the_window_runs_samples_and_findings() -> None:
     h = History()
     for i in range(5):
-        calls = [(ENIS[0], "vpce", 0.01), (ENIS[1], "vpce", None if i % 2 else 0.02)]
+        calls: list[Call] = [(ENIS[0], "vpce", 0.01), (ENIS[1], "vpce", None if i % 2 else 0.02)]
         found = [("STS_CALL_FAILED", REGIONAL)] if i % 2 else []
         h.add(synthetic_report(T0 + i, {REGIONAL: ("vpce", calls)}, found))
     doc = json.loads(json.dumps(to_json(h, window(h.snapshot(now=T0 + 5)))))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -40,7 +41,7 @@ def ok_route(_: Request) -> Response:
 
 
 @contextmanager
-def running(config: WebConfig | None = None, **kwargs: float) -> Iterator[HttpServer]:
+def running(config: WebConfig | None = None, **kwargs: Any) -> Iterator[HttpServer]:
     server = HttpServer(
         f"{LOOPBACK}:0", {"/metrics": ok_route, "/probe": ok_route}, config, **kwargs
     )
@@ -312,6 +313,19 @@ def test_head_end(data: bytes, length: int) -> None:
 # --- basic auth under a flood ------------------------------------------------------
 
 
+def counting_bcrypt(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The passwords bcrypt is asked to check, in order: each one a full, slow check."""
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return bool(real(password, hashed))
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    return calls
+
+
 @pytest.fixture
 def auth(tmp_path: Path) -> WebConfig:
     text = f"basic_auth_users:\n  prometheus: {http_client.hash_password(PASSWORD)}\n"
@@ -321,9 +335,7 @@ def auth(tmp_path: Path) -> WebConfig:
 def test_a_repeated_wrong_password_is_refused_from_the_cache(
     auth: WebConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-    monkeypatch.setattr(bcrypt, "checkpw", lambda p, h: calls.append(p) or bool(real(p, h)))
+    calls = counting_bcrypt(monkeypatch)
     for _ in range(20):
         assert not auth.check_basic_auth(basic("prometheus", "wrong"))
     assert len(calls) == 1  # before: 20 full bcrypt checks
@@ -337,9 +349,7 @@ def test_failure_cache_and_suspect_lane_stay_bounded_and_forget_the_oldest(
     """A guesser with endless passwords and addresses cannot grow either cache past its cap."""
     monkeypatch.setattr(basic_auth, "FAILURE_CACHE_SIZE", 3)
     monkeypatch.setattr(basic_auth, "SUSPECT_PEERS", 3)
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-    monkeypatch.setattr(bcrypt, "checkpw", lambda p, h: calls.append(p) or bool(real(p, h)))
+    calls = counting_bcrypt(monkeypatch)
     auth = basic_auth.BasicAuth({"prometheus": http_client.hash_password(PASSWORD).encode()})
     for i in range(10):
         assert not auth.check(basic("prometheus", f"g{i}"), peer=f"10.0.0.{i}")

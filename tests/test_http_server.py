@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -54,7 +55,7 @@ def serve() -> Iterator[Callable[..., HttpServer]]:
         routes: dict[str, Route] | None = None,
         config: WebConfig | None = None,
         address: str = f"{LOOPBACK}:0",
-        **kwargs: float,
+        **kwargs: Any,
     ) -> HttpServer:
         server = HttpServer(address, routes or {"/metrics": ok_route}, config, **kwargs)
         server.start()

@@ -143,7 +143,7 @@ def test_page_draws_a_path_flip_and_a_flapping_eni_as_the_json_lists_them(
     # The finding the flip raised: when it began and how long it held, as in the JSON.
     raised = {f["code"]: f for f in doc["findings"] if f["first_seen"] <= end}
     assert "PRIVATE_DNS_NOT_RESOLVING" in raised, sorted(raised)
-    assert set(raised) <= set(page.findings), (sorted(raised), sorted(page.findings))
+    assert set(raised) <= set(page.findings), (sorted(raised), sorted(map(str, page.findings)))
     flip = raised["PRIVATE_DNS_NOT_RESOLVING"]
     assert flip["rounds"] >= 2 and not flip["active"]
     assert page.findings["PRIVATE_DNS_NOT_RESOLVING"]["data-rounds"] == str(flip["rounds"])

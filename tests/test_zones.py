@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def vpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedVpc]:
         yield v
 
 
-def _settings(vpc: SimulatedVpc, **kw: object) -> Settings:
+def _settings(vpc: SimulatedVpc, **kw: Any) -> Settings:
     s = vpc.settings(interval=5, listen="127.0.0.1:0")
     return dataclasses.replace(s, credentials="none", **kw)
 
@@ -71,8 +72,8 @@ def test_each_eni_is_labelled_with_the_az_its_zonal_name_resolves_to(vpc: Simula
         info = s.find("sts_agent_endpoint_address_info", endpoint=REGIONAL, address=address)
         assert [x.labels["availability_zone"] for x in info] == [az]
     # the global name is public: one aggregate address, no AZ
-    (info,) = s.find("sts_agent_endpoint_address_info", endpoint=GLOBAL)
-    assert (info.labels["address"], info.labels["availability_zone"]) == ("public", "")
+    (public,) = s.find("sts_agent_endpoint_address_info", endpoint=GLOBAL)
+    assert (public.labels["address"], public.labels["availability_zone"]) == ("public", "")
     assert s.value("sts_agent_endpoint_local_az_eni", endpoint=REGIONAL) == 1
     assert s.value("sts_agent_endpoint_cross_az_ratio", endpoint=REGIONAL) == 0.5
     assert not s.find("sts_agent_endpoint_local_az_eni", endpoint=GLOBAL)

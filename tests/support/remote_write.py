@@ -29,7 +29,7 @@ def _write_request_class() -> Any:
         descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
     )
     t = descriptor_pb2.FieldDescriptorProto
-    shapes = {
+    shapes: dict[str, list[tuple[str, int, int, int, str | None]]] = {
         "Label": [("name", 1, t.TYPE_STRING, opt, None), ("value", 2, t.TYPE_STRING, opt, None)],
         "Sample": [
             ("value", 1, t.TYPE_DOUBLE, opt, None),
